@@ -1,0 +1,286 @@
+//! Step 2 of the path: a Kafka record becomes a [`ChangeEvent`].
+//!
+//! Debezium's JSON comes with the Connect schema (`{"schema":..,"payload":..}`,
+//! `schemas.enable=true`) or bare (`schemas.enable=false`). Either way the
+//! payload is an envelope `{before, after, source, op, ts_ms, ..}` and the
+//! key is a struct of the primary-key columns. This module checks the shape,
+//! types the column values (see [`value`]), reads the [`SourcePosition`] and
+//! names the record in every error so it can be dead-lettered and found.
+//!
+//! Records that are not row changes are classified, not failed: Kafka
+//! tombstones (the null value after each delete), the schema-change topic,
+//! transaction metadata and heartbeats.
+
+pub mod position;
+pub mod value;
+
+use serde_json::{Map, Value as Json};
+
+pub use position::{PositionError, SourcePosition};
+pub use value::{FieldType, Value, ValueError};
+
+use crate::source::{Lineage, SourceRecord};
+
+/// The kind of row change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+    /// A snapshot read: same meaning as an upsert.
+    Read,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+        }
+    }
+}
+
+/// Ordered column values (key columns in key order, row columns in table order).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Row {
+    pub columns: Vec<(String, Value)>,
+}
+
+impl Row {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.columns.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+}
+
+/// One decoded row change.
+#[derive(Clone, Debug)]
+pub struct ChangeEvent {
+    pub lineage: Lineage,
+    pub op: Op,
+    /// Primary-key columns from the record key.
+    pub key: Row,
+    /// Row image after the change (`c`, `u`, `r`).
+    pub after: Option<Row>,
+    /// Row image before the change (`u`, `d`), possibly partial.
+    pub before: Option<Row>,
+    pub position: SourcePosition,
+    /// Source commit time in ms (`source.ts_ms`), for freshness metrics.
+    pub source_ts_ms: Option<i64>,
+}
+
+/// What a record turned out to be.
+#[derive(Debug)]
+pub enum Decoded {
+    Change(ChangeEvent),
+    /// The Kafka-null value Debezium writes after each delete so compaction can
+    /// drop the key. The preceding `d` event already carried the delete and its
+    /// position, so the tombstone itself changes nothing.
+    Tombstone,
+    /// A record that is not a row change: schema change, transaction marker,
+    /// heartbeat. The reason names which.
+    NotAChange(&'static str),
+}
+
+/// Why a record could not be decoded. Each names the record.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{lineage}: value is not valid JSON ({detail}); check the connector's value.converter")]
+    InvalidJson { lineage: Lineage, detail: String },
+    #[error("{lineage}: key is not valid JSON ({detail}); check the connector's key.converter")]
+    InvalidKey { lineage: Lineage, detail: String },
+    #[error("{lineage}: record has no key; projector needs the primary key (give the table a primary key or set message.key.columns)")]
+    MissingKey { lineage: Lineage },
+    #[error("{lineage}: {detail}")]
+    NotAnEnvelope { lineage: Lineage, detail: String },
+    #[error("{lineage}: op {op:?} is not one of c, u, d, r")]
+    UnknownOp { lineage: Lineage, op: String },
+    #[error("{lineage}: {source}")]
+    Position { lineage: Lineage, source: PositionError },
+    #[error("{lineage}: {source}")]
+    Value { lineage: Lineage, source: ValueError },
+    #[error("{lineage}: value is {size} bytes, over the {limit}-byte limit (raise max_record_bytes if this row is legitimate)")]
+    TooLarge { lineage: Lineage, size: usize, limit: usize },
+}
+
+impl DecodeError {
+    /// Short machine-readable reason for DLQ headers and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::InvalidJson { .. } => "invalid_json",
+            DecodeError::InvalidKey { .. } => "invalid_key",
+            DecodeError::MissingKey { .. } => "missing_key",
+            DecodeError::NotAnEnvelope { .. } => "not_an_envelope",
+            DecodeError::UnknownOp { .. } => "unknown_op",
+            DecodeError::Position { .. } => "bad_position",
+            DecodeError::Value { .. } => "bad_value",
+            DecodeError::TooLarge { .. } => "too_large",
+        }
+    }
+}
+
+/// Decoding limits.
+#[derive(Clone, Debug)]
+pub struct DecodeOptions {
+    pub max_record_bytes: usize,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions { max_record_bytes: 8 * 1024 * 1024 }
+    }
+}
+
+/// Decodes one Kafka record.
+pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
+    let lineage = &record.lineage;
+    let Some(bytes) = record.value.as_deref() else {
+        return Ok(Decoded::Tombstone);
+    };
+    if bytes.len() > opts.max_record_bytes {
+        return Err(DecodeError::TooLarge { lineage: lineage.clone(), size: bytes.len(), limit: opts.max_record_bytes });
+    }
+    let value: Json = serde_json::from_slice(bytes)
+        .map_err(|e| DecodeError::InvalidJson { lineage: lineage.clone(), detail: e.to_string() })?;
+    let (schema, payload) = split_schema(value);
+    let payload = match payload {
+        Json::Object(m) => m,
+        Json::Null => return Ok(Decoded::Tombstone),
+        other => {
+            return Err(DecodeError::NotAnEnvelope {
+                lineage: lineage.clone(),
+                detail: format!("payload is {}, not a Debezium envelope object", kind_of(&other)),
+            });
+        }
+    };
+    let Some(op) = payload.get("op") else {
+        if let Some(reason) = classify_other(&payload) {
+            return Ok(Decoded::NotAChange(reason));
+        }
+        return Err(DecodeError::NotAnEnvelope {
+            lineage: lineage.clone(),
+            detail: "value has no 'op' field: it is not a Debezium change envelope (is ExtractNewRecordState configured on the connector?)".into(),
+        });
+    };
+    let op = match op.as_str() {
+        Some("c") => Op::Create,
+        Some("u") => Op::Update,
+        Some("d") => Op::Delete,
+        Some("r") => Op::Read,
+        _ => return Err(DecodeError::UnknownOp { lineage: lineage.clone(), op: op.to_string() }),
+    };
+    let source = match payload.get("source") {
+        Some(Json::Object(s)) => s,
+        _ => {
+            return Err(DecodeError::NotAnEnvelope { lineage: lineage.clone(), detail: "envelope has no 'source' object".into() });
+        }
+    };
+    let position = SourcePosition::from_source(source).map_err(|source| DecodeError::Position { lineage: lineage.clone(), source })?;
+    let source_ts_ms = source.get("ts_ms").and_then(Json::as_i64);
+
+    let row_schema = schema.as_ref().and_then(|s| envelope_row_schema(s));
+    let image = |name: &str| -> Result<Option<Row>, DecodeError> {
+        match payload.get(name) {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::Object(m)) => row(m, row_schema.as_ref()).map(Some).map_err(|source| DecodeError::Value { lineage: lineage.clone(), source }),
+            Some(other) => Err(DecodeError::NotAnEnvelope {
+                lineage: lineage.clone(),
+                detail: format!("'{name}' is {}, expected a row object or null", kind_of(other)),
+            }),
+        }
+    };
+    let after = image("after")?;
+    let before = image("before")?;
+    match op {
+        Op::Create | Op::Update | Op::Read if after.is_none() => {
+            return Err(DecodeError::NotAnEnvelope { lineage: lineage.clone(), detail: format!("op '{}' has no 'after' row", op.as_str()) });
+        }
+        _ => {}
+    }
+    let key = decode_key(record)?;
+    Ok(Decoded::Change(ChangeEvent { lineage: lineage.clone(), op, key, after, before, position, source_ts_ms }))
+}
+
+/// Separates `{"schema":..,"payload":..}` into its parts; bare JSON has no schema.
+fn split_schema(value: Json) -> (Option<Json>, Json) {
+    match value {
+        Json::Object(mut m) if m.len() == 2 && m.contains_key("schema") && m.contains_key("payload") => {
+            let payload = m.remove("payload").unwrap_or(Json::Null);
+            (m.remove("schema"), payload)
+        }
+        other => (None, other),
+    }
+}
+
+fn kind_of(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+/// Recognises the non-row topics a Debezium subscriber meets.
+fn classify_other(payload: &Map<String, Json>) -> Option<&'static str> {
+    if payload.contains_key("tableChanges") || payload.contains_key("ddl") {
+        Some("schema change")
+    } else if payload.contains_key("status") && payload.contains_key("id") && payload.contains_key("event_count") {
+        Some("transaction metadata")
+    } else if payload.len() == 1 && payload.contains_key("ts_ms") {
+        Some("heartbeat")
+    } else {
+        None
+    }
+}
+
+/// Field types of the row struct inside an envelope schema (the `after` field).
+fn envelope_row_schema(schema: &Json) -> Option<Vec<(String, FieldType)>> {
+    let fields = schema.get("fields")?.as_array()?;
+    let after = fields.iter().find(|f| f.get("field").and_then(Json::as_str) == Some("after"))?;
+    struct_fields(after)
+}
+
+fn struct_fields(schema: &Json) -> Option<Vec<(String, FieldType)>> {
+    let fields = schema.get("fields")?.as_array()?;
+    Some(
+        fields
+            .iter()
+            .filter_map(|f| Some((f.get("field")?.as_str()?.to_string(), FieldType::from_schema(f))))
+            .collect(),
+    )
+}
+
+fn row(m: &Map<String, Json>, schema: Option<&Vec<(String, FieldType)>>) -> Result<Row, ValueError> {
+    let mut columns = Vec::with_capacity(m.len());
+    for (name, v) in m {
+        let ty = schema.and_then(|s| s.iter().find(|(n, _)| n == name).map(|(_, t)| t));
+        let value = match ty {
+            Some(ty) => value::typed(name, ty, v)?,
+            None => value::untyped(v),
+        };
+        columns.push((name.clone(), value));
+    }
+    Ok(Row { columns })
+}
+
+fn decode_key(record: &SourceRecord) -> Result<Row, DecodeError> {
+    let lineage = &record.lineage;
+    let Some(bytes) = record.key.as_deref() else {
+        return Err(DecodeError::MissingKey { lineage: lineage.clone() });
+    };
+    let key: Json = serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidKey { lineage: lineage.clone(), detail: e.to_string() })?;
+    let (schema, payload) = split_schema(key);
+    let fields = schema.as_ref().and_then(struct_fields);
+    match payload {
+        Json::Object(m) if !m.is_empty() => row(&m, fields.as_ref()).map_err(|source| DecodeError::Value { lineage: lineage.clone(), source }),
+        Json::Null => Err(DecodeError::MissingKey { lineage: lineage.clone() }),
+        other => Err(DecodeError::InvalidKey { lineage: lineage.clone(), detail: format!("key is {}, expected a struct of primary-key columns", kind_of(&other)) }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

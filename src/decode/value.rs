@@ -1,0 +1,343 @@
+//! Column values, typed by the Kafka Connect schema that Debezium attached.
+//!
+//! JSON alone cannot say whether `1578000000000` is a count or a timestamp,
+//! or whether `"AVQ="` is text or a decimal. When the message carries its
+//! schema we use the field's type and semantic name (`io.debezium.time.*`,
+//! `org.apache.kafka.connect.data.Decimal`) to build a [`Value`] that each
+//! sink then encodes in its own terms. Decimals stay exact (i128 unscaled +
+//! scale); nothing goes through f64 unless the source column was a float.
+
+use base64::Engine;
+use serde_json::Value as Json;
+
+/// One decoded column value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    /// Exact decimal: `unscaled × 10^-scale`.
+    Decimal { unscaled: i128, scale: u32 },
+    String(String),
+    Bytes(Vec<u8>),
+    /// Days since 1970-01-01.
+    Date(i32),
+    /// Nanoseconds past midnight.
+    Time(i64),
+    /// Wall-clock timestamp in nanoseconds since the epoch. Debezium encodes
+    /// SQL Server `datetime`/`datetime2` wall clocks *as if* they were UTC; we
+    /// keep that meaning: the value has no real time zone.
+    Timestamp(i64),
+    /// `datetimeoffset`: ISO-8601 text that keeps its original offset.
+    ZonedTimestamp(String),
+    /// The connector could not read the value (LOB before-images); never data.
+    Unavailable,
+    /// Anything we have no schema for (nested structs, arrays, schemaless maps).
+    Json(Json),
+}
+
+/// Debezium's placeholder for a value it could not capture (3.6+).
+pub const UNAVAILABLE_PLACEHOLDER: &str = "__debezium_unavailable_value";
+
+/// Why a value did not match its declared schema.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ValueError {
+    #[error("field {field:?}: expected {expected}, found {found}")]
+    WrongType { field: String, expected: &'static str, found: String },
+    #[error("field {field:?}: decimal bytes are not valid base64 ({detail})")]
+    BadDecimal { field: String, detail: String },
+    #[error("field {field:?}: decimal has {digits} bytes, more than the 16 that precision 38 needs")]
+    DecimalTooWide { field: String, digits: usize },
+    #[error("field {field:?}: decimal schema has no usable 'scale' parameter")]
+    MissingScale { field: String },
+}
+
+/// The part of a Connect field schema that decides how a value is read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FieldType {
+    /// Connect type: int8..int64, float32/64, boolean, string, bytes, struct, ...
+    pub connect: String,
+    /// Semantic name such as `io.debezium.time.MicroTimestamp`.
+    pub name: Option<String>,
+    /// Decimal scale when the schema names one.
+    pub scale: Option<u32>,
+}
+
+impl FieldType {
+    /// Reads a field entry of a Connect struct schema (`{"type": .., "name": .., "parameters": ..}`).
+    pub fn from_schema(schema: &Json) -> FieldType {
+        let connect = schema.get("type").and_then(Json::as_str).unwrap_or("").to_string();
+        let name = schema.get("name").and_then(Json::as_str).map(str::to_string);
+        let scale = schema
+            .get("parameters")
+            .and_then(|p| p.get("scale"))
+            .and_then(|s| match s {
+                Json::String(s) => s.parse().ok(),
+                Json::Number(n) => n.as_u64().map(|n| n as u32),
+                _ => None,
+            });
+        FieldType { connect, name, scale }
+    }
+}
+
+fn found(v: &Json) -> String {
+    match v {
+        Json::Null => "null".into(),
+        Json::Bool(_) => "a boolean".into(),
+        Json::Number(n) => format!("the number {n}"),
+        Json::String(s) if s.len() > 40 => format!("a string of {} bytes", s.len()),
+        Json::String(s) => format!("the string {s:?}"),
+        Json::Array(_) => "an array".into(),
+        Json::Object(_) => "an object".into(),
+    }
+}
+
+/// Converts one JSON column value using its schema.
+pub fn typed(field: &str, ty: &FieldType, v: &Json) -> Result<Value, ValueError> {
+    if v.is_null() {
+        return Ok(Value::Null);
+    }
+    if v.as_str() == Some(UNAVAILABLE_PLACEHOLDER) {
+        return Ok(Value::Unavailable);
+    }
+    let wrong = |expected: &'static str| ValueError::WrongType { field: field.to_string(), expected, found: found(v) };
+    let int = || v.as_i64().ok_or_else(|| wrong("an integer"));
+    match ty.name.as_deref() {
+        Some("org.apache.kafka.connect.data.Decimal") => {
+            let scale = ty.scale.ok_or_else(|| ValueError::MissingScale { field: field.to_string() })?;
+            return match v {
+                Json::String(s) => decimal_from_base64(field, s, scale),
+                // decimal.format=NUMERIC writes a JSON number.
+                Json::Number(n) => parse_decimal_text(&n.to_string()).ok_or_else(|| wrong("a decimal")),
+                _ => Err(wrong("base64 decimal bytes")),
+            };
+        }
+        Some("io.debezium.time.Date") | Some("org.apache.kafka.connect.data.Date") => {
+            return Ok(Value::Date(int()? as i32));
+        }
+        Some("io.debezium.time.Time") | Some("org.apache.kafka.connect.data.Time") => {
+            return Ok(Value::Time(int()? * 1_000_000));
+        }
+        Some("io.debezium.time.MicroTime") => return Ok(Value::Time(int()? * 1_000)),
+        Some("io.debezium.time.NanoTime") => return Ok(Value::Time(int()?)),
+        Some("io.debezium.time.Timestamp") | Some("org.apache.kafka.connect.data.Timestamp") => {
+            return Ok(Value::Timestamp(int()? * 1_000_000));
+        }
+        Some("io.debezium.time.MicroTimestamp") => return Ok(Value::Timestamp(int()? * 1_000)),
+        Some("io.debezium.time.NanoTimestamp") => return Ok(Value::Timestamp(int()?)),
+        Some("io.debezium.time.ZonedTimestamp") => {
+            return v.as_str().map(|s| Value::ZonedTimestamp(s.to_string())).ok_or_else(|| wrong("a zoned timestamp string"));
+        }
+        _ => {}
+    }
+    match ty.connect.as_str() {
+        "int8" | "int16" | "int32" | "int64" => Ok(Value::Int(int()?)),
+        "float" | "float32" | "float64" | "double" => v.as_f64().map(Value::Float).ok_or_else(|| wrong("a number")),
+        "boolean" => v.as_bool().map(Value::Bool).ok_or_else(|| wrong("a boolean")),
+        "string" => v.as_str().map(|s| Value::String(s.to_string())).ok_or_else(|| wrong("a string")),
+        "bytes" => {
+            let s = v.as_str().ok_or_else(|| wrong("base64 bytes"))?;
+            base64::engine::general_purpose::STANDARD.decode(s).map(Value::Bytes).map_err(|_| wrong("base64 bytes"))
+        }
+        _ => Ok(untyped(v)),
+    }
+}
+
+/// Converts a JSON value that came without a schema (`schemas.enable=false`).
+pub fn untyped(v: &Json) -> Value {
+    match v {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => n.as_f64().map(Value::Float).unwrap_or(Value::Json(v.clone())),
+        },
+        Json::String(s) if s == UNAVAILABLE_PLACEHOLDER => Value::Unavailable,
+        Json::String(s) => Value::String(s.clone()),
+        other => Value::Json(other.clone()),
+    }
+}
+
+fn decimal_from_base64(field: &str, s: &str, scale: u32) -> Result<Value, ValueError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| ValueError::BadDecimal { field: field.to_string(), detail: e.to_string() })?;
+    if bytes.len() > 16 {
+        return Err(ValueError::DecimalTooWide { field: field.to_string(), digits: bytes.len() });
+    }
+    if bytes.is_empty() {
+        return Err(ValueError::BadDecimal { field: field.to_string(), detail: "no bytes".into() });
+    }
+    // Big-endian two's complement: sign-extend into 16 bytes.
+    let fill = if bytes[0] & 0x80 != 0 { 0xff } else { 0x00 };
+    let mut buf = [fill; 16];
+    buf[16 - bytes.len()..].copy_from_slice(&bytes);
+    Ok(Value::Decimal { unscaled: i128::from_be_bytes(buf), scale })
+}
+
+/// Parses `-123.4500` into an exact decimal, keeping the written scale.
+pub fn parse_decimal_text(s: &str) -> Option<Value> {
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (int_part, frac_part) = digits.split_once('.').unwrap_or((digits, ""));
+    if int_part.is_empty() || !int_part.bytes().all(|b| b.is_ascii_digit()) || !frac_part.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut unscaled: i128 = 0;
+    for b in int_part.bytes().chain(frac_part.bytes()) {
+        unscaled = unscaled.checked_mul(10)?.checked_add((b - b'0') as i128)?;
+    }
+    Some(Value::Decimal { unscaled: if neg { -unscaled } else { unscaled }, scale: frac_part.len() as u32 })
+}
+
+/// Writes an exact decimal as plain text (`-1234.50`).
+pub fn decimal_text(unscaled: i128, scale: u32) -> String {
+    let digits = unscaled.unsigned_abs().to_string();
+    let sign = if unscaled < 0 { "-" } else { "" };
+    let scale = scale as usize;
+    if scale == 0 {
+        return format!("{sign}{digits}");
+    }
+    if digits.len() > scale {
+        let (i, f) = digits.split_at(digits.len() - scale);
+        format!("{sign}{i}.{f}")
+    } else {
+        format!("{sign}0.{}{digits}", "0".repeat(scale - digits.len()))
+    }
+}
+
+/// Civil date from days since the epoch (proleptic Gregorian).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// `YYYY-MM-DD`.
+pub fn date_text(days: i32) -> String {
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// `HH:MM:SS[.fffffffff]` with trailing zeros trimmed.
+pub fn time_text(nanos: i64) -> String {
+    let secs = nanos.div_euclid(1_000_000_000);
+    let frac = nanos.rem_euclid(1_000_000_000);
+    let (h, mi, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    format!("{h:02}:{mi:02}:{s:02}{}", fraction(frac))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fffffffff]` without an offset: a wall clock.
+pub fn timestamp_text(nanos: i64) -> String {
+    let secs = nanos.div_euclid(1_000_000_000);
+    let frac = nanos.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let tod = secs.rem_euclid(86_400);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{}", tod / 3600, (tod / 60) % 60, tod % 60, fraction(frac))
+}
+
+fn fraction(nanos: i64) -> String {
+    if nanos == 0 {
+        return String::new();
+    }
+    let s = format!(".{nanos:09}");
+    s.trim_end_matches('0').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ty(connect: &str, name: Option<&str>, scale: Option<u32>) -> FieldType {
+        FieldType { connect: connect.into(), name: name.map(Into::into), scale }
+    }
+
+    #[test]
+    fn decimal_base64_is_exact() {
+        // 350000.00 at scale 2 = 35000000 = 0x0216_0EC0
+        let v = typed("Price", &ty("bytes", Some("org.apache.kafka.connect.data.Decimal"), Some(2)), &json!("AhYOwA==")).unwrap();
+        assert_eq!(v, Value::Decimal { unscaled: 35_000_000, scale: 2 });
+        let Value::Decimal { unscaled, scale } = v else { unreachable!() };
+        assert_eq!(decimal_text(unscaled, scale), "350000.00");
+    }
+
+    #[test]
+    fn negative_decimal_sign_extends() {
+        // -1 as one byte 0xff, scale 4 -> -0.0001
+        let v = typed("Fee", &ty("bytes", Some("org.apache.kafka.connect.data.Decimal"), Some(4)), &json!("/w==")).unwrap();
+        assert_eq!(v, Value::Decimal { unscaled: -1, scale: 4 });
+        assert_eq!(decimal_text(-1, 4), "-0.0001");
+    }
+
+    #[test]
+    fn decimal_precision_38_round_trips() {
+        // 10^38 - 1 (38 nines) needs 17 bytes? No: it is < 2^127, so 16 bytes.
+        let n: i128 = 99_999_999_999_999_999_999_999_999_999_999_999_999;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(n.to_be_bytes());
+        let v = typed("Big", &ty("bytes", Some("org.apache.kafka.connect.data.Decimal"), Some(10)), &json!(b64)).unwrap();
+        assert_eq!(v, Value::Decimal { unscaled: n, scale: 10 });
+        assert_eq!(decimal_text(n, 10), "9999999999999999999999999999.9999999999");
+    }
+
+    #[test]
+    fn bad_decimal_is_named() {
+        let err = typed("Price", &ty("bytes", Some("org.apache.kafka.connect.data.Decimal"), Some(2)), &json!("%%%")).unwrap_err();
+        assert!(matches!(err, ValueError::BadDecimal { ref field, .. } if field == "Price"));
+        let err = typed("Price", &ty("bytes", Some("org.apache.kafka.connect.data.Decimal"), None), &json!("AQ==")).unwrap_err();
+        assert_eq!(err, ValueError::MissingScale { field: "Price".into() });
+    }
+
+    #[test]
+    fn int64_never_goes_through_f64() {
+        let v = typed("Id", &ty("int64", None, None), &json!(9_007_199_254_740_993_i64)).unwrap();
+        assert_eq!(v, Value::Int(9_007_199_254_740_993));
+    }
+
+    #[test]
+    fn temporal_types_scale_to_nanos() {
+        let nano = typed("t", &ty("int64", Some("io.debezium.time.NanoTimestamp"), None), &json!(1_700_000_000_123_456_789_i64)).unwrap();
+        assert_eq!(timestamp_text(match nano { Value::Timestamp(n) => n, _ => 0 }), "2023-11-14T22:13:20.123456789");
+        let milli = typed("t", &ty("int64", Some("io.debezium.time.Timestamp"), None), &json!(1_700_000_000_120_i64)).unwrap();
+        assert_eq!(milli, Value::Timestamp(1_700_000_000_120_000_000));
+        let date = typed("d", &ty("int32", Some("io.debezium.time.Date"), None), &json!(19_000)).unwrap();
+        assert_eq!(date_text(match date { Value::Date(d) => d, _ => 0 }), "2022-01-08");
+        let time = typed("t", &ty("int64", Some("io.debezium.time.MicroTime"), None), &json!(3_723_000_001_i64)).unwrap();
+        assert_eq!(time_text(match time { Value::Time(n) => n, _ => 0 }), "01:02:03.000001");
+    }
+
+    #[test]
+    fn dates_before_epoch() {
+        assert_eq!(date_text(-1), "1969-12-31");
+        assert_eq!(timestamp_text(-1), "1969-12-31T23:59:59.999999999");
+    }
+
+    #[test]
+    fn wrong_type_names_field_and_value() {
+        let err = typed("Seats", &ty("int32", None, None), &json!("twelve")).unwrap_err();
+        assert_eq!(err.to_string(), r#"field "Seats": expected an integer, found the string "twelve""#);
+    }
+
+    #[test]
+    fn placeholder_is_unavailable_not_data() {
+        assert_eq!(typed("Note", &ty("string", None, None), &json!(UNAVAILABLE_PLACEHOLDER)).unwrap(), Value::Unavailable);
+        assert_eq!(untyped(&json!(UNAVAILABLE_PLACEHOLDER)), Value::Unavailable);
+    }
+
+    #[test]
+    fn decimal_text_parses_back() {
+        assert_eq!(parse_decimal_text("-12.340"), Some(Value::Decimal { unscaled: -12340, scale: 3 }));
+        assert_eq!(parse_decimal_text("1e5"), None);
+    }
+}

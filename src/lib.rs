@@ -1,0 +1,14 @@
+//! projector keeps CQRS read models in step with a SQL Server database.
+//!
+//! The modules follow one change from Kafka record to sink write:
+//! [`source`] (consumer group) → [`decode`] (Debezium envelope → change
+//! event) → [`mapping`] (read-model file → document) → [`sink`] (batching,
+//! guard, write, commit). [`ops`] sits beside the path: health, metrics.
+//! [`demo`] makes SQL Server-shaped events for the demo and tests.
+
+pub mod decode;
+pub mod demo;
+pub mod mapping;
+pub mod ops;
+pub mod sink;
+pub mod source;

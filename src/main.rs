@@ -1,0 +1,199 @@
+//! The `projector` command: run a read model, check a read-model file, or
+//! feed the demo.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use projector::decode::DecodeOptions;
+use projector::demo::bus_booking::{BusBooking, Timeline, demo_story};
+use projector::demo::produce::FixtureProducer;
+use projector::mapping::ReadModel;
+use projector::ops::{Health, http};
+use projector::sink::batch::BatchLimits;
+use projector::sink::dead_letter::DeadLetters;
+use projector::sink::elasticsearch::Elasticsearch;
+use projector::sink::pipeline::{ErrorTolerance, Pipeline};
+use projector::source::consumer::{ConsumerGroup, GroupSettings};
+
+#[derive(Parser)]
+#[command(name = "projector", version, about = "Keeps read models in step with Debezium change events on Kafka")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume a read model's topics and keep its sinks up to date.
+    Run(RunArgs),
+    /// Check a read-model file; prints each problem with file:line.
+    Validate { file: PathBuf },
+    /// Write the demo's bus-booking change events (SQL Server format) to Kafka.
+    DemoProduce {
+        #[arg(long, env = "PROJECTOR_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Number of trips in the snapshot (bookings are twice that).
+        #[arg(long, default_value_t = 12)]
+        trips: i32,
+        /// Write `{schema, payload}` JSON (JsonConverter schemas.enable=true).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        schemas: bool,
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The read-model file, e.g. mappings/bus_booking.yaml.
+    read_model: PathBuf,
+    #[arg(long, env = "PROJECTOR_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(long, env = "PROJECTOR_ELASTICSEARCH_URL", default_value = "http://127.0.0.1:9200")]
+    elasticsearch_url: String,
+    /// Consumer group prefix; each sink appends `.<sink>`. Default: `projector.<read_model>`.
+    #[arg(long, env = "PROJECTOR_GROUP")]
+    group: Option<String>,
+    /// Dead-letter topic. Default: `projector.<read_model>.dlq`.
+    #[arg(long, env = "PROJECTOR_DLQ_TOPIC")]
+    dlq_topic: Option<String>,
+    /// Address for /metrics and /health.
+    #[arg(long, env = "PROJECTOR_HTTP_ADDR", default_value = "127.0.0.1:9464")]
+    http_addr: SocketAddr,
+    #[arg(long, env = "PROJECTOR_BATCH_RECORDS", default_value_t = 2000)]
+    batch_records: usize,
+    #[arg(long, env = "PROJECTOR_BATCH_BYTES", default_value_t = 8 * 1024 * 1024)]
+    batch_bytes: usize,
+    #[arg(long, env = "PROJECTOR_LINGER_MS", default_value_t = 50)]
+    linger_ms: u64,
+    /// Pause consumption when this many bytes wait to be written.
+    #[arg(long, env = "PROJECTOR_MAX_BUFFER_BYTES", default_value_t = 32 * 1024 * 1024)]
+    max_buffer_bytes: usize,
+    #[arg(long, env = "PROJECTOR_MAX_RECORD_BYTES", default_value_t = 8 * 1024 * 1024)]
+    max_record_bytes: usize,
+    /// `all`: dead-letter bad records and carry on; `none`: stop on the first.
+    #[arg(long, env = "PROJECTOR_ERRORS_TOLERANCE", value_enum, default_value_t = ErrorTolerance::All)]
+    errors_tolerance: ErrorTolerance,
+    /// Kafka session timeout: how fast a dead instance's partitions move.
+    #[arg(long, env = "PROJECTOR_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    session_timeout_ms: u64,
+    #[arg(long, env = "PROJECTOR_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
+    shutdown_grace_ms: u64,
+    /// Log format: json (default) or text.
+    #[arg(long, env = "PROJECTOR_LOG_FORMAT", default_value = "json")]
+    log_format: String,
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PROJECTOR_LOG").unwrap_or_else(|_| "info,rdkafka=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "text" {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).with_current_span(false).init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Validate { file } => validate(&file),
+        Command::DemoProduce { brokers, trips, schemas, partitions } => demo_produce(&brokers, trips, schemas, partitions).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("projector: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(file: &std::path::Path) -> anyhow::Result<()> {
+    let model = ReadModel::load(file)?;
+    println!("{}: read model {:?} is valid ({} tables)", file.display(), model.name, model.tables.len());
+    Ok(())
+}
+
+async fn demo_produce(brokers: &str, trips: i32, schemas: bool, partitions: i32) -> anyhow::Result<()> {
+    let db = BusBooking::new("vexere");
+    let records = demo_story(&db, &mut Timeline::default(), trips, schemas);
+    let producer = FixtureProducer::new(brokers)?;
+    producer.create_topics(&[db.trips.topic(), db.bookings.topic(), db.seats.topic()], partitions).await?;
+    producer.send_all(&records).await?;
+    println!("produced {} change events to {} and {}", records.len(), db.trips.topic(), db.bookings.topic());
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logs(&args.log_format);
+    let model = Arc::new(ReadModel::load(&args.read_model)?);
+    let metrics = http::install_metrics()?;
+    let health = Health::default();
+    tokio::spawn({
+        let health = health.clone();
+        async move {
+            if let Err(e) = http::serve(args.http_addr, health, metrics).await {
+                tracing::error!(error = %e, "ops endpoint stopped");
+            }
+        }
+    });
+    let group_prefix = args.group.clone().unwrap_or_else(|| format!("projector.{}", model.name));
+    let dlq_topic = args.dlq_topic.clone().unwrap_or_else(|| format!("projector.{}.dlq", model.name));
+    let dead_letters = DeadLetters::new(&args.brokers, &dlq_topic, &model.name)?;
+    let (stop_tx, stop_rx) = watch_shutdown();
+
+    let sink = Arc::new(Elasticsearch::new(&args.elasticsearch_url)?);
+    let settings = GroupSettings {
+        brokers: args.brokers.clone(),
+        group_id: format!("{group_prefix}.elasticsearch"),
+        client_id: format!("projector-{}-{}", model.name, std::process::id()),
+        auto_offset_reset: "earliest".into(),
+        session_timeout: Duration::from_millis(args.session_timeout_ms),
+    };
+    let topics: Vec<String> = model.tables.iter().filter(|t| t.elasticsearch.is_some()).map(|t| t.topic.clone()).collect();
+    let group = Arc::new(ConsumerGroup::join(&settings, &topics)?);
+    tracing::info!(read_model = %model.name, group = %settings.group_id, ?topics, dlq = %dlq_topic, "starting");
+    let pipeline = Pipeline {
+        sink,
+        model: model.clone(),
+        group,
+        dead_letters,
+        health: health.clone(),
+        limits: BatchLimits { max_records: args.batch_records, max_bytes: args.batch_bytes, linger: Duration::from_millis(args.linger_ms) },
+        max_buffer_bytes: args.max_buffer_bytes,
+        decode: DecodeOptions { max_record_bytes: args.max_record_bytes },
+        tolerance: args.errors_tolerance,
+        shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+    };
+    let task = tokio::spawn(pipeline.run(stop_rx));
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: stop fetching, flush, commit");
+        let _ = stop_tx.send(true);
+    });
+    task.await.context("pipeline task panicked")??;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+fn watch_shutdown() -> (tokio::sync::watch::Sender<bool>, tokio::sync::watch::Receiver<bool>) {
+    tokio::sync::watch::channel(false)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

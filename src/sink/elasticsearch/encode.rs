@@ -1,0 +1,119 @@
+//! Turns a write into the two NDJSON lines of a bulk action.
+
+use std::io::Write as _;
+
+use super::client::{Current, META_FIELD};
+use crate::decode::{Value, value};
+use crate::mapping::Document;
+use crate::sink::Write;
+
+/// The action line: conditional `index` over an existing document, `create`
+/// for a new one.
+pub fn action(out: &mut Vec<u8>, w: &Write, current: Option<&Current>) {
+    let index = serde_json::to_string(&*w.target).unwrap_or_default();
+    let id = serde_json::to_string(&w.doc.id).unwrap_or_default();
+    match current {
+        Some(c) => {
+            let _ = writeln!(out, r#"{{"index":{{"_index":{index},"_id":{id},"if_seq_no":{},"if_primary_term":{}}}}}"#, c.seq_no, c.primary_term);
+        }
+        None => {
+            let _ = writeln!(out, r#"{{"create":{{"_index":{index},"_id":{id}}}}}"#);
+        }
+    }
+}
+
+/// The document line: the row's columns (or only the key for a tombstone)
+/// plus projector's bookkeeping.
+pub fn document(out: &mut Vec<u8>, doc: &Document) {
+    out.push(b'{');
+    let (row, deleted) = match &doc.body {
+        Some(row) => (row, false),
+        None => (&doc.key, true),
+    };
+    for (name, v) in &row.columns {
+        if matches!(v, Value::Unavailable) {
+            continue;
+        }
+        let _ = serde_json::to_writer(&mut *out, name);
+        out.push(b':');
+        value_json(out, v);
+        out.push(b',');
+    }
+    let _ = write!(out, r#""{META_FIELD}":{{"position":"{}","deleted":{deleted},"op":"{}""#, doc.position.as_str(), doc.op.as_str());
+    if let Some(ts) = doc.source_ts_ms {
+        let _ = write!(out, r#","source_ts_ms":{ts}"#);
+    }
+    out.extend_from_slice(b"}}\n");
+}
+
+/// A value as Elasticsearch should index it.
+pub fn value_json(out: &mut Vec<u8>, v: &Value) {
+    let _ = match v {
+        Value::Null | Value::Unavailable => write!(out, "null"),
+        Value::Bool(b) => write!(out, "{b}"),
+        Value::Int(i) => write!(out, "{i}"),
+        Value::Float(f) if f.is_finite() => write!(out, "{f}"),
+        Value::Float(_) => write!(out, "null"),
+        // Exact digits as a JSON number: no f64 rounding on our side.
+        Value::Decimal { unscaled, scale } => write!(out, "{}", value::decimal_text(*unscaled, *scale)),
+        Value::String(s) | Value::ZonedTimestamp(s) => serde_json::to_writer(&mut *out, s).map_err(std::io::Error::other),
+        Value::Bytes(b) => {
+            use base64::Engine;
+            write!(out, "\"{}\"", base64::engine::general_purpose::STANDARD.encode(b))
+        }
+        Value::Date(d) => write!(out, "\"{}\"", value::date_text(*d)),
+        Value::Time(t) => write!(out, "\"{}\"", value::time_text(*t)),
+        Value::Timestamp(t) => write!(out, "\"{}\"", value::timestamp_text(*t)),
+        Value::Json(j) => serde_json::to_writer(&mut *out, j).map_err(std::io::Error::other),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Op, Row, SourcePosition};
+    use crate::source::Lineage;
+
+    fn doc(body: Option<Row>) -> Document {
+        Document {
+            id: "7".into(),
+            position: SourcePosition::from_stored("00ff"),
+            op: if body.is_some() { Op::Update } else { Op::Delete },
+            source_ts_ms: Some(1000),
+            lineage: Lineage { topic: "t".into(), partition: 0, offset: 1 },
+            key: Row { columns: vec![("TripId".into(), Value::Int(7))] },
+            body,
+        }
+    }
+
+    #[test]
+    fn document_carries_columns_and_position() {
+        let row = Row {
+            columns: vec![
+                ("TripId".into(), Value::Int(7)),
+                ("Fare".into(), Value::Decimal { unscaled: 35_000_000, scale: 2 }),
+                ("Note".into(), Value::Unavailable),
+                ("Route".into(), Value::String("A \"B\"".into())),
+            ],
+        };
+        let mut out = Vec::new();
+        document(&mut out, &doc(Some(row)));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["Fare"].to_string(), "350000.0");
+        assert!(v.get("Note").is_none(), "unavailable values are never written");
+        assert_eq!(v["Route"], "A \"B\"");
+        assert_eq!(v[META_FIELD]["position"], "00ff");
+        assert_eq!(v[META_FIELD]["deleted"], false);
+        assert!(String::from_utf8(out).unwrap().contains("\"Fare\":350000.00,"));
+    }
+
+    #[test]
+    fn tombstone_keeps_key_and_marks_deleted() {
+        let mut out = Vec::new();
+        document(&mut out, &doc(None));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["TripId"], 7);
+        assert_eq!(v[META_FIELD]["deleted"], true);
+        assert_eq!(v[META_FIELD]["op"], "d");
+    }
+}

@@ -1,0 +1,323 @@
+//! The loop that ties the path together for one sink: consume → decode →
+//! map → batch → write → store offsets. Each sink runs its own pipeline with
+//! its own consumer group, so each moves at its own pace: a slow or down sink
+//! holds back only its own offsets.
+//!
+//! One batch is written at a time while the next one is being collected.
+//! Offsets are stored only after every item of a batch is settled: applied,
+//! found stale, or durably dead-lettered. Transient failures are retried with
+//! backoff for as long as they last, with the sink reported down meanwhile.
+//! When the buffer is full, the consumer pauses its partitions (it keeps
+//! polling, so it stays in the group) instead of letting writes time out.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::batch::{Action, Batch, BatchLimits, Item, newest_per_key};
+use super::dead_letter::{DeadLetters, Reason};
+use super::{Outcome, Sink, Write, retry};
+use crate::decode::{DecodeOptions, Decoded, decode};
+use crate::mapping::{ReadModel, document::map_default};
+use crate::ops::Health;
+use crate::source::consumer::ConsumerGroup;
+use crate::source::{Lineage, SourceRecord};
+
+/// What to do with a record that cannot be processed (Kafka Connect's
+/// `errors.tolerance`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ErrorTolerance {
+    /// Send it to the dead-letter queue and carry on.
+    All,
+    /// Stop the pipeline with an error naming the record; nothing after it
+    /// is committed.
+    None,
+}
+
+/// A pipeline stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("{sink}: stopped at {lineage} because errors.tolerance is none: {reason}. Fix the record or mapping, or run with --errors-tolerance all to dead-letter it")]
+    Intolerable { sink: &'static str, lineage: Lineage, reason: String },
+    #[error("{sink}: writer task failed: {0}", sink = .1)]
+    Writer(String, &'static str),
+}
+
+/// Everything one sink's pipeline needs.
+pub struct Pipeline<S: Sink> {
+    pub sink: Arc<S>,
+    pub model: Arc<ReadModel>,
+    pub group: Arc<ConsumerGroup>,
+    pub dead_letters: DeadLetters,
+    pub health: Health,
+    pub limits: BatchLimits,
+    /// Pause consumption when this many bytes are buffered.
+    pub max_buffer_bytes: usize,
+    pub decode: DecodeOptions,
+    pub tolerance: ErrorTolerance,
+    /// How long shutdown waits for an in-flight batch before abandoning it.
+    pub shutdown_grace: Duration,
+}
+
+type WriteResult = Result<Vec<(String, i32, i64)>, PipelineError>;
+
+impl<S: Sink> Pipeline<S> {
+    /// Runs until `shutdown` turns true, then flushes and commits.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
+        let name = self.sink.name();
+        self.health.register(name);
+        if !self.prepare(&mut shutdown).await {
+            self.group.close();
+            return Ok(());
+        }
+        let mut batch = Batch::default();
+        let mut in_flight: Option<JoinHandle<WriteResult>> = None;
+        let mut paused = false;
+        loop {
+            let revoked = self.group.take_revoked();
+            if !revoked.is_empty() {
+                let dropped = batch.drop_partitions(&revoked);
+                tracing::info!(sink = name, dropped, "dropped buffered records of revoked partitions");
+            }
+            if self.group.rebalanced() && paused {
+                self.group.pause_all();
+            }
+            if in_flight.is_none() && batch.is_ready(&self.limits) {
+                in_flight = Some(self.spawn_write(batch.take()));
+            }
+            let full = batch.bytes() >= self.max_buffer_bytes || batch.len() >= self.limits.max_records * 2;
+            if full != paused {
+                if full { self.group.pause_all() } else { self.group.resume_all() }
+                paused = full;
+                tracing::debug!(sink = name, paused, "backpressure");
+            }
+            let linger = batch.deadline(&self.limits).filter(|_| in_flight.is_none());
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                done = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                    in_flight = None;
+                    let offsets = done.map_err(|e| PipelineError::Writer(e.to_string(), name))??;
+                    self.group.store(&offsets);
+                }
+                _ = tokio::time::sleep_until(linger.map(tokio::time::Instant::from_std).unwrap_or_else(tokio::time::Instant::now)), if linger.is_some() => {}
+                next = self.group.next(Duration::from_millis(200)) => match next {
+                    Ok(Some(record)) => batch.push(self.item(record)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        metrics::counter!("projector_consumer_errors_total", "sink" => name).increment(1);
+                        tracing::warn!(sink = name, group = %self.group.group_id, error = %e, "Kafka consumer error; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                },
+            }
+        }
+        self.finish(in_flight, batch).await
+    }
+
+    /// Creates the sink's targets, retrying while the sink is down.
+    async fn prepare(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let name = self.sink.name();
+        let mut delays = retry::delays();
+        loop {
+            match self.sink.prepare(&self.model).await {
+                Ok(()) => {
+                    self.health.sink_up(name);
+                    return true;
+                }
+                Err(e) => {
+                    self.health.sink_down(name, &e.to_string());
+                    let wait = delays.next().unwrap_or(Duration::from_secs(30));
+                    tracing::warn!(sink = name, error = %e, retry_in = ?wait, "sink not ready; retrying");
+                    tokio::select! {
+                        _ = shutdown.changed() => return false,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Shutdown: stop fetching, finish the in-flight batch and what is
+    /// buffered, store and commit. A batch that cannot be written within the
+    /// grace period is abandoned uncommitted; the next run redoes it.
+    async fn finish(self, in_flight: Option<JoinHandle<WriteResult>>, batch: Batch) -> Result<(), PipelineError> {
+        let name = self.sink.name();
+        self.group.pause_all();
+        let deadline = tokio::time::Instant::now() + self.shutdown_grace;
+        let mut pending: Vec<JoinHandle<WriteResult>> = in_flight.into_iter().collect();
+        let mut batch = Some(batch).filter(|b| !b.is_empty());
+        let mut result = Ok(());
+        loop {
+            let Some(mut task) = pending.pop() else {
+                match batch.take() {
+                    Some(b) => {
+                        pending.push(self.spawn_write(b));
+                        continue;
+                    }
+                    None => break,
+                }
+            };
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(Ok(Ok(offsets))) => self.group.store(&offsets),
+                Ok(Ok(Err(e))) => {
+                    result = Err(e);
+                    break;
+                }
+                Ok(Err(e)) => {
+                    result = Err(PipelineError::Writer(e.to_string(), name));
+                    break;
+                }
+                Err(_) => {
+                    task.abort();
+                    tracing::warn!(sink = name, "shutdown grace period over; abandoning the unwritten batch (it stays uncommitted and is redone on restart)");
+                    break;
+                }
+            }
+        }
+        self.group.commit_now();
+        self.group.close();
+        tracing::info!(sink = name, "pipeline stopped; offsets committed");
+        result
+    }
+
+    /// Decodes and maps one record into what the sink must do with it.
+    fn item(&self, record: SourceRecord) -> Item {
+        let action = match decode(&record, &self.decode) {
+            Ok(Decoded::Change(event)) => match self.sink.target(&self.model, &event.lineage.topic) {
+                None => Action::Skip("table not written by this sink"),
+                Some(target) => match map_default(&event) {
+                    Ok(doc) => Action::Write(Write { target, doc }),
+                    Err(e) => Action::DeadLetter { stage: "mapping", kind: "bad_key", reason: e.to_string() },
+                },
+            },
+            Ok(Decoded::Tombstone) => Action::Skip("tombstone"),
+            Ok(Decoded::NotAChange(what)) => Action::Skip(what),
+            Err(e) => Action::DeadLetter { stage: "decode", kind: e.kind(), reason: e.to_string() },
+        };
+        Item { record, action }
+    }
+
+    fn spawn_write(&self, batch: Batch) -> JoinHandle<WriteResult> {
+        let writer = Writer {
+            sink: self.sink.clone(),
+            dead_letters: self.dead_letters.clone(),
+            health: self.health.clone(),
+            tolerance: self.tolerance,
+        };
+        tokio::spawn(writer.write(batch))
+    }
+}
+
+/// Writes one batch to completion.
+struct Writer<S: Sink> {
+    sink: Arc<S>,
+    dead_letters: DeadLetters,
+    health: Health,
+    tolerance: ErrorTolerance,
+}
+
+impl<S: Sink> Writer<S> {
+    async fn write(self, batch: Batch) -> WriteResult {
+        let name = self.sink.name();
+        let started = Instant::now();
+        let offsets = batch.next_offsets();
+        let mut records: Vec<SourceRecord> = Vec::with_capacity(batch.len());
+        let mut writes: Vec<(usize, Write)> = Vec::new();
+        let mut dead: Vec<(usize, Reason)> = Vec::new();
+        for item in batch.items {
+            let i = records.len();
+            match item.action {
+                Action::Write(w) => writes.push((i, w)),
+                Action::Skip(why) => {
+                    metrics::counter!("projector_events_total", "sink" => name, "topic" => item.record.lineage.topic.clone(), "op" => "-", "outcome" => "skipped").increment(1);
+                    tracing::trace!(record = %item.record.lineage, why, "skipped");
+                }
+                Action::DeadLetter { stage, kind, reason } => dead.push((i, Reason { stage, kind, message: reason })),
+            }
+            records.push(item.record);
+        }
+        // Within a batch only the newest write per key matters.
+        let refs: Vec<&Write> = writes.iter().map(|(_, w)| w).collect();
+        let winners = newest_per_key(&refs);
+        let superseded = writes.len() - winners.len();
+        let mut pending: Vec<(usize, Write)> = Vec::with_capacity(winners.len());
+        let mut winner_iter = winners.into_iter().peekable();
+        for (pos, w) in writes.into_iter().enumerate() {
+            if winner_iter.peek() == Some(&pos) {
+                winner_iter.next();
+                pending.push(w);
+            }
+        }
+        if superseded > 0 {
+            metrics::counter!("projector_events_total", "sink" => name, "topic" => "*", "op" => "-", "outcome" => "superseded").increment(superseded as u64);
+        }
+        let mut freshest: Option<i64> = None;
+        let mut delays = retry::delays();
+        while !pending.is_empty() {
+            let batch_writes: Vec<Write> = pending.iter().map(|(_, w)| w.clone()).collect();
+            let call = Instant::now();
+            let outcomes = match self.sink.write(&batch_writes).await {
+                Ok(o) => o,
+                Err(e) => {
+                    self.health.sink_down(name, &e.to_string());
+                    let wait = delays.next().unwrap_or(Duration::from_secs(30));
+                    metrics::counter!("projector_sink_retries_total", "sink" => name).increment(pending.len() as u64);
+                    tracing::warn!(sink = name, error = %e, items = pending.len(), retry_in = ?wait, "sink write failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            };
+            metrics::histogram!("projector_sink_request_seconds", "sink" => name).record(call.elapsed().as_secs_f64());
+            self.health.sink_up(name);
+            let mut again = Vec::new();
+            let mut last_retry_reason = String::new();
+            for ((i, w), outcome) in pending.into_iter().zip(outcomes) {
+                let label = match &outcome {
+                    Outcome::Applied => "applied",
+                    Outcome::Stale => "stale",
+                    Outcome::Retry(_) => "retry",
+                    Outcome::Rejected(_) => "rejected",
+                };
+                metrics::counter!("projector_events_total", "sink" => name, "topic" => w.doc.lineage.topic.clone(), "op" => w.doc.op.as_str(), "outcome" => label).increment(1);
+                match outcome {
+                    Outcome::Applied => {
+                        freshest = freshest.max(w.doc.source_ts_ms);
+                        if let Some(ts) = records[i].timestamp_ms {
+                            metrics::histogram!("projector_append_to_ack_seconds", "sink" => name).record((now_ms() - ts).max(0) as f64 / 1000.0);
+                        }
+                    }
+                    Outcome::Stale => tracing::debug!(record = %w.doc.lineage, id = %w.doc.id, "stale event ignored"),
+                    Outcome::Retry(reason) => {
+                        last_retry_reason = reason;
+                        again.push((i, w));
+                    }
+                    Outcome::Rejected(reason) => dead.push((i, Reason { stage: "sink", kind: "rejected", message: format!("{}: document {}: {reason}", records[i].lineage, w.doc.id) })),
+                }
+            }
+            pending = again;
+            if !pending.is_empty() {
+                let wait = delays.next().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(sink = name, items = pending.len(), reason = %last_retry_reason, retry_in = ?wait, "retrying items");
+                metrics::counter!("projector_sink_retries_total", "sink" => name).increment(pending.len() as u64);
+                tokio::time::sleep(wait).await;
+            }
+        }
+        for (i, reason) in dead {
+            if self.tolerance == ErrorTolerance::None {
+                return Err(PipelineError::Intolerable { sink: name, lineage: records[i].lineage.clone(), reason: reason.message });
+            }
+            self.dead_letters.send(&records[i], name, &reason).await;
+        }
+        if let Some(ts) = freshest {
+            metrics::gauge!("projector_freshness_seconds", "sink" => name).set((now_ms() - ts).max(0) as f64 / 1000.0);
+        }
+        metrics::histogram!("projector_batch_seconds", "sink" => name).record(started.elapsed().as_secs_f64());
+        Ok(offsets)
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

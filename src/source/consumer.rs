@@ -1,0 +1,196 @@
+//! A member of a Kafka consumer group (cooperative-sticky) that delivers
+//! owned [`SourceRecord`]s and stores offsets only when told to.
+//!
+//! The commit protocol, in one place:
+//! - `enable.auto.offset.store=false`: librdkafka never marks a record done
+//!   by itself. The pipeline calls [`ConsumerGroup::store`] with the next
+//!   offset of each partition only after every write for the records before
+//!   it is durable in the sink (or in the dead-letter queue).
+//! - `enable.auto.commit=true`: librdkafka commits what was stored, every
+//!   second, before partitions are revoked, and on close. It never commits
+//!   more than was stored.
+//! - On revoke the [`GroupContext`] records the partitions; the pipeline drops
+//!   what it had buffered for them. Their new owner reads them again from the
+//!   last commit; the sinks' position guard makes that replay harmless.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, TopicPartitionList as Tpl};
+
+use super::{Lineage, SourceRecord};
+
+/// Rebalance bookkeeping shared between librdkafka's callbacks and the pipeline.
+#[derive(Default)]
+pub struct GroupContext {
+    revoked: Mutex<Vec<(String, i32)>>,
+    rebalances: AtomicU64,
+    member: String,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts = partitions(tpl);
+            tracing::info!(member = %self.member, partitions = ?parts, "partitions revoked");
+            self.revoked.lock().unwrap_or_else(|e| e.into_inner()).extend(parts);
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.rebalances.fetch_add(1, Ordering::SeqCst);
+        match rebalance {
+            Rebalance::Assign(tpl) => tracing::info!(member = %self.member, partitions = ?partitions(tpl), "partitions assigned"),
+            Rebalance::Error(e) => tracing::warn!(member = %self.member, error = %e, "rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
+}
+
+/// Settings for joining a group.
+#[derive(Clone, Debug)]
+pub struct GroupSettings {
+    pub brokers: String,
+    pub group_id: String,
+    pub client_id: String,
+    /// `earliest` for a new group: a read model starts from the beginning.
+    pub auto_offset_reset: String,
+    pub session_timeout: Duration,
+}
+
+/// Why the consumer could not be created or used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("cannot create Kafka consumer for group {group}: {source}; check --brokers and the group id")]
+    Create { group: String, source: rdkafka::error::KafkaError },
+    #[error("cannot subscribe group {group} to {topics:?}: {source}")]
+    Subscribe { group: String, topics: Vec<String>, source: rdkafka::error::KafkaError },
+}
+
+/// One member of a consumer group.
+pub struct ConsumerGroup {
+    consumer: StreamConsumer<GroupContext>,
+    pub group_id: String,
+    seen_rebalances: AtomicU64,
+}
+
+impl ConsumerGroup {
+    pub fn join(settings: &GroupSettings, topics: &[String]) -> Result<ConsumerGroup, ConsumerError> {
+        let context = GroupContext { member: settings.client_id.clone(), ..Default::default() };
+        let consumer: StreamConsumer<GroupContext> = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .set("group.id", &settings.group_id)
+            .set("client.id", &settings.client_id)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", &settings.auto_offset_reset)
+            .set("session.timeout.ms", settings.session_timeout.as_millis().to_string())
+            .set("heartbeat.interval.ms", (settings.session_timeout.as_millis() / 3).max(500).to_string())
+            .set("max.poll.interval.ms", "300000")
+            .set("topic.metadata.refresh.interval.ms", "10000")
+            // Backpressure is by pause/resume; keep librdkafka's own prefetch modest.
+            .set("queued.max.messages.kbytes", "16384")
+            .create_with_context(context)
+            .map_err(|source| ConsumerError::Create { group: settings.group_id.clone(), source })?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|source| ConsumerError::Subscribe { group: settings.group_id.clone(), topics: topics.to_vec(), source })?;
+        Ok(ConsumerGroup { consumer, group_id: settings.group_id.clone(), seen_rebalances: AtomicU64::new(0) })
+    }
+
+    /// Waits up to `wait` for the next record. `Ok(None)` on timeout; errors
+    /// are transient broker/consumer errors to report, not to stop on.
+    pub async fn next(&self, wait: Duration) -> Result<Option<SourceRecord>, rdkafka::error::KafkaError> {
+        match tokio::time::timeout(wait, self.consumer.recv()).await {
+            Err(_) => Ok(None),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(m)) => Ok(Some(SourceRecord {
+                lineage: Lineage { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() },
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers: m
+                    .headers()
+                    .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
+                    .unwrap_or_default(),
+                timestamp_ms: m.timestamp().to_millis(),
+            })),
+        }
+    }
+
+    /// Partitions revoked since the last call.
+    pub fn take_revoked(&self) -> Vec<(String, i32)> {
+        std::mem::take(&mut *self.consumer.context().revoked.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// True once per rebalance that happened since the last call.
+    pub fn rebalanced(&self) -> bool {
+        let now = self.consumer.context().rebalances.load(Ordering::SeqCst);
+        self.seen_rebalances.swap(now, Ordering::SeqCst) != now
+    }
+
+    /// Marks records before these offsets as durably written. Partitions no
+    /// longer assigned are skipped: their new owner will redo them.
+    pub fn store(&self, next_offsets: &[(String, i32, i64)]) {
+        let assigned = self.assignment();
+        let mut tpl = Tpl::new();
+        for (topic, partition, offset) in next_offsets {
+            if assigned.iter().any(|(t, p)| t == topic && p == partition) {
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        if let Err(e) = self.consumer.store_offsets(&tpl) {
+            tracing::warn!(group = %self.group_id, error = %e, "storing offsets failed; the records will be re-read and re-checked");
+        }
+    }
+
+    /// Commits stored offsets now and waits (used on shutdown).
+    pub fn commit_now(&self) {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => {}
+            // Nothing stored since the last commit.
+            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => tracing::warn!(group = %self.group_id, error = %e, "final commit failed; uncommitted records will be re-read and re-checked"),
+        }
+    }
+
+    /// Currently assigned partitions.
+    pub fn assignment(&self) -> Vec<(String, i32)> {
+        self.consumer.assignment().map(|t| partitions(&t)).unwrap_or_default()
+    }
+
+    /// Stops fetching from every assigned partition (backpressure).
+    pub fn pause_all(&self) {
+        if let Ok(tpl) = self.consumer.assignment() {
+            let _ = self.consumer.pause(&tpl);
+        }
+    }
+
+    /// Resumes fetching.
+    pub fn resume_all(&self) {
+        if let Ok(tpl) = self.consumer.assignment() {
+            let _ = self.consumer.resume(&tpl);
+        }
+    }
+
+    /// Leaves the group cleanly.
+    pub fn close(&self) {
+        self.consumer.unsubscribe();
+    }
+}

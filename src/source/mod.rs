@@ -1,0 +1,8 @@
+//! Step 1 of the path: Kafka. A consumer-group member that hands owned
+//! records to a sink pipeline and stores offsets only when told they are
+//! durable downstream.
+
+pub mod consumer;
+pub mod record;
+
+pub use record::{Lineage, SourceRecord};

@@ -1,0 +1,38 @@
+//! The raw Kafka record as projector received it, before any decoding.
+//!
+//! Everything downstream keeps a [`Lineage`] so that an error, a dead letter
+//! or a log line can always name the record it came from.
+
+use std::fmt;
+
+/// Where a record came from: enough to find it again with any Kafka tool.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Lineage {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl fmt::Display for Lineage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}@{}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// An owned copy of one Kafka record.
+#[derive(Clone, Debug)]
+pub struct SourceRecord {
+    pub lineage: Lineage,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Broker/producer timestamp in ms, used for append-to-ack latency.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl SourceRecord {
+    /// Approximate memory held by this record, for byte-bounded batching.
+    pub fn size_bytes(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len) + self.lineage.topic.len() + 64
+    }
+}
