@@ -12,3 +12,9 @@ pub mod mapping;
 pub mod ops;
 pub mod sink;
 pub mod source;
+
+/// Installs rustls' `ring` crypto provider for HTTPS clients; reqwest is
+/// built without a default provider to avoid the aws-lc C build. Idempotent.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

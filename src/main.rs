@@ -32,6 +32,18 @@ enum Command {
     Run(RunArgs),
     /// Check a read-model file; prints each problem with file:line.
     Validate { file: PathBuf },
+    /// Show how far each sink's consumer group is behind the end of its topics.
+    Lag {
+        read_model: PathBuf,
+        #[arg(long, env = "PROJECTOR_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Consumer group prefix, as given to `run --group`.
+        #[arg(long, env = "PROJECTOR_GROUP")]
+        group: Option<String>,
+        /// Exit 0 only when every partition is fully committed.
+        #[arg(long)]
+        check: bool,
+    },
     /// Write the demo's bus-booking change events (SQL Server format) to Kafka.
     DemoProduce {
         #[arg(long, env = "PROJECTOR_BROKERS", default_value = "127.0.0.1:9092")]
@@ -100,11 +112,12 @@ fn init_logs(format: &str) {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    projector::install_tls_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args).await,
         Command::Validate { file } => validate(&file),
+        Command::Lag { read_model, brokers, group, check } => lag(&read_model, &brokers, group, check).await,
         Command::DemoProduce { brokers, trips, schemas, partitions } => demo_produce(&brokers, trips, schemas, partitions).await,
     };
     match result {
@@ -119,6 +132,27 @@ async fn main() -> std::process::ExitCode {
 fn validate(file: &std::path::Path) -> anyhow::Result<()> {
     let model = ReadModel::load(file)?;
     println!("{}: read model {:?} is valid ({} tables)", file.display(), model.name, model.tables.len());
+    Ok(())
+}
+
+async fn lag(file: &std::path::Path, brokers: &str, group: Option<String>, check: bool) -> anyhow::Result<()> {
+    let model = ReadModel::load(file)?;
+    let group = format!("{}.elasticsearch", group.unwrap_or_else(|| format!("projector.{}", model.name)));
+    let topics = model.topics();
+    let brokers = brokers.to_string();
+    let g = group.clone();
+    let parts = tokio::task::spawn_blocking(move || projector::source::consumer::group_lag(&brokers, &g, &topics, Duration::from_secs(10)))
+        .await?
+        .with_context(|| format!("reading offsets of group {group}; is Kafka up?"))?;
+    let total: i64 = parts.iter().map(|p| p.lag()).sum();
+    println!("{:<48} {:>9} {:>12} {:>12} {:>8}", "TOPIC", "PARTITION", "COMMITTED", "END", "LAG");
+    for p in &parts {
+        println!("{:<48} {:>9} {:>12} {:>12} {:>8}", p.topic, p.partition, p.committed, p.end, p.lag());
+    }
+    println!("group {group}: total lag {total}");
+    if check && total > 0 {
+        anyhow::bail!("group {group} is {total} records behind");
+    }
     Ok(())
 }
 

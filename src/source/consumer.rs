@@ -194,3 +194,45 @@ impl ConsumerGroup {
         self.consumer.unsubscribe();
     }
 }
+
+/// One partition's progress for a group: committed offset vs. end of log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    /// Next offset the group will read (0 when it has committed nothing).
+    pub committed: i64,
+    /// High watermark: the offset the next appended record will get.
+    pub end: i64,
+}
+
+impl PartitionLag {
+    pub fn lag(&self) -> i64 {
+        (self.end - self.committed).max(0)
+    }
+}
+
+/// Reads a group's committed offsets and the log ends of `topics`. Blocking:
+/// call it from a blocking thread.
+pub fn group_lag(brokers: &str, group: &str, topics: &[String], timeout: Duration) -> Result<Vec<PartitionLag>, rdkafka::error::KafkaError> {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create()?;
+    let mut out = Vec::new();
+    for topic in topics {
+        let md = consumer.fetch_metadata(Some(topic), timeout)?;
+        let parts = md.topics().first().map(|t| t.partitions().len() as i32).unwrap_or(0);
+        let mut tpl = Tpl::new();
+        for p in 0..parts {
+            tpl.add_partition(topic, p);
+        }
+        let committed = consumer.committed_offsets(tpl, timeout)?;
+        for p in 0..parts {
+            let (_, end) = consumer.fetch_watermarks(topic, p, timeout)?;
+            let committed = match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => 0,
+            };
+            out.push(PartitionLag { topic: topic.clone(), partition: p, committed, end });
+        }
+    }
+    Ok(out)
+}

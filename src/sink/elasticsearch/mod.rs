@@ -76,7 +76,7 @@ impl Sink for Elasticsearch {
     }
 
     async fn prepare(&self, model: &ReadModel) -> Result<(), SinkError> {
-        self.client.info().await?;
+        self.client.health().await?;
         for table in &model.tables {
             if let Some(es) = &table.elasticsearch {
                 self.client.ensure_alias(&es.index).await?;

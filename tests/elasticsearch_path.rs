@@ -1,0 +1,288 @@
+//! The Kafka → Elasticsearch path against the real local stack
+//! (`scripts/stack up`): Debezium SQL Server-shaped events in, search
+//! documents out, with the source-position guard, commits after writes,
+//! restarts, replays and a second instance in the group.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use projector::demo::bus_booking::{Timeline, booking, seat, trip};
+use projector::demo::sqlserver::{Lsns, Record};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use serde_json::{Value as Json, json};
+
+const CATCH_UP: Duration = Duration::from_secs(120);
+
+fn fare(doc: &Json) -> f64 {
+    doc["Fare"].as_f64().unwrap()
+}
+
+/// Trips 1..=n created, then `updates` fare changes each, every 5th deleted.
+/// Returns the records and the expected final fare (in cents) per live trip.
+fn churn(w: &World, t: &mut Timeline, n: i32, updates: i32) -> (Vec<Record>, BTreeMap<String, i128>) {
+    let mut out = Vec::new();
+    let mut expect = BTreeMap::new();
+    for id in 1..=n {
+        let at = t.commit(1);
+        out.push(w.db.trips.event('c', None, Some(&trip(id, 1000, 1)), at, t.ts_ms, true));
+        expect.insert(id.to_string(), 1000);
+    }
+    for round in 1..=updates {
+        for id in 1..=n {
+            let at = t.commit(2);
+            let before = trip(id, 1000 + (round as i128 - 1), 1);
+            out.push(w.db.trips.event('u', Some(&before), Some(&trip(id, 1000 + round as i128, 1)), at, t.ts_ms, true));
+            expect.insert(id.to_string(), 1000 + round as i128);
+        }
+    }
+    for id in (5..=n).step_by(5) {
+        let at = t.commit(1);
+        let gone = trip(id, 1000 + updates as i128, 1);
+        out.push(w.db.trips.event('d', Some(&gone), None, at, t.ts_ms, true));
+        out.push(w.db.trips.tombstone(&gone, true));
+        expect.remove(&id.to_string());
+    }
+    (out, expect)
+}
+
+async fn assert_fares(w: &World, expect: &BTreeMap<String, i128>) {
+    let docs = w.docs(&w.indexes[0]).await;
+    let got: BTreeMap<String, i128> = docs.iter().map(|(id, d)| (id.clone(), (fare(d) * 100.0).round() as i128)).collect();
+    assert_eq!(&got, expect, "live trips and their fares");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_update_delete_and_tombstone_reach_the_index() {
+    let w = World::new("crud", 3).await;
+    let mut t = Timeline::default();
+    let snap = t.snapshot();
+    let mut records = vec![w.db.trips.event('r', None, Some(&trip(4, 5000, 1)), snap, t.ts_ms, true)];
+    for id in 1..=5 {
+        if id == 4 {
+            continue;
+        }
+        let at = t.commit(1);
+        records.push(w.db.trips.event('c', None, Some(&trip(id, 1000 * id as i128, 1)), at, t.ts_ms, true));
+    }
+    let at = t.commit(2);
+    records.push(w.db.trips.event('u', Some(&trip(2, 2000, 1)), Some(&trip(2, 2500, 2)), at, t.ts_ms, true));
+    let at = t.commit(2);
+    records.push(w.db.trips.event('u', Some(&trip(4, 5000, 1)), Some(&trip(4, 4500, 1)), at, t.ts_ms, true));
+    let at = t.commit(1);
+    records.push(w.db.trips.event('d', Some(&trip(3, 3000, 1)), None, at, t.ts_ms, true));
+    records.push(w.db.trips.tombstone(&trip(3, 3000, 1), true));
+    // Bookings arrive without schemas (schemas.enable=false).
+    for id in 1..=3 {
+        let at = t.commit(1);
+        records.push(w.db.bookings.event('c', None, Some(&booking(id, 1, id as i16, "confirmed")), at, t.ts_ms, false));
+    }
+    w.produce(&records).await;
+
+    let p = w.start(&w.group);
+    w.wait_caught_up(&w.group, CATCH_UP).await;
+
+    let trips = w.docs(&w.indexes[0]).await;
+    assert_eq!(trips.keys().collect::<Vec<_>>(), ["1", "2", "4", "5"]);
+    assert_eq!(fare(&trips["2"]), 25.0);
+    assert_eq!(trips["2"]["Status"], 2);
+    assert_eq!(fare(&trips["4"]), 45.0, "a streamed update wins over the snapshot read");
+    assert_eq!(trips["1"]["Route"], "Ha Noi → Sa Pa");
+    assert!(trips["1"]["DepartAt"].as_str().unwrap().starts_with("2026-07-"), "{}", trips["1"]["DepartAt"]);
+    // The deleted row is a tombstone document, hidden by the alias.
+    let raw = raw_docs(&w.indexes[0]).await;
+    assert_eq!(raw["3"].0["__projector"]["deleted"], true);
+    assert_eq!(raw["3"].0["TripId"], 3);
+    let bookings = w.docs(&w.indexes[1]).await;
+    assert_eq!(bookings.len(), 3);
+    assert_eq!(bookings["2"]["Customer"], "Le Minh Chau");
+    assert!(p.counter("projector_events_total", &["outcome=\"applied\""]).await >= 8.0, "each key written at least once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn composite_keys_and_a_primary_key_change() {
+    let w = World::new("pk", 2).await;
+    let mut t = Timeline::default();
+    let mut records = Vec::new();
+    for s in [12, 13] {
+        let at = t.commit(1);
+        records.push(w.db.seats.event('c', None, Some(&seat(3, s, false)), at, t.ts_ms, true));
+    }
+    // UPDATE Seats SET SeatNo = 14 WHERE TripId = 3 AND SeatNo = 13: SQL Server
+    // CDC emits delete (serial 1) + tombstone + create (serial 2) at one LSN.
+    let at = t.commit(1);
+    let old = seat(3, 13, false);
+    records.push(w.db.seats.event('d', Some(&old), None, at, t.ts_ms, true));
+    records.push(w.db.seats.tombstone(&old, true));
+    records.push(w.db.seats.event('c', None, Some(&seat(3, 14, true)), Lsns { serial: Some(2), ..at }, t.ts_ms, true));
+    w.produce(&records).await;
+
+    let _p = w.start(&w.group);
+    w.wait_caught_up(&w.group, CATCH_UP).await;
+    let seats = w.docs(&w.indexes[2]).await;
+    assert_eq!(seats.keys().collect::<Vec<_>>(), ["3|12", "3|14"]);
+    assert_eq!(seats["3|14"]["Held"], true);
+    assert_eq!(seats["3|14"]["SeatNo"], 14);
+    assert_eq!(raw_docs(&w.indexes[2]).await["3|13"].0["__projector"]["deleted"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replaying_the_topic_from_offset_zero_changes_nothing() {
+    let w = World::new("replay", 3).await;
+    let (records, expect) = churn(&w, &mut Timeline::default(), 40, 3);
+    w.produce(&records).await;
+    {
+        let _p = w.start(&w.group);
+        w.wait_caught_up(&w.group, CATCH_UP).await;
+    }
+    assert_fares(&w, &expect).await;
+    let before = raw_docs(&w.indexes[0]).await;
+
+    // A new group starts at offset 0 and replays everything.
+    let replay_group = format!("{}-replay", w.group);
+    let p = w.start(&replay_group);
+    w.wait_caught_up(&replay_group, CATCH_UP).await;
+    let after = raw_docs(&w.indexes[0]).await;
+    assert_eq!(before, after, "no document changed, not even its _seq_no");
+    assert_fares(&w, &expect).await;
+    assert!(p.counter("projector_events_total", &["outcome=\"stale\""]).await > 0.0);
+    assert_eq!(p.counter("projector_events_total", &["outcome=\"applied\""]).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_old_event_appended_late_changes_nothing_even_after_gc_deletes() {
+    let w = World::new("late", 2).await;
+    let mut t = Timeline::default();
+    let create_at = t.commit(1);
+    let create = w.db.trips.event('c', None, Some(&trip(1, 1000, 1)), create_at, t.ts_ms, true);
+    let create2_at = t.commit(1);
+    let create2 = w.db.trips.event('c', None, Some(&trip(2, 2000, 1)), create2_at, t.ts_ms, true);
+    let upd_at = t.commit(2);
+    let update = w.db.trips.event('u', Some(&trip(1, 1000, 1)), Some(&trip(1, 1100, 1)), upd_at, t.ts_ms, true);
+    let del_at = t.commit(1);
+    let delete = w.db.trips.event('d', Some(&trip(2, 2000, 1)), None, del_at, t.ts_ms, true);
+    w.produce(&[create.clone(), create2.clone(), update.clone(), delete, w.db.trips.tombstone(&trip(2, 2000, 1), true)]).await;
+    let p = w.start(&w.group);
+    w.wait_caught_up(&w.group, CATCH_UP).await;
+    let expect = BTreeMap::from([("1".to_string(), 1100)]);
+    assert_fares(&w, &expect).await;
+
+    // Shorten the delete-tombstone window and let it pass: a real ES delete
+    // would have forgotten its version by now.
+    let c = http();
+    let r = c.put(format!("{}/{}_v1/_settings", es_url(), w.indexes[0])).json(&json!({"index": {"gc_deletes": "1s"}})).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = c.post(format!("{}/{}_v1/_flush", es_url(), w.indexes[0])).send().await;
+    let before = raw_docs(&w.indexes[0]).await;
+
+    // The old create of the deleted row and the old image of the updated row
+    // arrive again, at the end of the topic.
+    w.produce(&[create2, create, update]).await;
+    w.wait_caught_up(&w.group, CATCH_UP).await;
+    assert_fares(&w, &expect).await;
+    assert_eq!(raw_docs(&w.indexes[0]).await, before, "no regression, no resurrection");
+    assert!(p.counter("projector_events_total", &["outcome=\"stale\""]).await >= 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_stream_then_restart_ends_complete_and_correct() {
+    let w = World::new("kill", 3).await;
+    let (records, expect) = churn(&w, &mut Timeline::default(), 300, 20);
+    w.produce(&records).await;
+    let mut p = w.start_with(&w.group, &[("PROJECTOR_BATCH_RECORDS", "200")]);
+    wait_for(CATCH_UP, "some writes before the kill", || async { p.counter("projector_events_total", &["outcome=\"applied\""]).await >= 400.0 }).await;
+    p.kill9();
+    let lag_at_kill = lag(&format!("{}.elasticsearch", w.group), &w.topics()).unwrap();
+    assert!(lag_at_kill > 0, "the kill must land mid-stream (lag {lag_at_kill})");
+    let _p2 = w.start(&w.group);
+    w.wait_caught_up(&w.group, CATCH_UP).await;
+    assert_fares(&w, &expect).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_split_the_partitions_and_agree_on_the_result() {
+    let w = World::new("pair", 4).await;
+    let a = w.start(&w.group);
+    let b = w.start(&w.group);
+    for p in [&a, &b] {
+        wait_for(CATCH_UP, "each instance to be assigned partitions", || async {
+            let log = p.log_text();
+            log.lines().any(|l| l.contains("partitions assigned") && l.contains(&w.db.trips.topic()))
+        })
+        .await;
+    }
+    let (records, expect) = churn(&w, &mut Timeline::default(), 200, 5);
+    w.produce(&records).await;
+    w.wait_caught_up(&w.group, CATCH_UP).await;
+    assert_fares(&w, &expect).await;
+    let (wa, wb) = (a.counter("projector_events_total", &["outcome=\"applied\""]).await, b.counter("projector_events_total", &["outcome=\"applied\""]).await);
+    assert!(wa > 0.0 && wb > 0.0, "both instances wrote (a: {wa}, b: {wb})");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_flushes_commits_and_exits_zero() {
+    let w = World::new("term", 2).await;
+    let (records, expect) = churn(&w, &mut Timeline::default(), 50, 2);
+    w.produce(&records).await;
+    // A long linger: records wait in the buffer until shutdown flushes them.
+    let mut p = w.start_with(&w.group, &[("PROJECTOR_LINGER_MS", "600000"), ("PROJECTOR_BATCH_RECORDS", "100000")]);
+    wait_for(CATCH_UP, "records buffered", || async { p.log_text().contains("partitions assigned") }).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(p.terminate(), Some(0), "log: {}", p.log_text());
+    assert_eq!(lag(&format!("{}.elasticsearch", w.group), &w.topics()), Some(0), "everything flushed and committed before exit");
+    assert_fares(&w, &expect).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_document_elasticsearch_rejects_goes_to_the_dlq_and_its_neighbours_land() {
+    let w = World::new("reject", 1).await;
+    let mut t = Timeline::default();
+    let mut records = Vec::new();
+    for id in 1..=3 {
+        let at = t.commit(1);
+        records.push(w.db.bookings.event('c', None, Some(&booking(id, 1, 1, "confirmed")), at, t.ts_ms, false));
+    }
+    w.produce(&records).await;
+    let p = w.start(&w.group);
+    w.wait_caught_up(&w.group, CATCH_UP).await;
+    // SeatNo is mapped as a number now; a text seat number is a mapping conflict.
+    let mut bad = booking(4, 1, 1, "confirmed");
+    bad[2].1 = json!("twelve");
+    let at = t.commit(1);
+    let mut more = vec![w.db.bookings.event('c', None, Some(&bad), at, t.ts_ms, false)];
+    let at = t.commit(1);
+    more.push(w.db.bookings.event('c', None, Some(&booking(5, 1, 2, "confirmed")), at, t.ts_ms, false));
+    more.push(Record { topic: w.db.bookings.topic(), key: b"{\"BookingId\":6}".to_vec(), value: Some(b"{not json".to_vec()) });
+    w.produce(&more).await;
+    w.wait_caught_up(&w.group, CATCH_UP).await;
+
+    let docs = w.docs(&w.indexes[1]).await;
+    assert_eq!(docs.keys().collect::<Vec<_>>(), ["1", "2", "3", "5"]);
+    assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 2.0);
+    // Both dead letters are on the DLQ with their lineage.
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("dlqreader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&format!("projector.{}.dlq", w.name)]).unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.expect("dead letter on the DLQ topic").unwrap();
+        let h: BTreeMap<String, String> = m.headers().unwrap().iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string())).collect();
+        assert_eq!(h["__connect.errors.topic"], w.db.bookings.topic());
+        assert_eq!(h["__connect.errors.partition"], "0");
+        seen.push((h["__connect.errors.offset"].clone(), h["__connect.errors.stage"].clone(), h["__connect.errors.exception.message"].clone(), m.payload().map(<[u8]>::to_vec)));
+    }
+    seen.sort();
+    assert_eq!((seen[0].0.as_str(), seen[0].1.as_str()), ("3", "sink"));
+    assert!(seen[0].2.contains("SeatNo"), "{}", seen[0].2);
+    assert_eq!((seen[1].0.as_str(), seen[1].1.as_str()), ("5", "decode"));
+    assert_eq!(seen[1].3.as_deref(), Some(&b"{not json"[..]), "the original bytes are kept");
+}
