@@ -186,7 +186,7 @@ async fn an_old_event_appended_late_changes_nothing_even_after_gc_deletes() {
     w.wait_caught_up(&w.group, CATCH_UP).await;
     assert_fares(&w, &expect).await;
     assert_eq!(raw_docs(&w.indexes[0]).await, before, "no regression, no resurrection");
-    assert!(p.counter("projector_events_total", &["outcome=\"stale\""]).await >= 3.0);
+    assert!(p.counter("projector_events_total", &["outcome=\"stale\""]).await >= 2.0, "old events were seen and refused");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -212,14 +212,27 @@ async fn two_instances_split_the_partitions_and_agree_on_the_result() {
     for p in [&a, &b] {
         wait_for(CATCH_UP, "each instance to be assigned partitions", || async {
             let log = p.log_text();
-            log.lines().any(|l| l.contains("partitions assigned") && l.contains(&w.db.trips.topic()))
+            // Cooperative rebalancing logs each increment; any non-empty one counts.
+            log.lines().any(|l| l.contains("partitions assigned") && l.contains(&w.name))
         })
         .await;
     }
-    let (records, expect) = churn(&w, &mut Timeline::default(), 200, 5);
+    // Load on all three tables, so that every partition has records.
+    let mut t = Timeline::default();
+    let (mut records, expect) = churn(&w, &mut t, 200, 5);
+    for id in 1..=100 {
+        let at = t.commit(1);
+        records.push(w.db.bookings.event('c', None, Some(&booking(id, 1, (id % 40) as i16, "confirmed")), at, t.ts_ms, true));
+    }
+    for s in 1..=40 {
+        let at = t.commit(1);
+        records.push(w.db.seats.event('c', None, Some(&seat(s as i32, s, false)), at, t.ts_ms, true));
+    }
     w.produce(&records).await;
     w.wait_caught_up(&w.group, CATCH_UP).await;
     assert_fares(&w, &expect).await;
+    assert_eq!(w.docs(&w.indexes[1]).await.len(), 100);
+    assert_eq!(w.docs(&w.indexes[2]).await.len(), 40);
     let (wa, wb) = (a.counter("projector_events_total", &["outcome=\"applied\""]).await, b.counter("projector_events_total", &["outcome=\"applied\""]).await);
     assert!(wa > 0.0 && wb > 0.0, "both instances wrote (a: {wa}, b: {wb})");
 }
