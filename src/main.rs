@@ -32,6 +32,8 @@ enum Command {
     Run(RunArgs),
     /// Check a read-model file; prints each problem with file:line.
     Validate { file: PathBuf },
+    /// Print what `run` would create (index mappings, tables) without touching anything.
+    Plan { file: PathBuf },
     /// Show how far each sink's consumer group is behind the end of its topics.
     Lag {
         read_model: PathBuf,
@@ -117,6 +119,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args).await,
         Command::Validate { file } => validate(&file),
+        Command::Plan { file } => ReadModel::load(&file).map(|m| print!("{}", projector::mapping::plan::render(&m))).map_err(Into::into),
         Command::Lag { read_model, brokers, group, check } => lag(&read_model, &brokers, group, check).await,
         Command::DemoProduce { brokers, trips, schemas, partitions } => demo_produce(&brokers, trips, schemas, partitions).await,
     };
@@ -130,7 +133,13 @@ async fn main() -> std::process::ExitCode {
 }
 
 fn validate(file: &std::path::Path) -> anyhow::Result<()> {
-    let model = ReadModel::load(file)?;
+    let model = match ReadModel::load(file) {
+        Ok(m) => m,
+        Err(e) => {
+            let n = e.problems().len().max(1);
+            anyhow::bail!("{e}\n{} problem{} in {}", n, if n == 1 { "" } else { "s" }, file.display());
+        }
+    };
     println!("{}: read model {:?} is valid ({} tables)", file.display(), model.name, model.tables.len());
     Ok(())
 }
@@ -193,6 +202,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         session_timeout: Duration::from_millis(args.session_timeout_ms),
     };
     let topics: Vec<String> = model.tables.iter().filter(|t| t.elasticsearch.is_some()).map(|t| t.topic.clone()).collect();
+    if topics.is_empty() {
+        anyhow::bail!("{}: no table has an elasticsearch section; the PostgreSQL and BigQuery sinks are not built yet", model.file.display());
+    }
     let group = Arc::new(ConsumerGroup::join(&settings, &topics)?);
     tracing::info!(read_model = %model.name, group = %settings.group_id, ?topics, dlq = %dlq_topic, "starting");
     let pipeline = Pipeline {

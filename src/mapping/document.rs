@@ -1,10 +1,12 @@
 //! A change event becomes a [`Document`]: an id, the source position that
-//! orders it, and either the new row or "deleted".
+//! orders it, and either the mapped row or "absent" (deleted, or filtered out).
 //!
-//! The id comes from the primary key. A single-column key is its value as
+//! The id comes from the key columns. A single-column key is its value as
 //! text; a composite key joins its parts with `|`, escaping `\` and `|`
 //! inside the parts so that two different keys never share an id.
 
+use super::types::SourceType;
+use super::{TableMapping, expr};
 use crate::decode::{ChangeEvent, Op, Row, SourcePosition, Value, value};
 use crate::source::Lineage;
 
@@ -18,37 +20,128 @@ pub struct Document {
     pub lineage: Lineage,
     /// Key columns, kept even for deletes so tombstones stay readable.
     pub key: Row,
-    /// The row's columns; `None` means the row was deleted.
+    /// The mapped fields; `None` means the row is not in the read model
+    /// (deleted at the source, or no longer matching the `where` filter).
     pub body: Option<Row>,
 }
 
 /// A change that could not be mapped.
 #[derive(Debug, thiserror::Error)]
 pub enum MappingError {
-    #[error("{lineage}: key column {column:?} has a value that cannot form a document id ({found}); use scalar key columns")]
+    #[error("{lineage}: key column {column:?} has a value that cannot form a document id ({found}); use scalar, non-null key columns")]
     BadKey { lineage: Lineage, column: String, found: String },
+    #[error("{lineage}: key column {column:?} (from the mapping's `key:`) is not in the row; check the column name")]
+    MissingKeyColumn { lineage: Lineage, column: String },
+    #[error("{lineage}: column {column:?} does not match its source_type: {detail}")]
+    SourceType { lineage: Lineage, column: String, detail: String },
 }
 
-/// Maps one change event with the default mapping (all columns, key as id).
-pub fn map_default(event: &ChangeEvent) -> Result<Document, MappingError> {
-    let id = document_id(&event.key).map_err(|(column, found)| MappingError::BadKey { lineage: event.lineage.clone(), column, found })?;
-    let body = match event.op {
-        Op::Delete => None,
-        Op::Create | Op::Update | Op::Read => event.after.clone().map(|mut row| {
-            // An unavailable value (LOB before-image placeholder) is not data.
-            row.columns.retain(|(_, v)| !matches!(v, Value::Unavailable));
-            row
-        }),
+impl MappingError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MappingError::BadKey { .. } => "bad_key",
+            MappingError::MissingKeyColumn { .. } => "missing_key_column",
+            MappingError::SourceType { .. } => "bad_source_type",
+        }
+    }
+}
+
+impl TableMapping {
+    /// Maps one change event.
+    pub fn document(&self, event: &ChangeEvent) -> Result<Document, MappingError> {
+        let lineage = &event.lineage;
+        let retype = |row: &Row| -> Result<Row, MappingError> {
+            let mut row = row.clone();
+            for (column, st) in &self.source_types {
+                if let Some(slot) = row.columns.iter_mut().find(|(n, _)| n == column) {
+                    slot.1 = retyped(column, st, &slot.1).map_err(|detail| MappingError::SourceType { lineage: lineage.clone(), column: column.clone(), detail })?;
+                }
+            }
+            Ok(row)
+        };
+        let after = event.after.as_ref().map(retype).transpose()?;
+        let key = match &self.key {
+            None => event.key.clone(),
+            Some(cols) => {
+                let image = after.as_ref().or(event.before.as_ref());
+                let mut key = Row::default();
+                for c in cols {
+                    let v = image
+                        .and_then(|r| r.get(c))
+                        .or_else(|| event.key.get(c))
+                        .ok_or_else(|| MappingError::MissingKeyColumn { lineage: lineage.clone(), column: c.clone() })?;
+                    key.columns.push((c.clone(), v.clone()));
+                }
+                key
+            }
+        };
+        let id = document_id(&key).map_err(|(column, found)| MappingError::BadKey { lineage: lineage.clone(), column, found })?;
+        let body = match (event.op, after) {
+            (Op::Delete, _) | (_, None) => None,
+            (_, Some(row)) => {
+                let passes = self.filter.as_ref().is_none_or(|(_, f)| expr::truthy(&f.eval(&row)));
+                passes.then(|| self.shape(&row))
+            }
+        };
+        Ok(Document { id, position: event.position.clone(), op: event.op, source_ts_ms: event.source_ts_ms, lineage: lineage.clone(), key, body })
+    }
+
+    /// Selects, renames and value-maps columns, then adds computed fields and constants.
+    fn shape(&self, row: &Row) -> Row {
+        let mut out = Row::default();
+        match &self.fields {
+            None => out.columns.extend(row.columns.iter().filter(|(_, v)| !matches!(v, Value::Unavailable)).cloned()),
+            Some(fields) => {
+                for f in fields {
+                    let v = row.get(&f.column).cloned().unwrap_or(Value::Null);
+                    if matches!(v, Value::Unavailable) {
+                        continue;
+                    }
+                    let v = match &f.values {
+                        None => v,
+                        Some(map) => {
+                            let k = expr::text(&v);
+                            match map.iter().find(|(mk, _)| *mk == k) {
+                                Some((_, mapped)) => mapped.clone(),
+                                None => f.default.clone().unwrap_or(v),
+                            }
+                        }
+                    };
+                    out.columns.push((f.name.clone(), v));
+                }
+            }
+        }
+        for c in &self.computed {
+            let v = c.expr.eval(row);
+            out.columns.push((c.name.clone(), v));
+        }
+        for (name, v) in &self.constants {
+            out.columns.push((name.clone(), v.clone()));
+        }
+        out
+    }
+}
+
+/// Applies a declared source type to a value that arrived without a schema.
+/// Values that are already typed (the record had a schema) are kept.
+fn retyped(column: &str, st: &SourceType, v: &Value) -> Result<Value, String> {
+    let json = match v {
+        Value::String(s) => serde_json::Value::String(s.clone()),
+        Value::Int(i) => serde_json::Value::from(*i),
+        Value::Float(f) => serde_json::Number::from_f64(*f).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null),
+        _ => return Ok(v.clone()),
     };
-    Ok(Document {
-        id,
-        position: event.position.clone(),
-        op: event.op,
-        source_ts_ms: event.source_ts_ms,
-        lineage: event.lineage.clone(),
-        key: event.key.clone(),
-        body,
-    })
+    if let (SourceType::Decimal { scale, .. }, Value::String(s) | Value::ZonedTimestamp(s)) = (st, v) {
+        // decimal.handling.mode=string writes "350000.00"; precise writes base64.
+        if let Some(Value::Decimal { unscaled, scale: written }) = value::parse_decimal_text(s) {
+            if written <= *scale {
+                let factor = 10i128.checked_pow(scale - written).ok_or("decimal too wide")?;
+                return Ok(Value::Decimal { unscaled: unscaled.checked_mul(factor).ok_or("decimal too wide")?, scale: *scale });
+            }
+            return Err(format!("{s:?} has more than {scale} decimal places"));
+        }
+    }
+    value::typed(column, &st.field_type(), &json).map_err(|e| e.to_string())
 }
 
 /// The document id of a key; on failure names the column and its value.
@@ -56,17 +149,8 @@ pub fn document_id(key: &Row) -> Result<String, (String, String)> {
     let mut parts = Vec::with_capacity(key.columns.len());
     for (name, v) in &key.columns {
         let text = match v {
-            Value::Int(i) => i.to_string(),
-            Value::String(s) => s.clone(),
-            Value::Bool(b) => b.to_string(),
-            Value::Decimal { unscaled, scale } => value::decimal_text(*unscaled, *scale),
-            Value::Date(d) => value::date_text(*d),
-            Value::Timestamp(t) => value::timestamp_text(*t),
-            Value::Time(t) => value::time_text(*t),
-            Value::ZonedTimestamp(s) => s.clone(),
-            Value::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
-            Value::Float(f) => f.to_string(),
-            other => return Err((name.clone(), format!("{other:?}"))),
+            Value::Null | Value::Unavailable | Value::Json(_) => return Err((name.clone(), format!("{v:?}"))),
+            other => expr::text(other),
         };
         parts.push(text);
     }
@@ -103,5 +187,15 @@ mod tests {
     fn null_key_part_is_refused() {
         let err = document_id(&key(&[("TripId", Value::Null)])).unwrap_err();
         assert_eq!(err.0, "TripId");
+    }
+
+    #[test]
+    fn schemaless_decimal_is_retyped_exactly() {
+        let st = SourceType::Decimal { precision: 12, scale: 2 };
+        assert_eq!(retyped("Fare", &st, &Value::String("AhYOwA==".into())).unwrap(), Value::Decimal { unscaled: 35_000_000, scale: 2 });
+        assert_eq!(retyped("Fare", &st, &Value::String("350000.5".into())).unwrap(), Value::Decimal { unscaled: 35_000_050, scale: 2 });
+        assert!(retyped("Fare", &st, &Value::String("1.234".into())).is_err());
+        let typed = Value::Decimal { unscaled: 1, scale: 2 };
+        assert_eq!(retyped("Fare", &st, &typed).unwrap(), typed, "already typed values are kept");
     }
 }

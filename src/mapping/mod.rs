@@ -1,33 +1,41 @@
 //! Step 3 of the path: the read-model file that says which tables feed the
 //! read model and how each change becomes a document or row in each sink.
 //!
-//! One YAML file per read model in `mappings/`. The minimal file names the
-//! source topics and, per sink, where they go; with no field list a table's
-//! columns become the document's fields and the Debezium key its `_id`:
+//! One YAML file per read model in `mappings/`; the examples there are the
+//! reference. With no `fields` list a table's columns become the document's
+//! fields and the Debezium key its id. A table may select, rename and
+//! value-map columns, declare source types for schemaless records, add
+//! computed fields (expressions or templates, see [`expr`]) and constants,
+//! keep only rows matching a `where` filter, and shape each sink in its own
+//! section (`elasticsearch`, `postgres`, `bigquery`).
 //!
-//! ```yaml
-//! read_model: bus-booking
-//! tables:
-//!   - topic: vexere.vexere.dbo.Trips
-//!     elasticsearch: { index: trips }
-//! ```
-//!
-//! Errors name the file and line and say what to change.
+//! Loading checks everything it can without a server and reports every
+//! problem with file:line and a hint.
 
 pub mod document;
+pub mod expr;
+mod file;
+pub mod plan;
+pub mod types;
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 pub use document::{Document, MappingError, document_id};
+use expr::Expr;
+use file::{FileField, FileModel, FileSink, FileTable};
+pub use types::SourceType;
+
+use crate::decode::Value;
 
 /// A parsed, validated read-model file.
 #[derive(Clone, Debug)]
 pub struct ReadModel {
     pub name: String,
     pub file: PathBuf,
+    pub schema_changes: Option<String>,
     pub tables: Vec<TableMapping>,
 }
 
@@ -37,7 +45,38 @@ pub struct TableMapping {
     pub topic: String,
     /// Line in the file where this table is declared, for error messages.
     pub line: u64,
+    /// Key columns overriding the Debezium key.
+    pub key: Option<Vec<String>>,
+    /// Row filter: rows for which it is not true are absent from the read
+    /// model (an update that stops matching removes the row).
+    pub filter: Option<(String, Expr)>,
+    /// Selected fields in order; `None` keeps every column.
+    pub fields: Option<Vec<FieldMapping>>,
+    /// Source types for columns of schemaless records.
+    pub source_types: Vec<(String, SourceType)>,
+    pub computed: Vec<Computed>,
+    pub constants: Vec<(String, Value)>,
     pub elasticsearch: Option<ElasticsearchTarget>,
+    pub postgres: Option<TableTarget>,
+    pub bigquery: Option<TableTarget>,
+}
+
+/// One selected column.
+#[derive(Clone, Debug)]
+pub struct FieldMapping {
+    pub column: String,
+    /// Output name.
+    pub name: String,
+    pub values: Option<Vec<(String, Value)>>,
+    pub default: Option<Value>,
+}
+
+/// A computed output field.
+#[derive(Clone, Debug)]
+pub struct Computed {
+    pub name: String,
+    pub source: String,
+    pub expr: Expr,
 }
 
 /// Where a table's documents go in Elasticsearch.
@@ -45,36 +84,60 @@ pub struct TableMapping {
 pub struct ElasticsearchTarget {
     /// The alias that readers query; the physical index is `<alias>_v<N>`.
     pub index: String,
+    /// Explicit field mappings by output field name.
+    pub types: Vec<(String, serde_json::Value)>,
+    pub exclude: Vec<String>,
 }
 
-/// A problem found in a read-model file.
+/// Where a table's rows go in PostgreSQL or BigQuery.
+#[derive(Clone, Debug)]
+pub struct TableTarget {
+    pub table: String,
+    pub types: Vec<(String, String)>,
+    pub exclude: Vec<String>,
+    pub partition_by: Option<String>,
+    pub cluster_by: Option<Vec<String>>,
+}
+
+/// One problem in a read-model file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    pub line: u64,
+    pub message: String,
+}
+
+/// Everything wrong with a read-model file.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadModelError {
     #[error("{file}: cannot read the read-model file: {source}")]
     Io { file: PathBuf, source: std::io::Error },
-    #[error("{file}:{line}: {message}")]
-    Invalid { file: PathBuf, line: u64, message: String },
+    #[error("{}", render(.file, .problems))]
+    Invalid { file: PathBuf, problems: Vec<Problem> },
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileModel {
-    read_model: Spanned<String>,
-    tables: Spanned<Vec<Spanned<FileTable>>>,
+fn render(file: &Path, problems: &[Problem]) -> String {
+    problems.iter().map(|p| format!("{}:{}: {}", file.display(), p.line, p.message)).collect::<Vec<_>>().join("\n")
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileTable {
-    topic: Spanned<String>,
-    #[serde(default)]
-    elasticsearch: Option<Spanned<FileElasticsearch>>,
+impl ReadModelError {
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ReadModelError::Io { .. } => &[],
+            ReadModelError::Invalid { problems, .. } => problems,
+        }
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileElasticsearch {
-    index: Spanned<String>,
+/// Collects problems while checking a file.
+#[derive(Default)]
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn add(&mut self, line: u64, message: impl fmt::Display) {
+        self.problems.push(Problem { line, message: message.to_string() });
+    }
 }
 
 impl ReadModel {
@@ -86,45 +149,41 @@ impl ReadModel {
 
     /// Parses read-model YAML; `path` is used only in messages.
     pub fn parse(path: &Path, text: &str) -> Result<ReadModel, ReadModelError> {
-        let invalid = |line: u64, message: String| ReadModelError::Invalid { file: path.to_path_buf(), line, message };
+        let invalid = |problems| ReadModelError::Invalid { file: path.to_path_buf(), problems };
         let parsed: FileModel = serde_saphyr::from_str(text).map_err(|e| {
             let line = e.location().map(|l| l.line()).unwrap_or(0);
-            invalid(line, format!("{e}; see mappings/bus_booking.yaml for the expected shape"))
+            let first = e.to_string().lines().next().unwrap_or("").to_string();
+            let first = first.split_once(": ").filter(|(l, _)| l.starts_with("error")).map(|(_, m)| m.to_string()).unwrap_or(first);
+            invalid(vec![Problem { line, message: format!("{first} (hint: see mappings/README.md for the file format)") }])
         })?;
+        let mut c = Checker::default();
         let name = parsed.read_model.value.trim().to_string();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(invalid(
-                parsed.read_model.referenced.line(),
-                format!("read_model {name:?} must be a non-empty name of letters, digits, '-' and '_' (it names consumer groups and topics)"),
-            ));
+        if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+            c.add(parsed.read_model.referenced.line(), format!("read_model {name:?} must be a non-empty name of letters, digits, '-' and '_' (it names consumer groups and topics)"));
         }
         if parsed.tables.value.is_empty() {
-            return Err(invalid(parsed.tables.referenced.line(), "tables is empty: list at least one source topic".into()));
+            c.add(parsed.tables.referenced.line(), "tables is empty: list at least one source topic");
         }
         let mut tables: Vec<TableMapping> = Vec::new();
         for t in parsed.tables.value {
             let line = t.referenced.line();
-            let topic = t.value.topic.value.trim().to_string();
-            if topic.is_empty() {
-                return Err(invalid(t.value.topic.referenced.line(), "topic is empty: give the Debezium topic, <prefix>.<db>.<schema>.<table>".into()));
-            }
-            if let Some(prev) = tables.iter().find(|p| p.topic == topic) {
-                return Err(invalid(line, format!("topic {topic} is listed twice (first at line {}); merge the two entries", prev.line)));
-            }
-            let elasticsearch = match t.value.elasticsearch {
-                None => None,
-                Some(es) => {
-                    let index = es.value.index.value.trim().to_string();
-                    check_index_name(&index).map_err(|why| invalid(es.value.index.referenced.line(), why))?;
-                    Some(ElasticsearchTarget { index })
+            if let Some(table) = table(&mut c, line, t.value) {
+                if let Some(prev) = tables.iter().find(|p| p.topic == table.topic) {
+                    c.add(line, format!("topic {} is listed twice (first at line {}); merge the two entries", table.topic, prev.line));
                 }
-            };
-            tables.push(TableMapping { topic, line, elasticsearch });
+                tables.push(table);
+            }
         }
-        if tables.iter().all(|t| t.elasticsearch.is_none()) {
-            return Err(invalid(1, "no table has a sink: add `elasticsearch: { index: <name> }` to at least one table".into()));
+        if !tables.is_empty() && tables.iter().all(|t| t.elasticsearch.is_none() && t.postgres.is_none() && t.bigquery.is_none()) {
+            c.add(1, "no table has a sink: add `elasticsearch: { index: <name> }` (or postgres/bigquery) to at least one table");
         }
-        Ok(ReadModel { name, file: path.to_path_buf(), tables })
+        let schema_changes = parsed.schema_changes.map(|s| s.value);
+        if c.problems.is_empty() {
+            Ok(ReadModel { name, file: path.to_path_buf(), schema_changes, tables })
+        } else {
+            c.problems.sort_by_key(|p| p.line);
+            Err(invalid(c.problems))
+        }
     }
 
     /// The mapping for a topic, if the read model reads it.
@@ -136,6 +195,152 @@ impl ReadModel {
     pub fn topics(&self) -> Vec<String> {
         self.tables.iter().map(|t| t.topic.clone()).collect()
     }
+}
+
+fn table(c: &mut Checker, line: u64, t: FileTable) -> Option<TableMapping> {
+    let topic = t.topic.value.trim().to_string();
+    if topic.is_empty() {
+        c.add(t.topic.referenced.line(), "topic is empty: give the Debezium topic, <prefix>.<db>.<schema>.<table>");
+    }
+    let key = t.key.map(|k| {
+        if k.value.is_empty() {
+            c.add(k.referenced.line(), "key is empty: list the key columns, or leave key out to use the Debezium key");
+        }
+        k.value
+    });
+    let filter = t.filter.and_then(|f| match expr::parse(&f.value) {
+        Ok(e) => Some((f.value.clone(), e)),
+        Err(e) => {
+            c.add(f.referenced.line(), format!("where {:?}: {e} (hint: e.g. `Status != 9 and SeatCount > 0`)", f.value));
+            None
+        }
+    });
+    let mut source_types = Vec::new();
+    let fields = t.fields.map(|fields| {
+        let mut out: Vec<FieldMapping> = Vec::new();
+        for f in fields {
+            let fl = f.referenced.line();
+            let m = match f.value {
+                FileField::Column(column) => FieldMapping { name: column.clone(), column, values: None, default: None },
+                FileField::Full(full) => {
+                    if let Some(st) = &full.source_type {
+                        match SourceType::parse(st) {
+                            Ok(st) => source_types.push((full.column.clone(), st)),
+                            Err(e) => c.add(fl, e),
+                        }
+                    }
+                    FieldMapping {
+                        name: full.name.clone().unwrap_or_else(|| full.column.clone()),
+                        values: full.values.map(|v| v.into_iter().map(|(k, v)| (k.0, json_value(&v))).collect()),
+                        default: full.default.as_ref().map(json_value),
+                        column: full.column,
+                    }
+                }
+            };
+            if m.column.trim().is_empty() {
+                c.add(fl, "field has an empty column name");
+            }
+            if let Some(prev) = out.iter().find(|p| p.name == m.name) {
+                c.add(fl, format!("output field {:?} is defined twice (also from column {:?}); rename one with `as:`", m.name, prev.column));
+            }
+            out.push(m);
+        }
+        out
+    });
+    let mut computed = Vec::new();
+    for cf in t.computed {
+        let cl = cf.referenced.line();
+        let cf = cf.value;
+        let parsed = match (&cf.expr, &cf.template) {
+            (Some(e), None) => expr::parse(e).map(|x| (e.clone(), x)),
+            (None, Some(tpl)) => expr::parse_template(tpl).map(|x| (tpl.clone(), x)),
+            _ => {
+                c.add(cl, format!("computed field {:?} needs exactly one of `expr:` or `template:`", cf.name));
+                continue;
+            }
+        };
+        match parsed {
+            Ok((source, expr)) => computed.push(Computed { name: cf.name, source, expr }),
+            Err(e) => c.add(cl, format!("computed field {:?}: {e}", cf.name)),
+        }
+    }
+    let constants = t.constants.iter().map(|(k, v)| (k.clone(), json_value(&v.value))).collect::<Vec<_>>();
+    let outputs = output_names(&fields, &computed, &constants);
+    for (name, v) in &t.constants {
+        if computed.iter().any(|cf| &cf.name == name) {
+            c.add(v.referenced.line(), format!("constant {name:?} has the name of a computed field; rename one"));
+        }
+    }
+    let elasticsearch = t.elasticsearch.and_then(|s| {
+        let sl = s.referenced.line();
+        let s = s.value;
+        let index = match &s.index {
+            Some(i) => i.value.trim().to_string(),
+            None => {
+                c.add(sl, "elasticsearch needs `index: <alias name>`");
+                return None;
+            }
+        };
+        if let Err(why) = check_index_name(&index) {
+            c.add(s.index.as_ref().map_or(sl, |i| i.referenced.line()), why);
+        }
+        sink_common(c, "elasticsearch", &s, &outputs);
+        let mut types = Vec::new();
+        for (field, ty) in &s.types {
+            match types::elasticsearch_type(&ty.value) {
+                Ok(m) => types.push((field.clone(), m)),
+                Err(e) => c.add(ty.referenced.line(), e),
+            }
+        }
+        Some(ElasticsearchTarget { index, types, exclude: s.exclude })
+    });
+    let postgres = t.postgres.and_then(|s| table_target(c, "postgres", s, &outputs, types::postgres_type));
+    let bigquery = t.bigquery.and_then(|s| table_target(c, "bigquery", s, &outputs, types::bigquery_type));
+    Some(TableMapping { topic, line, key, filter, fields, source_types, computed, constants, elasticsearch, postgres, bigquery })
+}
+
+/// Output names known from the file (None when all columns pass through).
+fn output_names(fields: &Option<Vec<FieldMapping>>, computed: &[Computed], constants: &[(String, Value)]) -> Option<Vec<String>> {
+    let fields = fields.as_ref()?;
+    Some(fields.iter().map(|f| f.name.clone()).chain(computed.iter().map(|c| c.name.clone())).chain(constants.iter().map(|c| c.0.clone())).collect())
+}
+
+fn sink_common(c: &mut Checker, sink: &str, s: &FileSink, outputs: &Option<Vec<String>>) {
+    let Some(outputs) = outputs else { return };
+    for (field, ty) in &s.types {
+        if !outputs.contains(field) {
+            c.add(ty.referenced.line(), format!("{sink}.types names {field:?}, which is not an output field ({}); check the spelling or add it to fields", outputs.join(", ")));
+        }
+    }
+}
+
+fn table_target(c: &mut Checker, sink: &str, s: Spanned<FileSink>, outputs: &Option<Vec<String>>, check: fn(&str) -> Result<String, String>) -> Option<TableTarget> {
+    let sl = s.referenced.line();
+    let s = s.value;
+    let Some(table) = s.table.as_ref().map(|t| t.value.clone()) else {
+        c.add(sl, format!("{sink} needs `table: <name>`"));
+        return None;
+    };
+    if s.index.is_some() {
+        c.add(sl, format!("{sink} takes `table:`, not `index:`"));
+    }
+    sink_common(c, sink, &s, outputs);
+    let mut types = Vec::new();
+    for (field, ty) in &s.types {
+        match check(&ty.value) {
+            Ok(t) => types.push((field.clone(), t)),
+            Err(e) => c.add(ty.referenced.line(), e),
+        }
+    }
+    if sink != "bigquery" && (s.partition_by.is_some() || s.cluster_by.is_some()) {
+        c.add(sl, format!("partition_by and cluster_by are BigQuery options; remove them from {sink}"));
+    }
+    Some(TableTarget { table, types, exclude: s.exclude, partition_by: s.partition_by.map(|p| p.value), cluster_by: s.cluster_by })
+}
+
+/// A YAML scalar from the file as a column value.
+fn json_value(v: &serde_json::Value) -> Value {
+    crate::decode::value::untyped(v)
 }
 
 /// Elasticsearch index names: lower case, no `\ / * ? " < > | space , #`, not starting with `-_+`.
@@ -152,54 +357,4 @@ fn check_index_name(index: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<ReadModel, ReadModelError> {
-        ReadModel::parse(Path::new("mappings/test.yaml"), text)
-    }
-
-    #[test]
-    fn minimal_file_parses() {
-        let m = parse("read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    elasticsearch: { index: t }\n").unwrap();
-        assert_eq!(m.name, "rm");
-        assert_eq!(m.tables[0].topic, "a.b.dbo.T");
-        assert_eq!(m.tables[0].line, 3);
-        assert_eq!(m.tables[0].elasticsearch.as_ref().unwrap().index, "t");
-    }
-
-    #[test]
-    fn bad_index_name_points_at_its_line() {
-        let err = parse("read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    elasticsearch:\n      index: Trips\n").unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.starts_with("mappings/test.yaml:5: index \"Trips\""), "{msg}");
-    }
-
-    #[test]
-    fn unknown_key_is_reported_with_line() {
-        let err = parse("read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    elastic: { index: t }\n").unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.starts_with("mappings/test.yaml:4:"), "{msg}");
-        assert!(msg.contains("elastic"), "{msg}");
-    }
-
-    #[test]
-    fn duplicate_topic_is_rejected() {
-        let err = parse("read_model: rm\ntables:\n  - topic: x\n    elasticsearch: { index: t }\n  - topic: x\n").unwrap_err();
-        assert!(err.to_string().contains("listed twice (first at line 3)"), "{err}");
-    }
-
-    #[test]
-    fn example_mappings_load() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
-        let mut n = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "yaml") {
-                ReadModel::load(&path).unwrap_or_else(|e| panic!("{e}"));
-                n += 1;
-            }
-        }
-        assert!(n > 0, "mappings/ has no example read models");
-    }
-}
+mod tests;

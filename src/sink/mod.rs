@@ -12,7 +12,7 @@ pub mod retry;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::mapping::{Document, ReadModel};
+use crate::mapping::{Document, ReadModel, TableMapping};
 
 /// One document to apply to one target (index or table) of a sink.
 #[derive(Clone, Debug)]
@@ -53,6 +53,9 @@ pub trait Sink: Send + Sync + 'static {
     /// The target a table's documents go to, or `None` if this sink does not
     /// take that table.
     fn target(&self, model: &ReadModel, topic: &str) -> Option<Arc<str>>;
+
+    /// Output fields of `table` this sink does not take (`exclude:`).
+    fn excluded<'a>(&self, table: &'a TableMapping) -> &'a [String];
 
     /// Creates indexes/tables before the first write. Idempotent.
     fn prepare(&self, model: &ReadModel) -> impl Future<Output = Result<(), SinkError>> + Send;

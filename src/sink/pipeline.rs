@@ -20,7 +20,7 @@ use super::batch::{Action, Batch, BatchLimits, Item, newest_per_key};
 use super::dead_letter::{DeadLetters, Reason};
 use super::{Outcome, Sink, Write, retry};
 use crate::decode::{DecodeOptions, Decoded, decode};
-use crate::mapping::{ReadModel, document::map_default};
+use crate::mapping::ReadModel;
 use crate::ops::Health;
 use crate::source::consumer::ConsumerGroup;
 use crate::source::{Lineage, SourceRecord};
@@ -185,12 +185,18 @@ impl<S: Sink> Pipeline<S> {
     /// Decodes and maps one record into what the sink must do with it.
     fn item(&self, record: SourceRecord) -> Item {
         let action = match decode(&record, &self.decode) {
-            Ok(Decoded::Change(event)) => match self.sink.target(&self.model, &event.lineage.topic) {
-                None => Action::Skip("table not written by this sink"),
-                Some(target) => match map_default(&event) {
-                    Ok(doc) => Action::Write(Write { target, doc }),
-                    Err(e) => Action::DeadLetter { stage: "mapping", kind: "bad_key", reason: e.to_string() },
+            Ok(Decoded::Change(event)) => match (self.model.table(&event.lineage.topic), self.sink.target(&self.model, &event.lineage.topic)) {
+                (Some(table), Some(target)) => match table.document(&event) {
+                    Ok(mut doc) => {
+                        let excluded = self.sink.excluded(table);
+                        if let Some(body) = doc.body.as_mut().filter(|_| !excluded.is_empty()) {
+                            body.columns.retain(|(n, _)| !excluded.contains(n));
+                        }
+                        Action::Write(Write { target, doc })
+                    }
+                    Err(e) => Action::DeadLetter { stage: "mapping", kind: e.kind(), reason: e.to_string() },
                 },
+                _ => Action::Skip("table not written by this sink"),
             },
             Ok(Decoded::Tombstone) => Action::Skip("tombstone"),
             Ok(Decoded::NotAChange(what)) => Action::Skip(what),

@@ -72,25 +72,13 @@ impl Client {
     /// Makes sure `alias` exists and points at a physical index created with
     /// projector's mapping. The alias filters out tombstone documents, so
     /// searches through it see only live rows.
-    pub async fn ensure_alias(&self, alias: &str) -> Result<(), SinkError> {
+    pub async fn ensure_alias(&self, alias: &str, mappings: &Json) -> Result<(), SinkError> {
         let (status, _) = self.send(self.http.head(format!("{}/_alias/{alias}", self.base)), "alias lookup").await?;
         if status == 200 {
             return Ok(());
         }
         let physical = format!("{alias}_v1");
-        let body = json!({
-            "mappings": {
-                "properties": {
-                    META_FIELD: {"properties": {
-                        "position": {"type": "keyword"},
-                        "deleted": {"type": "boolean"},
-                        "op": {"type": "keyword"},
-                        "source_ts_ms": {"type": "date", "format": "epoch_millis"}
-                    }}
-                }
-            },
-            "aliases": {alias: alias_definition()}
-        });
+        let body = json!({"mappings": mappings, "aliases": {alias: alias_definition()}});
         let (status, resp) = self.send(self.http.put(format!("{}/{physical}", self.base)).json(&body), "index creation").await?;
         match status {
             200 => Ok(()),
@@ -102,6 +90,30 @@ impl Client {
             }
             _ => Err(err(format!("creating index {physical} for alias {alias}: HTTP {status}: {resp}"))),
         }
+    }
+
+    /// Names of the top-level fields in the mapping behind `alias`.
+    pub async fn mapped_fields(&self, alias: &str) -> Result<std::collections::HashSet<String>, SinkError> {
+        let (status, body) = self.send(self.http.get(format!("{}/{alias}/_mapping", self.base)), "reading mapping").await?;
+        if status != 200 {
+            return Err(err(format!("reading mapping of {alias}: HTTP {status}: {body}")));
+        }
+        let mut out = std::collections::HashSet::new();
+        if let Some(indexes) = body.as_object() {
+            for idx in indexes.values() {
+                if let Some(props) = idx.pointer("/mappings/properties").and_then(Json::as_object) {
+                    out.extend(props.keys().cloned());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds field mappings to the index behind `alias` (additive only).
+    pub async fn put_mapping(&self, alias: &str, fields: &[(String, Json)]) -> Result<(), SinkError> {
+        let props: serde_json::Map<String, Json> = fields.iter().cloned().collect();
+        let (status, body) = self.send(self.http.put(format!("{}/{alias}/_mapping", self.base)).json(&json!({"properties": props})), "extending mapping").await?;
+        if status == 200 { Ok(()) } else { Err(err(format!("extending mapping of {alias}: HTTP {status}: {}", truncate(&body.to_string(), 400)))) }
     }
 
     /// Reads the stored position, `_seq_no` and `_primary_term` of documents.

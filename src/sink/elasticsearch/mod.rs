@@ -30,24 +30,70 @@
 
 pub mod client;
 mod encode;
+pub mod mapping;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Outcome, Sink, SinkError, Write};
-use crate::mapping::ReadModel;
+use crate::mapping::{ReadModel, TableMapping};
 pub use client::{Client, Current, META_FIELD};
 
 /// Writes read-model documents to Elasticsearch or OpenSearch.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Elasticsearch {
     client: Client,
+    /// Fields already in each alias's mapping.
+    mapped: Mutex<HashMap<String, HashSet<String>>>,
+    /// Fields whose type Elasticsearch refused (a retyped column); logged once.
+    refused: Mutex<HashSet<(String, String)>>,
 }
 
 impl Elasticsearch {
     pub fn new(url: &str) -> Result<Elasticsearch, SinkError> {
-        Ok(Elasticsearch { client: Client::new(url, Duration::from_secs(60))? })
+        Ok(Elasticsearch { client: Client::new(url, Duration::from_secs(60))?, mapped: Mutex::default(), refused: Mutex::default() })
+    }
+
+    /// Adds mappings for fields of this batch that have none yet, typed from
+    /// their decoded values.
+    async fn map_new_fields(&self, writes: &[Write]) -> Result<(), SinkError> {
+        let mut new: HashMap<&str, Vec<(String, serde_json::Value)>> = HashMap::new();
+        {
+            let mapped = self.mapped.lock().unwrap_or_else(|e| e.into_inner());
+            let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+            for w in writes {
+                let Some(body) = &w.doc.body else { continue };
+                let known = mapped.get(&*w.target);
+                for (name, v) in &body.columns {
+                    if known.is_some_and(|k| k.contains(name)) || refused.contains(&(w.target.to_string(), name.clone())) {
+                        continue;
+                    }
+                    let Some(ty) = mapping::value_type(v) else { continue };
+                    let fields = new.entry(&w.target).or_default();
+                    if !fields.iter().any(|(n, _)| n == name) {
+                        fields.push((name.clone(), ty));
+                    }
+                }
+            }
+        }
+        for (alias, fields) in new {
+            match self.client.put_mapping(alias, &fields).await {
+                Ok(()) => {
+                    let mut mapped = self.mapped.lock().unwrap_or_else(|e| e.into_inner());
+                    mapped.entry(alias.to_string()).or_default().extend(fields.into_iter().map(|(n, _)| n));
+                }
+                Err(e) if e.message.contains("HTTP 400") => {
+                    // A field already mapped with another type (the column was
+                    // retyped): leave it; writes that conflict are dead-lettered.
+                    tracing::warn!(alias, error = %e, "cannot extend the index mapping; conflicting documents will be dead-lettered");
+                    let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+                    refused.extend(fields.into_iter().map(|(n, _)| (alias.to_string(), n)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     pub fn client(&self) -> &Client {
@@ -75,17 +121,25 @@ impl Sink for Elasticsearch {
         model.table(topic)?.elasticsearch.as_ref().map(|e| Arc::from(e.index.as_str()))
     }
 
+    fn excluded<'a>(&self, table: &'a TableMapping) -> &'a [String] {
+        table.elasticsearch.as_ref().map_or(&[], |e| e.exclude.as_slice())
+    }
+
     async fn prepare(&self, model: &ReadModel) -> Result<(), SinkError> {
         self.client.health().await?;
         for table in &model.tables {
             if let Some(es) = &table.elasticsearch {
-                self.client.ensure_alias(&es.index).await?;
+                let body = mapping::index_mapping(table, es, &[]);
+                self.client.ensure_alias(&es.index, &body).await?;
+                let fields = self.client.mapped_fields(&es.index).await?;
+                self.mapped.lock().unwrap_or_else(|e| e.into_inner()).insert(es.index.clone(), fields);
             }
         }
         Ok(())
     }
 
     async fn write(&self, writes: &[Write]) -> Result<Vec<Outcome>, SinkError> {
+        self.map_new_fields(writes).await?;
         let mut outcomes: Vec<Option<Outcome>> = vec![None; writes.len()];
         // Read the stored positions, one _mget per target.
         let mut by_target: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -124,7 +178,8 @@ impl Sink for Elasticsearch {
             // Someone deleted the alias or index: recreate it before the retry.
             missing_alias.dedup();
             for alias in missing_alias {
-                self.client.ensure_alias(&alias).await?;
+                self.client.ensure_alias(&alias, &serde_json::json!({"dynamic": false, "properties": {META_FIELD: mapping::meta_properties()}})).await?;
+                self.mapped.lock().unwrap_or_else(|e| e.into_inner()).remove(&*alias);
             }
         }
         Ok(outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Retry("no result".into()))).collect())

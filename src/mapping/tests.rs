@@ -1,0 +1,184 @@
+//! Read-model file tests: every problem is reported with its line, and the
+//! mapping does what the file says.
+
+use super::*;
+use crate::decode::{ChangeEvent, Op, Row, SourcePosition};
+use crate::source::Lineage;
+
+fn parse(text: &str) -> Result<ReadModel, ReadModelError> {
+    ReadModel::parse(Path::new("mappings/test.yaml"), text)
+}
+
+fn lines(err: ReadModelError) -> Vec<(u64, String)> {
+    err.problems().iter().map(|p| (p.line, p.message.clone())).collect()
+}
+
+#[test]
+fn minimal_file_parses() {
+    let m = parse("read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    elasticsearch: { index: t }\n").unwrap();
+    assert_eq!(m.name, "rm");
+    assert_eq!(m.tables[0].topic, "a.b.dbo.T");
+    assert_eq!(m.tables[0].line, 3);
+    assert_eq!(m.tables[0].elasticsearch.as_ref().unwrap().index, "t");
+}
+
+#[test]
+fn bad_index_name_points_at_its_line() {
+    let err = parse("read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    elasticsearch:\n      index: Trips\n").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("mappings/test.yaml:5: index \"Trips\""), "{msg}");
+}
+
+#[test]
+fn unknown_key_is_reported_with_line() {
+    let err = parse("read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    elastic: { index: t }\n").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("mappings/test.yaml:4:"), "{msg}");
+    assert!(msg.contains("elastic"), "{msg}");
+}
+
+#[test]
+fn duplicate_topic_is_rejected() {
+    let err = parse("read_model: rm\ntables:\n  - topic: x\n    elasticsearch: { index: t }\n  - topic: x\n    elasticsearch: { index: u }\n").unwrap_err();
+    assert!(err.to_string().contains("listed twice (first at line 3)"), "{err}");
+}
+
+#[test]
+fn every_problem_is_reported_not_just_the_first() {
+    let text = "\
+read_model: rm
+tables:
+  - topic: a.b.dbo.T
+    where: \"Status = 1\"
+    fields:
+      - TripId
+      - column: Fare
+        source_type: money
+    computed:
+      - name: title
+        template: \"{Route\"
+    elasticsearch:
+      index: t
+      types:
+        TripId: strng
+        Nope: keyword
+    bigquery:
+      table: t
+      types:
+        TripId: VARCHAR
+";
+    let problems = lines(parse(text).unwrap_err());
+    let at: Vec<u64> = problems.iter().map(|p| p.0).collect();
+    assert_eq!(at, vec![4, 7, 10, 15, 16, 20], "{problems:#?}");
+    assert!(problems[0].1.contains("compare with '=='"));
+    assert!(problems[1].1.contains("unknown source_type"));
+    assert!(problems[2].1.contains("unclosed"));
+    assert!(problems[3].1.contains("unknown Elasticsearch type"));
+    assert!(problems[4].1.contains("not an output field"));
+    assert!(problems[5].1.contains("unknown BigQuery type"));
+}
+
+fn event(op: Op, after: Option<Vec<(&str, Value)>>) -> ChangeEvent {
+    let row = |cols: Vec<(&str, Value)>| Row { columns: cols.into_iter().map(|(n, v)| (n.to_string(), v)).collect() };
+    ChangeEvent {
+        lineage: Lineage { topic: "a.b.dbo.T".into(), partition: 0, offset: 9 },
+        op,
+        key: row(vec![("TripId", Value::Int(7))]),
+        after: after.map(row),
+        before: None,
+        position: SourcePosition::from_stored("01"),
+        source_ts_ms: None,
+    }
+}
+
+#[test]
+fn fields_renames_value_maps_computed_and_constants() {
+    let m = parse(
+        "\
+read_model: rm
+tables:
+  - topic: a.b.dbo.T
+    where: Status != 9
+    fields:
+      - TripId
+      - column: Route
+        as: route
+      - column: Status
+        as: status
+        values: {0: draft, 1: scheduled, 9: cancelled}
+        default: unknown
+      - column: Fare
+        source_type: decimal(12,2)
+    computed:
+      - name: title
+        template: \"{Route} #{TripId}\"
+      - name: code
+        expr: concat('T-', TripId)
+    constants:
+      source_system: vexere
+    elasticsearch: { index: t, exclude: [code] }
+",
+    )
+    .unwrap();
+    let t = &m.tables[0];
+    let doc = t
+        .document(&event(
+            Op::Update,
+            Some(vec![
+                ("TripId", Value::Int(7)),
+                ("Route", Value::String("Da Nang → Hue".into())),
+                ("Status", Value::Int(1)),
+                ("Fare", Value::String("AhYOwA==".into())),
+                ("Secret", Value::String("x".into())),
+            ]),
+        ))
+        .unwrap();
+    let body = doc.body.unwrap();
+    let names: Vec<&str> = body.columns.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["TripId", "route", "status", "Fare", "title", "code", "source_system"]);
+    assert_eq!(body.get("status"), Some(&Value::String("scheduled".into())));
+    assert_eq!(body.get("Fare"), Some(&Value::Decimal { unscaled: 35_000_000, scale: 2 }));
+    assert_eq!(body.get("title"), Some(&Value::String("Da Nang → Hue #7".into())));
+    assert_eq!(body.get("code"), Some(&Value::String("T-7".into())));
+    assert_eq!(body.get("source_system"), Some(&Value::String("vexere".into())));
+    assert_eq!(t.elasticsearch.as_ref().unwrap().exclude, ["code"]);
+    // An unmapped status uses the default.
+    let doc = t.document(&event(Op::Update, Some(vec![("TripId", Value::Int(7)), ("Status", Value::Int(5))]))).unwrap();
+    assert_eq!(doc.body.unwrap().get("status"), Some(&Value::String("unknown".into())));
+}
+
+#[test]
+fn a_row_that_stops_matching_the_filter_leaves_the_read_model() {
+    let m = parse("read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    where: Status != 9\n    elasticsearch: { index: t }\n").unwrap();
+    let t = &m.tables[0];
+    let live = t.document(&event(Op::Update, Some(vec![("TripId", Value::Int(7)), ("Status", Value::Int(1))]))).unwrap();
+    assert!(live.body.is_some());
+    let gone = t.document(&event(Op::Update, Some(vec![("TripId", Value::Int(7)), ("Status", Value::Int(9))]))).unwrap();
+    assert!(gone.body.is_none(), "filtered out = absent, written as a tombstone");
+    assert_eq!(gone.id, "7");
+}
+
+#[test]
+fn key_override_reads_the_row() {
+    let m = parse("read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    key: [Code, TripId]\n    elasticsearch: { index: t }\n").unwrap();
+    let doc = m.tables[0].document(&event(Op::Create, Some(vec![("TripId", Value::Int(7)), ("Code", Value::String("HN".into()))]))).unwrap();
+    assert_eq!(doc.id, "HN|7");
+    let err = m.tables[0].document(&event(Op::Create, Some(vec![("TripId", Value::Int(7))]))).unwrap_err();
+    assert!(err.to_string().contains("\"Code\""), "{err}");
+}
+
+#[test]
+fn example_mappings_load_and_plan() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let m = ReadModel::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            let plan = plan::render(&m);
+            assert!(plan.contains(&m.name), "{plan}");
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "mappings/ should hold the example read models");
+}
