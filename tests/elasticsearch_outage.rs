@@ -34,7 +34,7 @@ async fn elasticsearch_down_for_30s_under_load_is_reported_retried_and_caught_up
     };
     produce_round(&mut t, &mut expect, round).await;
 
-    stack(&["stop-service", "elasticsearch"]);
+    stack(&["stop-service", "search"]);
     let down_at = Instant::now();
     let mut saw_not_ready = false;
     while down_at.elapsed() < Duration::from_secs(30) {
@@ -50,7 +50,7 @@ async fn elasticsearch_down_for_30s_under_load_is_reported_retried_and_caught_up
     assert!(saw_not_ready, "/health/ready reported the sink down during the outage");
     assert!(p.counter("projector_sink_retries_total", &["sink=\"elasticsearch\""]).await > 0.0);
     assert_eq!(p.counter("projector_sink_up", &["sink=\"elasticsearch\""]).await, 0.0);
-    stack(&["start-service", "elasticsearch"]);
+    stack(&["start-service", "search"]);
 
     w.wait_caught_up(&w.group, Duration::from_secs(180)).await;
     let docs = w.docs(&w.indexes[0]).await;

@@ -102,6 +102,8 @@ pub enum DecodeError {
     Value { lineage: Lineage, source: ValueError },
     #[error("{lineage}: value is {size} bytes, over the {limit}-byte limit (raise max_record_bytes if this row is legitimate)")]
     TooLarge { lineage: Lineage, size: usize, limit: usize },
+    #[error("{lineage}: {detail}; configure ExtractNewRecordState with delete.tombstone.handling.mode=rewrite and add.fields=op,source.ts_ms,source.commit_lsn,source.change_lsn,source.event_serial_no (SQL Server) or op,source.ts_ms,source.lsn (PostgreSQL)")]
+    Unordered { lineage: Lineage, detail: String },
 }
 
 impl DecodeError {
@@ -116,6 +118,7 @@ impl DecodeError {
             DecodeError::Position { .. } => "bad_position",
             DecodeError::Value { .. } => "bad_value",
             DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::Unordered { .. } => "unordered",
         }
     }
 }
@@ -146,7 +149,10 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
     let (schema, payload) = split_schema(value);
     let payload = match payload {
         Json::Object(m) => m,
-        Json::Null => return Ok(Decoded::Tombstone),
+        // ExtractNewRecordState's default delete: a null payload, not a Kafka null.
+        Json::Null => {
+            return Err(DecodeError::Unordered { lineage: lineage.clone(), detail: "an unwrapped delete (null payload) carries no key position".into() });
+        }
         other => {
             return Err(DecodeError::NotAnEnvelope {
                 lineage: lineage.clone(),
@@ -157,6 +163,9 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
     let Some(op) = payload.get("op") else {
         if let Some(reason) = classify_other(&payload) {
             return Ok(Decoded::NotAChange(reason));
+        }
+        if payload.keys().any(|k| k.starts_with("__")) {
+            return unwrapped(record, schema.as_ref(), payload);
         }
         return Err(DecodeError::NotAnEnvelope {
             lineage: lineage.clone(),
@@ -199,6 +208,47 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
         _ => {}
     }
     let key = decode_key(record)?;
+    Ok(Decoded::Change(ChangeEvent { lineage: lineage.clone(), op, key, after, before, position, source_ts_ms }))
+}
+
+/// The ExtractNewRecordState form: the row itself plus `__`-prefixed fields
+/// from `add.fields` (`__op`, `__source_ts_ms`, `__source_commit_lsn`, ...)
+/// and, with `delete.tombstone.handling.mode=rewrite`, `__deleted`.
+fn unwrapped(record: &SourceRecord, schema: Option<&Json>, mut payload: Map<String, Json>) -> Result<Decoded, DecodeError> {
+    let lineage = &record.lineage;
+    // add.fields names source fields `__source_<f>` when qualified, `__<f>` when not.
+    let mut meta = Map::new();
+    let keys: Vec<String> = payload.keys().filter(|k| k.starts_with("__")).cloned().collect();
+    for k in keys {
+        let v = payload.remove(&k).unwrap_or(Json::Null);
+        let name = k.trim_start_matches("__");
+        meta.insert(name.strip_prefix("source_").unwrap_or(name).to_string(), v);
+    }
+    let connector = if meta.contains_key("commit_lsn") {
+        "sqlserver"
+    } else if meta.contains_key("lsn") {
+        "postgresql"
+    } else {
+        return Err(DecodeError::Unordered { lineage: lineage.clone(), detail: "an unwrapped record carries no source position (__source_commit_lsn or __source_lsn)".into() });
+    };
+    meta.insert("connector".into(), Json::String(connector.into()));
+    let position = SourcePosition::from_source(&meta).map_err(|source| DecodeError::Position { lineage: lineage.clone(), source })?;
+    let deleted = meta.get("deleted").and_then(Json::as_str) == Some("true");
+    let op = match meta.get("op").and_then(Json::as_str) {
+        Some("c") => Op::Create,
+        Some("u") => Op::Update,
+        Some("d") => Op::Delete,
+        Some("r") => Op::Read,
+        Some(other) => return Err(DecodeError::UnknownOp { lineage: lineage.clone(), op: other.to_string() }),
+        None if deleted => Op::Delete,
+        None => Op::Update,
+    };
+    let op = if deleted { Op::Delete } else { op };
+    let fields = schema.and_then(struct_fields);
+    let image = row(&payload, fields.as_ref()).map_err(|source| DecodeError::Value { lineage: lineage.clone(), source })?;
+    let (after, before) = if op == Op::Delete { (None, Some(image)) } else { (Some(image), None) };
+    let key = decode_key(record)?;
+    let source_ts_ms = meta.get("ts_ms").and_then(Json::as_i64);
     Ok(Decoded::Change(ChangeEvent { lineage: lineage.clone(), op, key, after, before, position, source_ts_ms }))
 }
 

@@ -135,3 +135,61 @@ fn oversized_record_is_refused() {
     let err = decode(&raw("t", Some("{}"), Some(&"x".repeat(100))), &DecodeOptions { max_record_bytes: 10 }).unwrap_err();
     assert_eq!(err.kind(), "too_large");
 }
+
+fn unwrapped_value(extra: &str) -> String {
+    format!(r#"{{"TripId":7,"Route":"Da Nang → Hue","Fare":"AhYOwA=="{extra}}}"#)
+}
+
+#[test]
+fn extract_new_record_state_rewrite_mode_is_ordered_and_deletes() {
+    let pos = r#","__source_commit_lsn":"0000002a:00000310:0003","__source_change_lsn":"0000002a:00000308:0002","__source_event_serial_no":2,"__source_ts_ms":1782000000000"#;
+    let up = raw("vexere.vexere.dbo.Trips", Some(r#"{"TripId":7}"#), Some(&unwrapped_value(&format!(r#","__deleted":"false","__op":"u"{pos}"#))));
+    let ev = change(&up);
+    assert_eq!(ev.op, Op::Update);
+    let after = ev.after.unwrap();
+    assert!(after.get("__deleted").is_none() && after.get("__op").is_none(), "bookkeeping fields are not columns");
+    assert_eq!(after.get("Route"), Some(&Value::String("Da Nang → Hue".into())));
+    assert_eq!(ev.source_ts_ms, Some(1_782_000_000_000));
+    let del = raw("vexere.vexere.dbo.Trips", Some(r#"{"TripId":7}"#), Some(&unwrapped_value(&format!(r#","__deleted":"true"{pos}"#))));
+    let d = change(&del);
+    assert_eq!(d.op, Op::Delete);
+    assert_eq!(d.position, ev.position);
+    // Unqualified add.fields names (`__commit_lsn`) work too.
+    let short = raw("t", Some(r#"{"TripId":7}"#), Some(&unwrapped_value(r#","__op":"c","__commit_lsn":"0000002a:00000310:0003""#)));
+    assert_eq!(change(&short).op, Op::Create);
+}
+
+#[test]
+fn extract_new_record_state_with_schema_types_columns() {
+    let v = r#"{"schema":{"type":"struct","fields":[{"field":"TripId","type":"int32"},{"field":"Fare","type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2"}},{"field":"__deleted","type":"string","optional":true},{"field":"__source_commit_lsn","type":"string","optional":true}]},"payload":{"TripId":7,"Fare":"AhYOwA==","__deleted":"false","__source_commit_lsn":"00000001:00000001:0001"}}"#;
+    let ev = change(&raw("t", Some(r#"{"TripId":7}"#), Some(v)));
+    assert_eq!(ev.after.unwrap().get("Fare"), Some(&Value::Decimal { unscaled: 35_000_000, scale: 2 }));
+}
+
+#[test]
+fn unwrapped_records_without_a_position_say_how_to_configure_the_connector() {
+    for v in [r#"{"TripId":7,"__deleted":"false"}"#, r#"{"schema":{"type":"struct"},"payload":null}"#, "null"] {
+        let err = decode(&raw("t", Some(r#"{"TripId":7}"#), Some(v)), &DecodeOptions::default()).unwrap_err();
+        assert_eq!(err.kind(), "unordered", "{v}: {err}");
+        assert!(err.to_string().contains("delete.tombstone.handling.mode=rewrite"), "{err}");
+    }
+}
+
+#[test]
+fn decimal_handling_modes_double_and_string() {
+    let schema = |ty: &str| format!(r#"{{"type":"struct","fields":[{{"field":"before","type":"struct","optional":true,"fields":[]}},{{"field":"after","type":"struct","optional":true,"fields":[{{"field":"Fare","type":"{ty}"}}]}}]}}"#);
+    let env = |ty: &str, v: &str| format!(r#"{{"schema":{},"payload":{{"op":"c","source":{{"connector":"sqlserver","commit_lsn":"00000001:00000001:0001"}},"after":{{"Fare":{v}}}}}}}"#, schema(ty));
+    let d = change(&raw("t", Some(r#"{"TripId":1}"#), Some(&env("double", "350000.5"))));
+    assert_eq!(d.after.unwrap().get("Fare"), Some(&Value::Float(350000.5)));
+    let s = change(&raw("t", Some(r#"{"TripId":1}"#), Some(&env("string", "\"350000.50\""))));
+    assert_eq!(s.after.unwrap().get("Fare"), Some(&Value::String("350000.50".into())), "string mode stays text unless the mapping declares source_type decimal");
+}
+
+#[test]
+fn time_precision_connect_mode() {
+    use crate::decode::value::FieldType;
+    let ts = value::typed("t", &FieldType { connect: "int64".into(), name: Some("org.apache.kafka.connect.data.Timestamp".into()), scale: None }, &serde_json::json!(1_000)).unwrap();
+    assert_eq!(ts, Value::Timestamp(1_000_000_000));
+    let time = value::typed("t", &FieldType { connect: "int32".into(), name: Some("org.apache.kafka.connect.data.Time".into()), scale: None }, &serde_json::json!(1_500)).unwrap();
+    assert_eq!(time, Value::Time(1_500_000_000));
+}
