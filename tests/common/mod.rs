@@ -68,6 +68,11 @@ impl World {
         World { group: format!("projector.{name}"), name, db, model_file, indexes, _dir: dir }
     }
 
+    /// Replaces this world's read-model file (tables must use this world's topics).
+    pub fn set_model(&self, yaml: &str) {
+        std::fs::write(&self.model_file, yaml).unwrap();
+    }
+
     pub fn topics(&self) -> Vec<String> {
         vec![self.db.trips.topic(), self.db.bookings.topic(), self.db.seats.topic()]
     }

@@ -1,0 +1,123 @@
+//! The read-model file's language against the real Elasticsearch: selected,
+//! renamed and value-mapped fields, computed fields and constants, a row
+//! filter that removes rows, per-sink exclusions, and an explicit index
+//! mapping typed from the Debezium schema (not Elasticsearch's guesses),
+//! extended when a column is added at the source.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use projector::demo::bus_booking::{Timeline, trip};
+use projector::demo::sqlserver::Column;
+use serde_json::{Value as Json, json};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mapped_read_model_shapes_documents_and_types_its_index() {
+    let w = World::new("shape", 2).await;
+    let index = format!("{}-search", w.name);
+    w.set_model(&format!(
+        "\
+read_model: {name}
+tables:
+  - topic: {topic}
+    where: Status != 9
+    fields:
+      - TripId
+      - column: Route
+        as: route
+      - column: Status
+        as: status
+        values: {{1: scheduled, 2: departed, 9: cancelled}}
+      - column: Fare
+        as: fare
+      - column: DepartAt
+        as: depart_at
+    computed:
+      - name: title
+        template: \"{{Route}} ({{Operator}})\"
+      - name: code
+        expr: concat('T-', TripId)
+    constants:
+      source_system: vexere
+    elasticsearch:
+      index: {index}
+      types:
+        route: text
+      exclude: [code]
+",
+        name = w.name,
+        topic = w.db.trips.topic(),
+    ));
+    let mut t = Timeline::default();
+    let mut records = Vec::new();
+    for id in 1..=3 {
+        let at = t.commit(1);
+        records.push(w.db.trips.event('c', None, Some(&trip(id, 1000 * id as i128, 1)), at, t.ts_ms, true));
+    }
+    // Trip 2 is cancelled: it must leave the read model.
+    let at = t.commit(2);
+    records.push(w.db.trips.event('u', Some(&trip(2, 2000, 1)), Some(&trip(2, 2000, 9)), at, t.ts_ms, true));
+    w.produce(&records).await;
+    let _p = w.start(&w.group);
+    w.wait_caught_up(&w.group, Duration::from_secs(120)).await;
+
+    let docs = w.docs(&index).await;
+    assert_eq!(docs.keys().collect::<Vec<_>>(), ["1", "3"], "the cancelled trip is filtered out");
+    let d = &docs["3"];
+    assert_eq!(d["route"], "Ho Chi Minh City → Nha Trang");
+    assert_eq!(d["status"], "scheduled");
+    assert_eq!(d["fare"].as_f64(), Some(30.0));
+    assert_eq!(d["title"], "Ho Chi Minh City → Nha Trang (Sao Viet)");
+    assert_eq!(d["source_system"], "vexere");
+    assert!(d.get("code").is_none(), "excluded from this sink");
+    assert!(d.get("Operator").is_none() && d.get("Note").is_none(), "only selected fields");
+
+    // The index mapping is explicit and typed from the schema.
+    let mapping = index_properties(&index).await;
+    assert_eq!(mapping["route"]["type"], "text", "type fixed in the file");
+    assert_eq!(mapping["TripId"]["type"], "long");
+    assert_eq!(mapping["fare"]["type"], "double", "a decimal, not a guessed long");
+    assert_eq!(mapping["depart_at"]["type"], "date_nanos", "a datetime2(7), not a guessed long");
+    assert_eq!(mapping["status"]["type"], "keyword");
+    // Full-text search works on the text field through the alias.
+    let hits = search(&index, json!({"match": {"route": "trang"}})).await;
+    assert_eq!(hits, ["3"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_column_added_at_the_source_is_mapped_when_it_first_appears() {
+    let mut w = World::new("addcol", 1).await;
+    let mut t = Timeline::default();
+    let at = t.commit(1);
+    w.produce(&[w.db.trips.event('c', None, Some(&trip(1, 1000, 1)), at, t.ts_ms, true)]).await;
+    let _p = w.start(&w.group);
+    w.wait_caught_up(&w.group, Duration::from_secs(120)).await;
+    assert!(index_properties(&w.indexes[0]).await.get("Stops").is_none());
+
+    // ALTER TABLE Trips ADD Stops int; a new capture instance; the value
+    // schema gains the column. No restart, no dummy updates.
+    w.db.trips.columns.push(Column::new("Stops", "int32").optional());
+    let mut img = trip(2, 2000, 1);
+    img.push(("Stops", json!(3)));
+    let at = t.commit(1);
+    w.produce(&[w.db.trips.event('c', None, Some(&img), at, t.ts_ms, true)]).await;
+    w.wait_caught_up(&w.group, Duration::from_secs(120)).await;
+    assert_eq!(index_properties(&w.indexes[0]).await["Stops"]["type"], "long");
+    assert_eq!(search(&w.indexes[0], json!({"term": {"Stops": 3}})).await, ["2"]);
+}
+
+async fn index_properties(alias: &str) -> Json {
+    let body: Json = http().get(format!("{}/{alias}/_mapping", es_url())).send().await.unwrap().json().await.unwrap();
+    let (_, idx) = body.as_object().unwrap().iter().next().unwrap();
+    assert_eq!(idx["mappings"]["dynamic"], "false", "no dynamic guessing");
+    idx["mappings"]["properties"].clone()
+}
+
+async fn search(alias: &str, query: Json) -> Vec<String> {
+    let c = http();
+    let _ = c.post(format!("{}/{alias}/_refresh", es_url())).send().await;
+    let body: Json = c.post(format!("{}/{alias}/_search", es_url())).json(&json!({"query": query})).send().await.unwrap().json().await.unwrap();
+    body["hits"]["hits"].as_array().unwrap().iter().map(|h| h["_id"].as_str().unwrap().to_string()).collect()
+}
