@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use projector::decode::DecodeOptions;
+use projector::decode::{DecodeOptions, SchemasEnable};
 use projector::demo::bus_booking::{BusBooking, Timeline, demo_story};
 use projector::demo::produce::FixtureProducer;
 use projector::mapping::ReadModel;
@@ -89,6 +89,10 @@ struct RunArgs {
     max_buffer_bytes: usize,
     #[arg(long, env = "PROJECTOR_MAX_RECORD_BYTES", default_value_t = 8 * 1024 * 1024)]
     max_record_bytes: usize,
+    /// Whether JSON values carry `{schema, payload}` (the connector's
+    /// value.converter.schemas.enable); a record of the other form is dead-lettered.
+    #[arg(long, env = "PROJECTOR_SCHEMAS_ENABLE", value_enum, default_value_t = SchemasEnable::Auto)]
+    schemas_enable: SchemasEnable,
     /// `all`: dead-letter bad records and carry on; `none`: stop on the first.
     #[arg(long, env = "PROJECTOR_ERRORS_TOLERANCE", value_enum, default_value_t = ErrorTolerance::All)]
     errors_tolerance: ErrorTolerance,
@@ -215,7 +219,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         health: health.clone(),
         limits: BatchLimits { max_records: args.batch_records, max_bytes: args.batch_bytes, linger: Duration::from_millis(args.linger_ms) },
         max_buffer_bytes: args.max_buffer_bytes,
-        decode: DecodeOptions { max_record_bytes: args.max_record_bytes },
+        decode: DecodeOptions { max_record_bytes: args.max_record_bytes, schemas_enable: args.schemas_enable },
         tolerance: args.errors_tolerance,
         shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
     };

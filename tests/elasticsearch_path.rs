@@ -11,9 +11,6 @@ use std::time::Duration;
 use common::*;
 use projector::demo::bus_booking::{Timeline, booking, seat, trip};
 use projector::demo::sqlserver::{Lsns, Record};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
 use serde_json::{Value as Json, json};
 
 const CATCH_UP: Duration = Duration::from_secs(120);
@@ -249,53 +246,4 @@ async fn sigterm_flushes_commits_and_exits_zero() {
     assert_eq!(p.terminate(), Some(0), "log: {}", p.log_text());
     assert_eq!(lag(&format!("{}.elasticsearch", w.group), &w.topics()), Some(0), "everything flushed and committed before exit");
     assert_fares(&w, &expect).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_document_elasticsearch_rejects_goes_to_the_dlq_and_its_neighbours_land() {
-    let w = World::new("reject", 1).await;
-    let mut t = Timeline::default();
-    let mut records = Vec::new();
-    for id in 1..=3 {
-        let at = t.commit(1);
-        records.push(w.db.bookings.event('c', None, Some(&booking(id, 1, 1, "confirmed")), at, t.ts_ms, false));
-    }
-    w.produce(&records).await;
-    let p = w.start(&w.group);
-    w.wait_caught_up(&w.group, CATCH_UP).await;
-    // SeatNo is mapped as a number now; a text seat number is a mapping conflict.
-    let mut bad = booking(4, 1, 1, "confirmed");
-    bad[2].1 = json!("twelve");
-    let at = t.commit(1);
-    let mut more = vec![w.db.bookings.event('c', None, Some(&bad), at, t.ts_ms, false)];
-    let at = t.commit(1);
-    more.push(w.db.bookings.event('c', None, Some(&booking(5, 1, 2, "confirmed")), at, t.ts_ms, false));
-    more.push(Record { topic: w.db.bookings.topic(), key: b"{\"BookingId\":6}".to_vec(), value: Some(b"{not json".to_vec()) });
-    w.produce(&more).await;
-    w.wait_caught_up(&w.group, CATCH_UP).await;
-
-    let docs = w.docs(&w.indexes[1]).await;
-    assert_eq!(docs.keys().collect::<Vec<_>>(), ["1", "2", "3", "5"]);
-    assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 2.0);
-    // Both dead letters are on the DLQ with their lineage.
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique("dlqreader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&format!("projector.{}.dlq", w.name)]).unwrap();
-    let mut seen = Vec::new();
-    while seen.len() < 2 {
-        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.expect("dead letter on the DLQ topic").unwrap();
-        let h: BTreeMap<String, String> = m.headers().unwrap().iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string())).collect();
-        assert_eq!(h["__connect.errors.topic"], w.db.bookings.topic());
-        assert_eq!(h["__connect.errors.partition"], "0");
-        seen.push((h["__connect.errors.offset"].clone(), h["__connect.errors.stage"].clone(), h["__connect.errors.exception.message"].clone(), m.payload().map(<[u8]>::to_vec)));
-    }
-    seen.sort();
-    assert_eq!((seen[0].0.as_str(), seen[0].1.as_str()), ("3", "sink"));
-    assert!(seen[0].2.contains("SeatNo"), "{}", seen[0].2);
-    assert_eq!((seen[1].0.as_str(), seen[1].1.as_str()), ("5", "decode"));
-    assert_eq!(seen[1].3.as_deref(), Some(&b"{not json"[..]), "the original bytes are kept");
 }

@@ -123,15 +123,29 @@ impl DecodeError {
     }
 }
 
-/// Decoding limits.
+/// Whether JSON values carry their Connect schema, as the connector's
+/// `value.converter.schemas.enable` says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemasEnable {
+    /// Accept both forms.
+    #[default]
+    Auto,
+    /// Every value must be `{"schema":..,"payload":..}`.
+    True,
+    /// Values are bare payloads.
+    False,
+}
+
+/// Decoding limits and expectations.
 #[derive(Clone, Debug)]
 pub struct DecodeOptions {
     pub max_record_bytes: usize,
+    pub schemas_enable: SchemasEnable,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { max_record_bytes: 8 * 1024 * 1024 }
+        DecodeOptions { max_record_bytes: 8 * 1024 * 1024, schemas_enable: SchemasEnable::Auto }
     }
 }
 
@@ -147,6 +161,21 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
     let value: Json = serde_json::from_slice(bytes)
         .map_err(|e| DecodeError::InvalidJson { lineage: lineage.clone(), detail: e.to_string() })?;
     let (schema, payload) = split_schema(value);
+    match (opts.schemas_enable, schema.is_some()) {
+        (SchemasEnable::True, false) => {
+            return Err(DecodeError::NotAnEnvelope {
+                lineage: lineage.clone(),
+                detail: "value is not {\"schema\":..,\"payload\":..} although schemas are enabled; check the connector's value.converter.schemas.enable or run with --schemas-enable auto".into(),
+            });
+        }
+        (SchemasEnable::False, true) => {
+            return Err(DecodeError::NotAnEnvelope {
+                lineage: lineage.clone(),
+                detail: "value carries a schema although schemas are disabled; run with --schemas-enable true or auto".into(),
+            });
+        }
+        _ => {}
+    }
     let payload = match payload {
         Json::Object(m) => m,
         // ExtractNewRecordState's default delete: a null payload, not a Kafka null.

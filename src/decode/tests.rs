@@ -132,7 +132,7 @@ fn wrong_typed_value_is_an_error_not_a_guess() {
 
 #[test]
 fn oversized_record_is_refused() {
-    let err = decode(&raw("t", Some("{}"), Some(&"x".repeat(100))), &DecodeOptions { max_record_bytes: 10 }).unwrap_err();
+    let err = decode(&raw("t", Some("{}"), Some(&"x".repeat(100))), &DecodeOptions { max_record_bytes: 10, ..Default::default() }).unwrap_err();
     assert_eq!(err.kind(), "too_large");
 }
 
@@ -192,4 +192,26 @@ fn time_precision_connect_mode() {
     assert_eq!(ts, Value::Timestamp(1_000_000_000));
     let time = value::typed("t", &FieldType { connect: "int32".into(), name: Some("org.apache.kafka.connect.data.Time".into()), scale: None }, &serde_json::json!(1_500)).unwrap();
     assert_eq!(time, Value::Time(1_500_000_000));
+}
+
+#[test]
+fn schemas_enable_true_refuses_a_bare_payload_and_false_a_schema() {
+    let db = BusBooking::new("vexere");
+    let mut t = Timeline::default();
+    let at = t.commit(1);
+    let bare = source_record(&db.trips.event('c', None, Some(&trip(1, 1, 1)), at, t.ts_ms, false), 0);
+    let with = source_record(&db.trips.event('c', None, Some(&trip(1, 1, 1)), at, t.ts_ms, true), 1);
+    let on = DecodeOptions { schemas_enable: SchemasEnable::True, ..Default::default() };
+    let off = DecodeOptions { schemas_enable: SchemasEnable::False, ..Default::default() };
+    assert_eq!(decode(&bare, &on).unwrap_err().kind(), "not_an_envelope");
+    assert!(decode(&with, &on).is_ok());
+    assert_eq!(decode(&with, &off).unwrap_err().kind(), "not_an_envelope");
+    assert!(decode(&bare, &off).is_ok());
+}
+
+#[test]
+fn undecodable_bytes_are_invalid_json() {
+    let mut r = raw("t", Some(r#"{"TripId":1}"#), None);
+    r.value = Some(vec![0xff, 0xfe, 0x00, 0x9c]);
+    assert_eq!(decode(&r, &DecodeOptions::default()).unwrap_err().kind(), "invalid_json");
 }
