@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use projector::decode::{DecodeOptions, SchemasEnable};
+use projector::decode::{DecodeOptions, SchemaHistory, SchemasEnable};
 use projector::demo::bus_booking::{BusBooking, Timeline, demo_story};
 use projector::demo::produce::FixtureProducer;
 use projector::mapping::ReadModel;
@@ -197,6 +197,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let dead_letters = DeadLetters::new(&args.brokers, &dlq_topic, &model.name)?;
     let (stop_tx, stop_rx) = watch_shutdown();
 
+    let history = match &model.schema_changes {
+        None => None,
+        Some(topic) => {
+            let history = Arc::new(SchemaHistory::new(topic, &args.brokers, model.time_precision));
+            let h = history.clone();
+            match tokio::task::spawn_blocking(move || h.catch_up(Duration::from_secs(60))).await? {
+                Ok(n) => tracing::info!(topic = %topic, records = n, "schema history loaded"),
+                // Not fatal: it is read again when a record needs it.
+                Err(e) => tracing::warn!(error = %e, "schema history not loaded yet"),
+            }
+            Some(history)
+        }
+    };
     let sink = Arc::new(Elasticsearch::new(&args.elasticsearch_url)?);
     let settings = GroupSettings {
         brokers: args.brokers.clone(),
@@ -219,7 +232,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         health: health.clone(),
         limits: BatchLimits { max_records: args.batch_records, max_bytes: args.batch_bytes, linger: Duration::from_millis(args.linger_ms) },
         max_buffer_bytes: args.max_buffer_bytes,
-        decode: DecodeOptions { max_record_bytes: args.max_record_bytes, schemas_enable: args.schemas_enable },
+        decode: DecodeOptions { max_record_bytes: args.max_record_bytes, schemas_enable: args.schemas_enable, history },
         tolerance: args.errors_tolerance,
         shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
     };

@@ -121,3 +121,36 @@ async fn search(alias: &str, query: Json) -> Vec<String> {
     let body: Json = c.post(format!("{}/{alias}/_search", es_url())).json(&json!({"query": query})).send().await.unwrap().json().await.unwrap();
     body["hits"]["hits"].as_array().unwrap().iter().map(|h| h["_id"].as_str().unwrap().to_string()).collect()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schemaless_records_take_exact_types_from_the_schema_change_topic() {
+    let mut w = World::new("ddl", 1).await;
+    w.set_model(&format!(
+        "read_model: {name}\nschema_changes: {prefix}\ntables:\n  - topic: {topic}\n    elasticsearch: {{ index: {index} }}\n",
+        name = w.name,
+        prefix = w.db.trips.prefix,
+        topic = w.db.trips.topic(),
+        index = w.indexes[0],
+    ));
+    let mut t = Timeline::default();
+    // The connector's CREATE, then rows without schemas.
+    w.produce(&[w.db.trips.schema_change("CREATE", t.ts_ms, true)]).await;
+    let at = t.commit(1);
+    w.produce(&[w.db.trips.event('c', None, Some(&trip(1, 123_456_789, 1)), at, t.ts_ms, false)]).await;
+    let p = w.start(&w.group);
+    w.wait_caught_up(&w.group, Duration::from_secs(120)).await;
+    let docs = w.docs(&w.indexes[0]).await;
+    assert_eq!(docs["1"]["Fare"].to_string(), "1234567.89", "decimal scale from tableChanges, exact digits");
+    assert!(docs["1"]["DepartAt"].as_str().unwrap().starts_with("2026-"), "datetime2(7) nanoseconds, not a number");
+
+    // ALTER TABLE ADD Stops decimal(4,1), announced while projector runs.
+    w.db.trips.columns.push(Column::new("Stops", "bytes").decimal(4, 1).optional());
+    w.produce(&[w.db.trips.schema_change("ALTER", t.ts_ms, true)]).await;
+    let mut img = trip(2, 100, 1);
+    img.push(("Stops", json!(projector::demo::sqlserver::decimal_base64(25))));
+    let at = t.commit(1);
+    w.produce(&[w.db.trips.event('c', None, Some(&img), at, t.ts_ms, false)]).await;
+    w.wait_caught_up(&w.group, Duration::from_secs(120)).await;
+    assert_eq!(w.docs(&w.indexes[0]).await["2"]["Stops"].to_string(), "2.5");
+    assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 0.0);
+}

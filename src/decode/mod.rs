@@ -12,11 +12,15 @@
 //! transaction metadata and heartbeats.
 
 pub mod position;
+pub mod schema_history;
 pub mod value;
+
+use std::sync::Arc;
 
 use serde_json::{Map, Value as Json};
 
 pub use position::{PositionError, SourcePosition};
+pub use schema_history::SchemaHistory;
 pub use value::{FieldType, Value, ValueError};
 
 use crate::source::{Lineage, SourceRecord};
@@ -102,6 +106,8 @@ pub enum DecodeError {
     Value { lineage: Lineage, source: ValueError },
     #[error("{lineage}: value is {size} bytes, over the {limit}-byte limit (raise max_record_bytes if this row is legitimate)")]
     TooLarge { lineage: Lineage, size: usize, limit: usize },
+    #[error("{lineage}: the record has no schema and schema-change topic {history} does not describe {what}; enable include.schema.changes on the connector (or declare source_type for typed columns and drop schema_changes from the read model)")]
+    NoSchema { lineage: Lineage, history: String, what: String },
     #[error("{lineage}: {detail}; configure ExtractNewRecordState with delete.tombstone.handling.mode=rewrite and add.fields=op,source.ts_ms,source.commit_lsn,source.change_lsn,source.event_serial_no (SQL Server) or op,source.ts_ms,source.lsn (PostgreSQL)")]
     Unordered { lineage: Lineage, detail: String },
 }
@@ -119,6 +125,7 @@ impl DecodeError {
             DecodeError::Value { .. } => "bad_value",
             DecodeError::TooLarge { .. } => "too_large",
             DecodeError::Unordered { .. } => "unordered",
+            DecodeError::NoSchema { .. } => "no_schema",
         }
     }
 }
@@ -141,11 +148,13 @@ pub enum SchemasEnable {
 pub struct DecodeOptions {
     pub max_record_bytes: usize,
     pub schemas_enable: SchemasEnable,
+    /// Column types from the schema-change topic, for schemaless records.
+    pub history: Option<Arc<SchemaHistory>>,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { max_record_bytes: 8 * 1024 * 1024, schemas_enable: SchemasEnable::Auto }
+        DecodeOptions { max_record_bytes: 8 * 1024 * 1024, schemas_enable: SchemasEnable::Auto, history: None }
     }
 }
 
@@ -217,7 +226,11 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
     let position = SourcePosition::from_source(source).map_err(|source| DecodeError::Position { lineage: lineage.clone(), source })?;
     let source_ts_ms = source.get("ts_ms").and_then(Json::as_i64);
 
-    let row_schema = schema.as_ref().and_then(|s| envelope_row_schema(s));
+    let row_schema = match (&schema, &opts.history) {
+        (Some(s), _) => envelope_row_schema(s),
+        (None, Some(history)) => Some(history_row_schema(history, lineage, &payload)?),
+        (None, None) => None,
+    };
     let image = |name: &str| -> Result<Option<Row>, DecodeError> {
         match payload.get(name) {
             None | Some(Json::Null) => Ok(None),
@@ -314,6 +327,23 @@ fn classify_other(payload: &Map<String, Json>) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Field types of a schemaless row's columns, from the schema history.
+fn history_row_schema(history: &SchemaHistory, lineage: &Lineage, payload: &Map<String, Json>) -> Result<Vec<(String, FieldType)>, DecodeError> {
+    let missing = |what: String| DecodeError::NoSchema { lineage: lineage.clone(), history: history.topic().to_string(), what };
+    if !history.knows(&lineage.topic) {
+        return Err(missing("this table".into()));
+    }
+    let row = payload.get("after").filter(|a| a.is_object()).or_else(|| payload.get("before"));
+    let columns = row.and_then(Json::as_object).map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+    columns
+        .into_iter()
+        .map(|c| match history.field_type(&lineage.topic, &c) {
+            Some(t) => Ok((c, t)),
+            None => Err(missing(format!("column {c:?} of this table"))),
+        })
+        .collect()
 }
 
 /// Field types of the row struct inside an envelope schema (the `after` field).

@@ -215,3 +215,32 @@ fn undecodable_bytes_are_invalid_json() {
     r.value = Some(vec![0xff, 0xfe, 0x00, 0x9c]);
     assert_eq!(decode(&r, &DecodeOptions::default()).unwrap_err().kind(), "invalid_json");
 }
+
+#[test]
+fn schemaless_records_are_typed_from_the_schema_change_topic() {
+    use crate::decode::schema_history::{SchemaHistory, TimePrecision};
+    let db = BusBooking::new("vexere");
+    let history = std::sync::Arc::new(SchemaHistory::new("vexere", "unused:9092", TimePrecision::Adaptive));
+    let opts = DecodeOptions { history: Some(history.clone()), ..Default::default() };
+    let mut t = Timeline::default();
+    let at = t.commit(1);
+    let rec = source_record(&db.trips.event('c', None, Some(&trip(7, 35_000_000, 1)), at, t.ts_ms, false), 0);
+    let err = decode(&rec, &opts).unwrap_err();
+    assert_eq!(err.kind(), "no_schema", "{err}");
+    assert!(err.to_string().contains("include.schema.changes"), "{err}");
+    let ddl: serde_json::Value = serde_json::from_slice(db.trips.schema_change("CREATE", t.ts_ms, false).value.as_deref().unwrap()).unwrap();
+    history.apply(&ddl);
+    let after = change_with(&rec, &opts).after.unwrap();
+    assert_eq!(after.get("Fare"), Some(&Value::Decimal { unscaled: 35_000_000, scale: 2 }));
+    assert!(matches!(after.get("DepartAt"), Some(Value::Timestamp(_))));
+    // The schema-change record itself is not a row change.
+    let ddl_rec = source_record(&db.trips.schema_change("CREATE", t.ts_ms, true), 1);
+    assert!(matches!(decode(&ddl_rec, &DecodeOptions::default()).unwrap(), Decoded::NotAChange("schema change")));
+}
+
+fn change_with(r: &SourceRecord, opts: &DecodeOptions) -> ChangeEvent {
+    match decode(r, opts).unwrap() {
+        Decoded::Change(c) => c,
+        other => panic!("expected a change, got {other:?}"),
+    }
+}

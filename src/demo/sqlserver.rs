@@ -226,11 +226,66 @@ impl Table {
         Record { topic: self.topic(), key: serde_json::to_vec(&key).unwrap(), value: Some(serde_json::to_vec(&value).unwrap()) }
     }
 
+    /// The record the connector writes to the schema-change topic
+    /// (`<prefix>`) for this table: `kind` is `CREATE` or `ALTER`.
+    pub fn schema_change(&self, kind: &str, ts_ms: i64, schemas: bool) -> Record {
+        let columns: Vec<Json> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (type_name, length, scale) = sql_type(c);
+                json!({"name": c.name, "jdbcType": 0, "nativeType": null, "typeName": type_name, "typeExpression": type_name,
+                       "charsetName": null, "length": length, "scale": scale, "position": i + 1, "optional": c.optional,
+                       "autoIncremented": false, "generated": false, "comment": null, "defaultValueExpression": null, "enumValues": null})
+            })
+            .collect();
+        let payload = json!({
+            "source": {"version": "3.5.2.Final", "connector": "sqlserver", "name": self.prefix, "ts_ms": ts_ms, "snapshot": "true", "db": self.database, "schema": self.schema, "table": self.name},
+            "ts_ms": ts_ms,
+            "databaseName": self.database,
+            "schemaName": self.schema,
+            "ddl": if kind == "CREATE" { Json::Null } else { json!("N/A") },
+            "tableChanges": [{"type": kind, "id": format!("\"{}\".\"{}\".\"{}\"", self.database, self.schema, self.name),
+                "table": {"defaultCharsetName": null, "primaryKeyColumnNames": self.key, "columns": columns, "comment": null}}]
+        });
+        let key = json!({"databaseName": self.database});
+        let (key, value) = if schemas {
+            (json!({"schema": {"type": "struct", "fields": [{"type": "string", "optional": false, "field": "databaseName"}], "optional": false, "name": "io.debezium.connector.sqlserver.SchemaChangeKey"}, "payload": key}),
+             json!({"schema": {"type": "struct", "optional": false, "name": "io.debezium.connector.sqlserver.SchemaChangeValue"}, "payload": payload}))
+        } else {
+            (key, payload)
+        };
+        Record { topic: self.prefix.to_string(), key: serde_json::to_vec(&key).unwrap(), value: Some(serde_json::to_vec(&value).unwrap()) }
+    }
+
     /// The Kafka-null tombstone that follows a delete.
     pub fn tombstone(&self, before: &Image, schemas: bool) -> Record {
         let key = self.key_of(before);
         let key = if schemas { json!({"schema": self.key_schema(), "payload": key}) } else { key };
         Record { topic: self.topic(), key: serde_json::to_vec(&key).unwrap(), value: None }
+    }
+}
+
+/// The SQL Server column type a fixture column stands for: (typeName, length, scale).
+fn sql_type(c: &Column) -> (&'static str, i64, Option<i64>) {
+    match (c.connect, c.semantic) {
+        (_, Some("org.apache.kafka.connect.data.Decimal")) => {
+            let (scale, precision) = c.decimal.unwrap_or((0, 18));
+            ("decimal", precision as i64, Some(scale as i64))
+        }
+        (_, Some("io.debezium.time.NanoTimestamp")) => ("datetime2", 27, Some(7)),
+        (_, Some("io.debezium.time.MicroTimestamp")) => ("datetime2", 26, Some(6)),
+        (_, Some("io.debezium.time.Timestamp")) => ("datetime2", 23, Some(3)),
+        (_, Some("io.debezium.time.Date")) => ("date", 10, Some(0)),
+        (_, Some("io.debezium.time.ZonedTimestamp")) => ("datetimeoffset", 34, Some(7)),
+        ("int16", _) => ("smallint", 5, Some(0)),
+        ("int32", _) => ("int", 10, Some(0)),
+        ("int64", _) => ("bigint", 19, Some(0)),
+        ("boolean", _) => ("bit", 1, None),
+        ("bytes", _) => ("varbinary", 8000, None),
+        ("float64", _) => ("float", 53, None),
+        _ => ("nvarchar", 4000, None),
     }
 }
 

@@ -17,6 +17,9 @@ pub struct FileModel {
     /// scale and column types when records come without schemas.
     #[serde(default)]
     pub schema_changes: Option<Spanned<String>>,
+    /// The connector's `time.precision.mode`: `adaptive` (default) or `connect`.
+    #[serde(default)]
+    pub time_precision_mode: Option<Spanned<String>>,
     pub tables: Spanned<Vec<Spanned<FileTable>>>,
 }
 

@@ -29,6 +29,7 @@ use file::{FileField, FileModel, FileSink, FileTable};
 pub use types::SourceType;
 
 use crate::decode::Value;
+use crate::decode::schema_history::TimePrecision;
 
 /// A parsed, validated read-model file.
 #[derive(Clone, Debug)]
@@ -36,6 +37,7 @@ pub struct ReadModel {
     pub name: String,
     pub file: PathBuf,
     pub schema_changes: Option<String>,
+    pub time_precision: TimePrecision,
     pub tables: Vec<TableMapping>,
 }
 
@@ -178,8 +180,16 @@ impl ReadModel {
             c.add(1, "no table has a sink: add `elasticsearch: { index: <name> }` (or postgres/bigquery) to at least one table");
         }
         let schema_changes = parsed.schema_changes.map(|s| s.value);
+        let time_precision = match parsed.time_precision_mode.as_ref().map(|m| (m.referenced.line(), m.value.as_str())) {
+            None | Some((_, "adaptive")) => TimePrecision::Adaptive,
+            Some((_, "connect")) => TimePrecision::Connect,
+            Some((line, other)) => {
+                c.add(line, format!("time_precision_mode {other:?} is not supported; use adaptive (Debezium's default) or connect"));
+                TimePrecision::Adaptive
+            }
+        };
         if c.problems.is_empty() {
-            Ok(ReadModel { name, file: path.to_path_buf(), schema_changes, tables })
+            Ok(ReadModel { name, file: path.to_path_buf(), schema_changes, time_precision, tables })
         } else {
             c.problems.sort_by_key(|p| p.line);
             Err(invalid(c.problems))

@@ -184,7 +184,16 @@ impl<S: Sink> Pipeline<S> {
 
     /// Decodes and maps one record into what the sink must do with it.
     fn item(&self, record: SourceRecord) -> Item {
-        let action = match decode(&record, &self.decode) {
+        let mut decoded = decode(&record, &self.decode);
+        if let (Err(crate::decode::DecodeError::NoSchema { .. }), Some(history)) = (&decoded, &self.decode.history) {
+            // The table's CREATE/ALTER may be newer than what we read: catch up once.
+            match tokio::task::block_in_place(|| history.catch_up(Duration::from_secs(30))) {
+                Ok(n) => tracing::info!(applied = n, topic = history.topic(), "schema history refreshed"),
+                Err(e) => tracing::warn!(error = %e, "schema history refresh failed"),
+            }
+            decoded = decode(&record, &self.decode);
+        }
+        let action = match decoded {
             Ok(Decoded::Change(event)) => match (self.model.table(&event.lineage.topic), self.sink.target(&self.model, &event.lineage.topic)) {
                 (Some(table), Some(target)) => match table.document(&event) {
                     Ok(mut doc) => {
