@@ -129,11 +129,30 @@ pub fn typed(field: &str, ty: &FieldType, v: &Json) -> Result<Value, ValueError>
         Some("io.debezium.time.ZonedTimestamp") => {
             return v.as_str().map(|s| Value::ZonedTimestamp(s.to_string())).ok_or_else(|| wrong("a zoned timestamp string"));
         }
+        // PostgreSQL `numeric` without a declared scale: {"scale": n, "value": base64}.
+        Some("io.debezium.data.VariableScaleDecimal") => {
+            let scale = v.get("scale").and_then(Json::as_u64).ok_or_else(|| wrong("a {scale, value} decimal"))? as u32;
+            let bytes = v.get("value").and_then(Json::as_str).ok_or_else(|| wrong("a {scale, value} decimal"))?;
+            return decimal_from_base64(field, bytes, scale);
+        }
+        // json/jsonb: the document as text; keep it as a document.
+        Some("io.debezium.data.Json") => {
+            let text = v.as_str().ok_or_else(|| wrong("JSON text"))?;
+            return Ok(serde_json::from_str(text).map(Value::Json).unwrap_or_else(|_| Value::String(text.to_string())));
+        }
+        // interval: microseconds, a month counted as 30.4375 days.
+        Some("io.debezium.time.MicroDuration") => return Ok(Value::Int(int()?)),
         _ => {}
     }
     match ty.connect.as_str() {
         "int8" | "int16" | "int32" | "int64" => Ok(Value::Int(int()?)),
-        "float" | "float32" | "float64" | "double" => v.as_f64().map(Value::Float).ok_or_else(|| wrong("a number")),
+        "float" | "float32" | "float64" | "double" => match v {
+            // PostgreSQL's special values arrive as text.
+            Json::String(s) if s == "NaN" => Ok(Value::Float(f64::NAN)),
+            Json::String(s) if s == "Infinity" => Ok(Value::Float(f64::INFINITY)),
+            Json::String(s) if s == "-Infinity" => Ok(Value::Float(f64::NEG_INFINITY)),
+            _ => v.as_f64().map(Value::Float).ok_or_else(|| wrong("a number")),
+        },
         "boolean" => v.as_bool().map(Value::Bool).ok_or_else(|| wrong("a boolean")),
         "string" => v.as_str().map(|s| Value::String(s.to_string())).ok_or_else(|| wrong("a string")),
         "bytes" => {
@@ -333,6 +352,17 @@ mod tests {
     fn placeholder_is_unavailable_not_data() {
         assert_eq!(typed("Note", &ty("string", None, None), &json!(UNAVAILABLE_PLACEHOLDER)).unwrap(), Value::Unavailable);
         assert_eq!(untyped(&json!(UNAVAILABLE_PLACEHOLDER)), Value::Unavailable);
+    }
+
+    #[test]
+    fn postgres_semantic_types() {
+        let vsd = typed("amount", &ty("struct", Some("io.debezium.data.VariableScaleDecimal"), None), &json!({"scale": 5, "value": "BMsv"})).unwrap();
+        assert_eq!(vsd, Value::Decimal { unscaled: 0x04cb2f, scale: 5 });
+        let doc = typed("doc", &ty("string", Some("io.debezium.data.Json"), None), &json!("{\"a\": [1, \"x\"]}")).unwrap();
+        assert_eq!(doc, Value::Json(json!({"a": [1, "x"]})));
+        assert_eq!(typed("span", &ty("int64", Some("io.debezium.time.MicroDuration"), None), &json!(93_784_000_000_i64)).unwrap(), Value::Int(93_784_000_000));
+        assert!(matches!(typed("r", &ty("double", None, None), &json!("NaN")).unwrap(), Value::Float(f) if f.is_nan()));
+        assert_eq!(typed("tags", &ty("array", None, None), &json!(["red", "blue"])).unwrap(), Value::Json(json!(["red", "blue"])));
     }
 
     #[test]

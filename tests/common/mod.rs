@@ -208,6 +208,11 @@ pub struct Projector {
 }
 
 impl Projector {
+    /// Wraps a projector process started by a test itself.
+    pub fn from_child(child: Child, port: u16, log: PathBuf) -> Projector {
+        Projector { child: Some(child), port, log }
+    }
+
     pub async fn metrics(&self) -> String {
         match http().get(format!("http://127.0.0.1:{}/metrics", self.port)).send().await {
             Ok(r) => r.text().await.unwrap_or_default(),
