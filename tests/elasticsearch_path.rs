@@ -247,3 +247,27 @@ async fn sigterm_flushes_commits_and_exits_zero() {
     assert_eq!(lag(&format!("{}.elasticsearch", w.group), &w.topics()), Some(0), "everything flushed and committed before exit");
     assert_fares(&w, &expect).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_uncaptured_lob_value_keeps_the_stored_column() {
+    let w = World::new("lob", 1).await;
+    let mut t = Timeline::default();
+    let mut created = trip(1, 1000, 1);
+    created[7].1 = json!("a long nvarchar(max) note");
+    let at = t.commit(1);
+    let mut records = vec![w.db.trips.event('c', None, Some(&created), at, t.ts_ms, true)];
+    // An update that did not touch Note: Debezium 3.6 marks the LOB it could
+    // not read with its placeholder. It is not data and must not erase the note.
+    let mut updated = trip(1, 1250, 1);
+    updated[7].1 = json!("__debezium_unavailable_value");
+    let at = t.commit(2);
+    records.push(w.db.trips.event('u', Some(&created), Some(&updated), at, t.ts_ms, true));
+    w.produce(&records[..1]).await;
+    let _p = w.start_with(&w.group, &[("PROJECTOR_LINGER_MS", "1")]);
+    w.wait_caught_up(&w.group, CATCH_UP).await;
+    w.produce(&records[1..]).await;
+    w.wait_caught_up(&w.group, CATCH_UP).await;
+    let docs = w.docs(&w.indexes[0]).await;
+    assert_eq!(fare(&docs["1"]), 12.5, "the update applied");
+    assert_eq!(docs["1"]["Note"], "a long nvarchar(max) note", "the stored value survived");
+}

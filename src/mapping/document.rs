@@ -25,6 +25,15 @@ pub struct Document {
     pub body: Option<Row>,
 }
 
+impl Document {
+    /// True when some column's new value was not captured (a TOASTed or LOB
+    /// column the connector marked unavailable): the sink must keep its
+    /// stored value for that column instead of replacing the whole row.
+    pub fn is_partial(&self) -> bool {
+        self.body.as_ref().is_some_and(|b| b.columns.iter().any(|(_, v)| matches!(v, Value::Unavailable)))
+    }
+}
+
 /// A change that could not be mapped.
 #[derive(Debug, thiserror::Error)]
 pub enum MappingError {
@@ -90,11 +99,13 @@ impl TableMapping {
     fn shape(&self, row: &Row) -> Row {
         let mut out = Row::default();
         match &self.fields {
-            None => out.columns.extend(row.columns.iter().filter(|(_, v)| !matches!(v, Value::Unavailable)).cloned()),
+            // Unavailable values stay as markers: the sink keeps what it has.
+            None => out.columns.extend(row.columns.iter().cloned()),
             Some(fields) => {
                 for f in fields {
                     let v = row.get(&f.column).cloned().unwrap_or(Value::Null);
                     if matches!(v, Value::Unavailable) {
+                        out.columns.push((f.name.clone(), v));
                         continue;
                     }
                     let v = match &f.values {

@@ -7,12 +7,21 @@ use crate::decode::{Value, value};
 use crate::mapping::Document;
 use crate::sink::Write;
 
-/// The action line: conditional `index` over an existing document, `create`
-/// for a new one.
-pub fn action(out: &mut Vec<u8>, w: &Write, current: Option<&Current>) {
+/// The action and document lines: conditional `index` over an existing
+/// document, `create` for a new one, and a conditional partial `update` when
+/// some column's value was not captured (so the stored value survives).
+pub fn write(out: &mut Vec<u8>, w: &Write, current: Option<&Current>) {
     let index = serde_json::to_string(&*w.target).unwrap_or_default();
     let id = serde_json::to_string(&w.doc.id).unwrap_or_default();
     match current {
+        Some(c) if w.doc.is_partial() => {
+            let _ = writeln!(out, r#"{{"update":{{"_index":{index},"_id":{id},"if_seq_no":{},"if_primary_term":{}}}}}"#, c.seq_no, c.primary_term);
+            out.extend_from_slice(b"{\"doc\":");
+            document(out, &w.doc);
+            out.pop();
+            out.extend_from_slice(b"}\n");
+            return;
+        }
         Some(c) => {
             let _ = writeln!(out, r#"{{"index":{{"_index":{index},"_id":{id},"if_seq_no":{},"if_primary_term":{}}}}}"#, c.seq_no, c.primary_term);
         }
@@ -20,6 +29,7 @@ pub fn action(out: &mut Vec<u8>, w: &Write, current: Option<&Current>) {
             let _ = writeln!(out, r#"{{"create":{{"_index":{index},"_id":{id}}}}}"#);
         }
     }
+    document(out, &w.doc);
 }
 
 /// The document line: the row's columns (or only the key for a tombstone)
@@ -105,6 +115,21 @@ mod tests {
         assert_eq!(v[META_FIELD]["position"], "00ff");
         assert_eq!(v[META_FIELD]["deleted"], false);
         assert!(String::from_utf8(out).unwrap().contains("\"Fare\":350000.00,"));
+    }
+
+    #[test]
+    fn a_partial_row_becomes_a_conditional_update_that_keeps_the_stored_value() {
+        let row = Row { columns: vec![("TripId".into(), Value::Int(7)), ("Note".into(), Value::Unavailable)] };
+        let w = Write { target: "trips".into(), doc: doc(Some(row)) };
+        let mut out = Vec::new();
+        write(&mut out, &w, Some(&Current { seq_no: 4, primary_term: 1, position: Some("00aa".into()) }));
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], r#"{"update":{"_index":"trips","_id":"7","if_seq_no":4,"if_primary_term":1}}"#);
+        let body: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(body["doc"]["TripId"], 7);
+        assert!(body["doc"].get("Note").is_none(), "the unavailable column is left as stored");
+        assert_eq!(body["doc"][META_FIELD]["position"], "00ff");
     }
 
     #[test]

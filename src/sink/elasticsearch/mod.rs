@@ -158,8 +158,7 @@ impl Sink for Elasticsearch {
         let mut sent = Vec::new();
         for (i, w) in writes.iter().enumerate() {
             if is_newer(w.doc.position.as_str(), current[i].as_ref()) {
-                encode::action(&mut body, w, current[i].as_ref());
-                encode::document(&mut body, &w.doc);
+                encode::write(&mut body, w, current[i].as_ref());
                 sent.push(i);
             } else {
                 outcomes[i] = Some(Outcome::Stale);
