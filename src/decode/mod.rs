@@ -72,6 +72,8 @@ pub struct ChangeEvent {
     pub position: SourcePosition,
     /// Source commit time in ms (`source.ts_ms`), for freshness metrics.
     pub source_ts_ms: Option<i64>,
+    /// The row's column types, when the record (or the schema history) gave them.
+    pub types: Option<Arc<[(String, FieldType)]>>,
 }
 
 /// What a record turned out to be.
@@ -250,7 +252,8 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
         _ => {}
     }
     let key = decode_key(record)?;
-    Ok(Decoded::Change(ChangeEvent { lineage: lineage.clone(), op, key, after, before, position, source_ts_ms }))
+    let types = row_schema.map(Arc::from);
+    Ok(Decoded::Change(ChangeEvent { lineage: lineage.clone(), op, key, after, before, position, source_ts_ms, types }))
 }
 
 /// The ExtractNewRecordState form: the row itself plus `__`-prefixed fields
@@ -291,7 +294,8 @@ fn unwrapped(record: &SourceRecord, schema: Option<&Json>, mut payload: Map<Stri
     let (after, before) = if op == Op::Delete { (None, Some(image)) } else { (Some(image), None) };
     let key = decode_key(record)?;
     let source_ts_ms = meta.get("ts_ms").and_then(Json::as_i64);
-    Ok(Decoded::Change(ChangeEvent { lineage: lineage.clone(), op, key, after, before, position, source_ts_ms }))
+    let types = fields.map(|f| Arc::from(f.into_iter().filter(|(n, _)| !n.starts_with("__")).collect::<Vec<_>>()));
+    Ok(Decoded::Change(ChangeEvent { lineage: lineage.clone(), op, key, after, before, position, source_ts_ms, types }))
 }
 
 /// Separates `{"schema":..,"payload":..}` into its parts; bare JSON has no schema.

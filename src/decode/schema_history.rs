@@ -158,8 +158,8 @@ impl SchemaHistory {
 
 /// SQL Server type name → the Connect type the connector emits.
 pub fn connect_type(info: &ColumnInfo, precision: TimePrecision) -> FieldType {
-    let named = |connect: &str, name: &str| FieldType { connect: connect.into(), name: Some(name.into()), scale: None };
-    let plain = |connect: &str| FieldType { connect: connect.into(), name: None, scale: None };
+    let named = |connect: &str, name: &str| FieldType { connect: connect.into(), name: Some(name.into()), scale: None, precision: None };
+    let plain = |connect: &str| FieldType { connect: connect.into(), name: None, scale: None, precision: None };
     let frac = info.scale.or(info.length).unwrap_or(7);
     let adaptive = precision == TimePrecision::Adaptive;
     match info.type_name.as_str() {
@@ -169,6 +169,11 @@ pub fn connect_type(info: &ColumnInfo, precision: TimePrecision) -> FieldType {
             scale: Some(match info.type_name.as_str() {
                 "money" | "smallmoney" => 4,
                 _ => info.scale.unwrap_or(0) as u32,
+            }),
+            precision: Some(match info.type_name.as_str() {
+                "money" => 19,
+                "smallmoney" => 10,
+                _ => info.length.unwrap_or(38) as u32,
             }),
         },
         "bit" => plain("boolean"),

@@ -188,9 +188,9 @@ fn decimal_handling_modes_double_and_string() {
 #[test]
 fn time_precision_connect_mode() {
     use crate::decode::value::FieldType;
-    let ts = value::typed("t", &FieldType { connect: "int64".into(), name: Some("org.apache.kafka.connect.data.Timestamp".into()), scale: None }, &serde_json::json!(1_000)).unwrap();
+    let ts = value::typed("t", &FieldType { connect: "int64".into(), name: Some("org.apache.kafka.connect.data.Timestamp".into()), scale: None, precision: None }, &serde_json::json!(1_000)).unwrap();
     assert_eq!(ts, Value::Timestamp(1_000_000_000));
-    let time = value::typed("t", &FieldType { connect: "int32".into(), name: Some("org.apache.kafka.connect.data.Time".into()), scale: None }, &serde_json::json!(1_500)).unwrap();
+    let time = value::typed("t", &FieldType { connect: "int32".into(), name: Some("org.apache.kafka.connect.data.Time".into()), scale: None, precision: None }, &serde_json::json!(1_500)).unwrap();
     assert_eq!(time, Value::Time(1_500_000_000));
 }
 

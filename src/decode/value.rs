@@ -62,6 +62,8 @@ pub struct FieldType {
     pub name: Option<String>,
     /// Decimal scale when the schema names one.
     pub scale: Option<u32>,
+    /// Decimal precision (`connect.decimal.precision`) when the schema names one.
+    pub precision: Option<u32>,
 }
 
 impl FieldType {
@@ -69,15 +71,14 @@ impl FieldType {
     pub fn from_schema(schema: &Json) -> FieldType {
         let connect = schema.get("type").and_then(Json::as_str).unwrap_or("").to_string();
         let name = schema.get("name").and_then(Json::as_str).map(str::to_string);
-        let scale = schema
-            .get("parameters")
-            .and_then(|p| p.get("scale"))
-            .and_then(|s| match s {
+        let param = |key: &str| {
+            schema.get("parameters").and_then(|p| p.get(key)).and_then(|s| match s {
                 Json::String(s) => s.parse().ok(),
                 Json::Number(n) => n.as_u64().map(|n| n as u32),
                 _ => None,
-            });
-        FieldType { connect, name, scale }
+            })
+        };
+        FieldType { connect, name, scale: param("scale"), precision: param("connect.decimal.precision") }
     }
 }
 
@@ -280,7 +281,7 @@ mod tests {
     use serde_json::json;
 
     fn ty(connect: &str, name: Option<&str>, scale: Option<u32>) -> FieldType {
-        FieldType { connect: connect.into(), name: name.map(Into::into), scale }
+        FieldType { connect: connect.into(), name: name.map(Into::into), scale, precision: None }
     }
 
     #[test]

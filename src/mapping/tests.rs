@@ -88,6 +88,7 @@ fn event(op: Op, after: Option<Vec<(&str, Value)>>) -> ChangeEvent {
         before: None,
         position: SourcePosition::from_stored("01"),
         source_ts_ms: None,
+        types: None,
     }
 }
 

@@ -64,9 +64,11 @@ impl SourceType {
 
     /// The Connect field type this declaration stands for.
     pub fn field_type(&self) -> FieldType {
-        let named = |connect: &str, name: &str| FieldType { connect: connect.into(), name: Some(name.into()), scale: None };
+        let named = |connect: &str, name: &str| FieldType { connect: connect.into(), name: Some(name.into()), scale: None, precision: None };
         match self {
-            SourceType::Decimal { scale, .. } => FieldType { connect: "bytes".into(), name: Some("org.apache.kafka.connect.data.Decimal".into()), scale: Some(*scale) },
+            SourceType::Decimal { scale, precision } => {
+                FieldType { connect: "bytes".into(), name: Some("org.apache.kafka.connect.data.Decimal".into()), scale: Some(*scale), precision: Some(*precision) }
+            }
             SourceType::Timestamp(TimeUnit::Millis) => named("int64", "io.debezium.time.Timestamp"),
             SourceType::Timestamp(TimeUnit::Micros) => named("int64", "io.debezium.time.MicroTimestamp"),
             SourceType::Timestamp(TimeUnit::Nanos) => named("int64", "io.debezium.time.NanoTimestamp"),
@@ -75,7 +77,7 @@ impl SourceType {
             SourceType::Time(TimeUnit::Micros) => named("int64", "io.debezium.time.MicroTime"),
             SourceType::Time(TimeUnit::Nanos) => named("int64", "io.debezium.time.NanoTime"),
             SourceType::ZonedTimestamp => named("string", "io.debezium.time.ZonedTimestamp"),
-            SourceType::Bytes => FieldType { connect: "bytes".into(), name: None, scale: None },
+            SourceType::Bytes => FieldType { connect: "bytes".into(), name: None, scale: None, precision: None },
         }
     }
 }
