@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use projector::decode::{DecodeOptions, SchemaHistory, SchemasEnable};
+use projector::decode::{DecodeOptions, SchemaHistory, SchemaRegistry, SchemasEnable};
 use projector::demo::bus_booking::{BusBooking, Timeline, demo_story};
 use projector::demo::produce::FixtureProducer;
 use projector::mapping::ReadModel;
@@ -16,7 +16,9 @@ use projector::ops::{Health, http};
 use projector::sink::batch::BatchLimits;
 use projector::sink::dead_letter::DeadLetters;
 use projector::sink::elasticsearch::Elasticsearch;
-use projector::sink::pipeline::{ErrorTolerance, Pipeline};
+use projector::sink::Sink;
+use projector::sink::pipeline::{ErrorTolerance, Pipeline, PipelineError};
+use projector::sink::postgres::Postgres;
 use projector::source::consumer::{ConsumerGroup, GroupSettings};
 
 #[derive(Parser)]
@@ -69,6 +71,9 @@ struct RunArgs {
     brokers: String,
     #[arg(long, env = "PROJECTOR_ELASTICSEARCH_URL", default_value = "http://127.0.0.1:9200")]
     elasticsearch_url: String,
+    /// Staging PostgreSQL, as a libpq-style connection string.
+    #[arg(long, env = "PROJECTOR_POSTGRES_URL", default_value = "host=127.0.0.1 port=5432 user=postgres dbname=projector")]
+    postgres_url: String,
     /// Consumer group prefix; each sink appends `.<sink>`. Default: `projector.<read_model>`.
     #[arg(long, env = "PROJECTOR_GROUP")]
     group: Option<String>,
@@ -93,6 +98,11 @@ struct RunArgs {
     /// value.converter.schemas.enable); a record of the other form is dead-lettered.
     #[arg(long, env = "PROJECTOR_SCHEMAS_ENABLE", value_enum, default_value_t = SchemasEnable::Auto)]
     schemas_enable: SchemasEnable,
+    /// Confluent-compatible schema registry for Avro records (AvroConverter's
+    /// wire format), e.g. http://registry:8081, or Apicurio's
+    /// http://host:8080/apis/ccompat/v7. Without it, Avro records are dead-lettered.
+    #[arg(long, env = "PROJECTOR_SCHEMA_REGISTRY_URL")]
+    schema_registry_url: Option<String>,
     /// `all`: dead-letter bad records and carry on; `none`: stop on the first.
     #[arg(long, env = "PROJECTOR_ERRORS_TOLERANCE", value_enum, default_value_t = ErrorTolerance::All)]
     errors_tolerance: ErrorTolerance,
@@ -150,23 +160,34 @@ fn validate(file: &std::path::Path) -> anyhow::Result<()> {
 
 async fn lag(file: &std::path::Path, brokers: &str, group: Option<String>, check: bool) -> anyhow::Result<()> {
     let model = ReadModel::load(file)?;
-    let group = format!("{}.elasticsearch", group.unwrap_or_else(|| format!("projector.{}", model.name)));
-    let topics = model.topics();
-    let brokers = brokers.to_string();
-    let g = group.clone();
-    let parts = tokio::task::spawn_blocking(move || projector::source::consumer::group_lag(&brokers, &g, &topics, Duration::from_secs(10)))
-        .await?
-        .with_context(|| format!("reading offsets of group {group}; is Kafka up?"))?;
-    let total: i64 = parts.iter().map(|p| p.lag()).sum();
-    println!("{:<48} {:>9} {:>12} {:>12} {:>8}", "TOPIC", "PARTITION", "COMMITTED", "END", "LAG");
-    for p in &parts {
-        println!("{:<48} {:>9} {:>12} {:>12} {:>8}", p.topic, p.partition, p.committed, p.end, p.lag());
+    let prefix = group.unwrap_or_else(|| format!("projector.{}", model.name));
+    let mut behind = Vec::new();
+    for (sink, topics) in sink_topics(&model) {
+        let group = format!("{prefix}.{sink}");
+        let (b, g) = (brokers.to_string(), group.clone());
+        let parts = tokio::task::spawn_blocking(move || projector::source::consumer::group_lag(&b, &g, &topics, Duration::from_secs(10)))
+            .await?
+            .with_context(|| format!("reading offsets of group {group}; is Kafka up?"))?;
+        let total: i64 = parts.iter().map(|p| p.lag()).sum();
+        println!("{:<48} {:>9} {:>12} {:>12} {:>8}", "TOPIC", "PARTITION", "COMMITTED", "END", "LAG");
+        for p in &parts {
+            println!("{:<48} {:>9} {:>12} {:>12} {:>8}", p.topic, p.partition, p.committed, p.end, p.lag());
+        }
+        println!("group {group}: total lag {total}\n");
+        if total > 0 {
+            behind.push(format!("{group} is {total} records behind"));
+        }
     }
-    println!("group {group}: total lag {total}");
-    if check && total > 0 {
-        anyhow::bail!("group {group} is {total} records behind");
+    if check && !behind.is_empty() {
+        anyhow::bail!("{}", behind.join("; "));
     }
     Ok(())
+}
+
+/// Each sink the read model writes, with the topics it reads.
+fn sink_topics(model: &ReadModel) -> Vec<(&'static str, Vec<String>)> {
+    let pick = |f: fn(&projector::mapping::TableMapping) -> bool| model.tables.iter().filter(|t| f(t)).map(|t| t.topic.clone()).collect::<Vec<_>>();
+    [("elasticsearch", pick(|t| t.elasticsearch.is_some())), ("postgres", pick(|t| t.postgres.is_some()))].into_iter().filter(|(_, t)| !t.is_empty()).collect()
 }
 
 async fn demo_produce(brokers: &str, trips: i32, schemas: bool, partitions: i32) -> anyhow::Result<()> {
@@ -210,41 +231,80 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             Some(history)
         }
     };
-    let sink = Arc::new(Elasticsearch::new(&args.elasticsearch_url)?);
-    let settings = GroupSettings {
-        brokers: args.brokers.clone(),
-        group_id: format!("{group_prefix}.elasticsearch"),
-        client_id: format!("projector-{}-{}", model.name, std::process::id()),
-        auto_offset_reset: "earliest".into(),
-        session_timeout: Duration::from_millis(args.session_timeout_ms),
+    let registry = match &args.schema_registry_url {
+        Some(url) => Some(Arc::new(SchemaRegistry::new(url)?)),
+        None => None,
     };
-    let topics: Vec<String> = model.tables.iter().filter(|t| t.elasticsearch.is_some()).map(|t| t.topic.clone()).collect();
-    if topics.is_empty() {
-        anyhow::bail!("{}: no table has an elasticsearch section; the PostgreSQL and BigQuery sinks are not built yet", model.file.display());
+    let decode = DecodeOptions { max_record_bytes: args.max_record_bytes, schemas_enable: args.schemas_enable, history, registry, ..Default::default() };
+    let common = PipelineParts { model: model.clone(), args: &args, group_prefix: &group_prefix, dead_letters: &dead_letters, health: &health, decode: &decode, stop: &stop_rx };
+    let mut tasks = Vec::new();
+    if model.tables.iter().any(|t| t.elasticsearch.is_some()) {
+        tasks.push(common.spawn(Arc::new(Elasticsearch::new(&args.elasticsearch_url)?))?);
     }
-    let group = Arc::new(ConsumerGroup::join(&settings, &topics)?);
-    tracing::info!(read_model = %model.name, group = %settings.group_id, ?topics, dlq = %dlq_topic, "starting");
-    let pipeline = Pipeline {
-        sink,
-        model: model.clone(),
-        group,
-        dead_letters,
-        health: health.clone(),
-        limits: BatchLimits { max_records: args.batch_records, max_bytes: args.batch_bytes, linger: Duration::from_millis(args.linger_ms) },
-        max_buffer_bytes: args.max_buffer_bytes,
-        decode: DecodeOptions { max_record_bytes: args.max_record_bytes, schemas_enable: args.schemas_enable, history },
-        tolerance: args.errors_tolerance,
-        shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
-    };
-    let task = tokio::spawn(pipeline.run(stop_rx));
+    if model.tables.iter().any(|t| t.postgres.is_some()) {
+        tasks.push(common.spawn(Arc::new(Postgres::new(&args.postgres_url, model.clone())))?);
+    }
+    if tasks.is_empty() {
+        anyhow::bail!("{}: no table has an elasticsearch or postgres section; the BigQuery sink is not built yet", model.file.display());
+    }
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown requested: stop fetching, flush, commit");
         let _ = stop_tx.send(true);
     });
-    task.await.context("pipeline task panicked")??;
+    // Each sink runs on its own; the first to fail for good stops the process.
+    let mut failure = None;
+    for task in tasks {
+        if let Err(e) = task.await.context("pipeline task panicked")? {
+            tracing::error!(error = %e, "pipeline stopped");
+            failure.get_or_insert(e);
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// What every sink's pipeline shares.
+struct PipelineParts<'a> {
+    model: Arc<ReadModel>,
+    args: &'a RunArgs,
+    group_prefix: &'a str,
+    dead_letters: &'a DeadLetters,
+    health: &'a Health,
+    decode: &'a DecodeOptions,
+    stop: &'a tokio::sync::watch::Receiver<bool>,
+}
+
+impl PipelineParts<'_> {
+    /// Joins the sink's own consumer group and runs its pipeline.
+    fn spawn<S: Sink>(&self, sink: Arc<S>) -> anyhow::Result<tokio::task::JoinHandle<Result<(), PipelineError>>> {
+        let settings = GroupSettings {
+            brokers: self.args.brokers.clone(),
+            group_id: format!("{}.{}", self.group_prefix, sink.name()),
+            client_id: format!("projector-{}-{}-{}", self.model.name, sink.name(), std::process::id()),
+            auto_offset_reset: "earliest".into(),
+            session_timeout: Duration::from_millis(self.args.session_timeout_ms),
+        };
+        let topics: Vec<String> = self.model.tables.iter().filter(|t| sink.target(&self.model, &t.topic).is_some()).map(|t| t.topic.clone()).collect();
+        let group = Arc::new(ConsumerGroup::join(&settings, &topics)?);
+        tracing::info!(read_model = %self.model.name, sink = sink.name(), group = %settings.group_id, ?topics, "starting pipeline");
+        let pipeline = Pipeline {
+            sink,
+            model: self.model.clone(),
+            group,
+            dead_letters: self.dead_letters.clone(),
+            health: self.health.clone(),
+            limits: BatchLimits { max_records: self.args.batch_records, max_bytes: self.args.batch_bytes, linger: Duration::from_millis(self.args.linger_ms) },
+            max_buffer_bytes: self.args.max_buffer_bytes,
+            decode: self.decode.clone(),
+            tolerance: self.args.errors_tolerance,
+            shutdown_grace: Duration::from_millis(self.args.shutdown_grace_ms),
+        };
+        Ok(tokio::spawn(pipeline.run(self.stop.clone())))
+    }
 }
 
 fn watch_shutdown() -> (tokio::sync::watch::Sender<bool>, tokio::sync::watch::Receiver<bool>) {

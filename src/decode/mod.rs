@@ -1,7 +1,9 @@
 //! Step 2 of the path: a Kafka record becomes a [`ChangeEvent`].
 //!
 //! Debezium's JSON comes with the Connect schema (`{"schema":..,"payload":..}`,
-//! `schemas.enable=true`) or bare (`schemas.enable=false`). Either way the
+//! `schemas.enable=true`) or bare (`schemas.enable=false`); Avro in Confluent's
+//! wire format is turned into that same schema + payload shape by [`avro`]
+//! when a schema registry is configured. Either way the
 //! payload is an envelope `{before, after, source, op, ts_ms, ..}` and the
 //! key is a struct of the primary-key columns. This module checks the shape,
 //! types the column values (see [`value`]), reads the [`SourcePosition`] and
@@ -11,6 +13,7 @@
 //! tombstones (the null value after each delete), the schema-change topic,
 //! transaction metadata and heartbeats.
 
+pub mod avro;
 pub mod position;
 pub mod schema_history;
 pub mod value;
@@ -19,6 +22,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value as Json};
 
+pub use avro::SchemaRegistry;
 pub use position::{PositionError, SourcePosition};
 pub use schema_history::SchemaHistory;
 pub use value::{FieldType, Value, ValueError};
@@ -110,6 +114,10 @@ pub enum DecodeError {
     TooLarge { lineage: Lineage, size: usize, limit: usize },
     #[error("{lineage}: the record has no schema and schema-change topic {history} does not describe {what}; enable include.schema.changes on the connector (or declare source_type for typed columns and drop schema_changes from the read model)")]
     NoSchema { lineage: Lineage, history: String, what: String },
+    #[error("{lineage}: {part} names schema id {id}, which {detail}")]
+    UnknownSchema { lineage: Lineage, part: &'static str, id: u32, detail: String },
+    #[error("{lineage}: {part} is not readable Confluent Avro: {detail}")]
+    BadAvro { lineage: Lineage, part: &'static str, detail: String },
     #[error("{lineage}: {detail}; configure ExtractNewRecordState with delete.tombstone.handling.mode=rewrite and add.fields=op,source.ts_ms,source.commit_lsn,source.change_lsn,source.event_serial_no (SQL Server) or op,source.ts_ms,source.lsn (PostgreSQL)")]
     Unordered { lineage: Lineage, detail: String },
 }
@@ -128,6 +136,8 @@ impl DecodeError {
             DecodeError::TooLarge { .. } => "too_large",
             DecodeError::Unordered { .. } => "unordered",
             DecodeError::NoSchema { .. } => "no_schema",
+            DecodeError::UnknownSchema { .. } => "unknown_schema",
+            DecodeError::BadAvro { .. } => "bad_avro",
         }
     }
 }
@@ -152,11 +162,13 @@ pub struct DecodeOptions {
     pub schemas_enable: SchemasEnable,
     /// Column types from the schema-change topic, for schemaless records.
     pub history: Option<Arc<SchemaHistory>>,
+    /// Where Avro records' schemas come from; without it they are not read.
+    pub registry: Option<Arc<SchemaRegistry>>,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { max_record_bytes: 8 * 1024 * 1024, schemas_enable: SchemasEnable::Auto, history: None }
+        DecodeOptions { max_record_bytes: 8 * 1024 * 1024, schemas_enable: SchemasEnable::Auto, history: None, registry: None }
     }
 }
 
@@ -169,24 +181,29 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
     if bytes.len() > opts.max_record_bytes {
         return Err(DecodeError::TooLarge { lineage: lineage.clone(), size: bytes.len(), limit: opts.max_record_bytes });
     }
-    let value: Json = serde_json::from_slice(bytes)
-        .map_err(|e| DecodeError::InvalidJson { lineage: lineage.clone(), detail: e.to_string() })?;
-    let (schema, payload) = split_schema(value);
-    match (opts.schemas_enable, schema.is_some()) {
-        (SchemasEnable::True, false) => {
-            return Err(DecodeError::NotAnEnvelope {
-                lineage: lineage.clone(),
-                detail: "value is not {\"schema\":..,\"payload\":..} although schemas are enabled; check the connector's value.converter.schemas.enable or run with --schemas-enable auto".into(),
-            });
+    let (schema, payload) = if let Some(registry) = opts.registry.as_deref().filter(|_| avro::is_avro(bytes)) {
+        let (schema, payload) = registry.decode(lineage, avro::Part::Value, bytes)?;
+        (Some(schema), payload)
+    } else {
+        let value: Json = serde_json::from_slice(bytes).map_err(|e| not_json(lineage, avro::Part::Value, e, bytes, opts))?;
+        let (schema, payload) = split_schema(value);
+        match (opts.schemas_enable, schema.is_some()) {
+            (SchemasEnable::True, false) => {
+                return Err(DecodeError::NotAnEnvelope {
+                    lineage: lineage.clone(),
+                    detail: "value is not {\"schema\":..,\"payload\":..} although schemas are enabled; check the connector's value.converter.schemas.enable or run with --schemas-enable auto".into(),
+                });
+            }
+            (SchemasEnable::False, true) => {
+                return Err(DecodeError::NotAnEnvelope {
+                    lineage: lineage.clone(),
+                    detail: "value carries a schema although schemas are disabled; run with --schemas-enable true or auto".into(),
+                });
+            }
+            _ => {}
         }
-        (SchemasEnable::False, true) => {
-            return Err(DecodeError::NotAnEnvelope {
-                lineage: lineage.clone(),
-                detail: "value carries a schema although schemas are disabled; run with --schemas-enable true or auto".into(),
-            });
-        }
-        _ => {}
-    }
+        (schema, payload)
+    };
     let payload = match payload {
         Json::Object(m) => m,
         // ExtractNewRecordState's default delete: a null payload, not a Kafka null.
@@ -205,7 +222,7 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
             return Ok(Decoded::NotAChange(reason));
         }
         if payload.keys().any(|k| k.starts_with("__")) {
-            return unwrapped(record, schema.as_ref(), payload);
+            return unwrapped(record, opts, schema.as_ref(), payload);
         }
         return Err(DecodeError::NotAnEnvelope {
             lineage: lineage.clone(),
@@ -251,7 +268,7 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
         }
         _ => {}
     }
-    let key = decode_key(record)?;
+    let key = decode_key(record, opts)?;
     let types = row_schema.map(Arc::from);
     Ok(Decoded::Change(ChangeEvent { lineage: lineage.clone(), op, key, after, before, position, source_ts_ms, types }))
 }
@@ -259,7 +276,7 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
 /// The ExtractNewRecordState form: the row itself plus `__`-prefixed fields
 /// from `add.fields` (`__op`, `__source_ts_ms`, `__source_commit_lsn`, ...)
 /// and, with `delete.tombstone.handling.mode=rewrite`, `__deleted`.
-fn unwrapped(record: &SourceRecord, schema: Option<&Json>, mut payload: Map<String, Json>) -> Result<Decoded, DecodeError> {
+fn unwrapped(record: &SourceRecord, opts: &DecodeOptions, schema: Option<&Json>, mut payload: Map<String, Json>) -> Result<Decoded, DecodeError> {
     let lineage = &record.lineage;
     // add.fields names source fields `__source_<f>` when qualified, `__<f>` when not.
     let mut meta = Map::new();
@@ -292,10 +309,27 @@ fn unwrapped(record: &SourceRecord, schema: Option<&Json>, mut payload: Map<Stri
     let fields = schema.and_then(struct_fields);
     let image = row(&payload, fields.as_ref()).map_err(|source| DecodeError::Value { lineage: lineage.clone(), source })?;
     let (after, before) = if op == Op::Delete { (None, Some(image)) } else { (Some(image), None) };
-    let key = decode_key(record)?;
+    let key = decode_key(record, opts)?;
     let source_ts_ms = meta.get("ts_ms").and_then(Json::as_i64);
     let types = fields.map(|f| Arc::from(f.into_iter().filter(|(n, _)| !n.starts_with("__")).collect::<Vec<_>>()));
     Ok(Decoded::Change(ChangeEvent { lineage: lineage.clone(), op, key, after, before, position, source_ts_ms, types }))
+}
+
+/// The error for bytes that are not JSON, saying whether they look like Avro.
+fn not_json(lineage: &Lineage, part: avro::Part, e: serde_json::Error, bytes: &[u8], opts: &DecodeOptions) -> DecodeError {
+    let mut detail = e.to_string();
+    if opts.registry.is_some() && bytes.first() != Some(&b'{') {
+        let why = avro::split_wire(bytes).err().unwrap_or_default();
+        let detail = format!("{why}, and it is not JSON either ({detail}); check the connector's {}.converter", part.as_str());
+        return DecodeError::BadAvro { lineage: lineage.clone(), part: part.as_str(), detail };
+    }
+    if opts.registry.is_none() && avro::is_avro(bytes) {
+        detail.push_str("; it starts with the magic byte 0x00 of Confluent's Avro wire format: run with --schema-registry-url");
+    }
+    match part {
+        avro::Part::Value => DecodeError::InvalidJson { lineage: lineage.clone(), detail },
+        avro::Part::Key => DecodeError::InvalidKey { lineage: lineage.clone(), detail },
+    }
 }
 
 /// Separates `{"schema":..,"payload":..}` into its parts; bare JSON has no schema.
@@ -380,13 +414,18 @@ fn row(m: &Map<String, Json>, schema: Option<&Vec<(String, FieldType)>>) -> Resu
     Ok(Row { columns })
 }
 
-fn decode_key(record: &SourceRecord) -> Result<Row, DecodeError> {
+fn decode_key(record: &SourceRecord, opts: &DecodeOptions) -> Result<Row, DecodeError> {
     let lineage = &record.lineage;
     let Some(bytes) = record.key.as_deref() else {
         return Err(DecodeError::MissingKey { lineage: lineage.clone() });
     };
-    let key: Json = serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidKey { lineage: lineage.clone(), detail: e.to_string() })?;
-    let (schema, payload) = split_schema(key);
+    let (schema, payload) = match opts.registry.as_deref().filter(|_| avro::is_avro(bytes)) {
+        Some(registry) => {
+            let (schema, payload) = registry.decode(lineage, avro::Part::Key, bytes)?;
+            (Some(schema), payload)
+        }
+        None => split_schema(serde_json::from_slice(bytes).map_err(|e| not_json(lineage, avro::Part::Key, e, bytes, opts))?),
+    };
     let fields = schema.as_ref().and_then(struct_fields);
     match payload {
         Json::Object(m) if !m.is_empty() => row(&m, fields.as_ref()).map_err(|source| DecodeError::Value { lineage: lineage.clone(), source }),

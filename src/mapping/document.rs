@@ -5,9 +5,11 @@
 //! text; a composite key joins its parts with `|`, escaping `\` and `|`
 //! inside the parts so that two different keys never share an id.
 
+use std::sync::Arc;
+
 use super::types::SourceType;
 use super::{TableMapping, expr};
-use crate::decode::{ChangeEvent, Op, Row, SourcePosition, Value, value};
+use crate::decode::{ChangeEvent, FieldType, Op, Row, SourcePosition, Value, value};
 use crate::source::Lineage;
 
 /// What a sink should hold for one key after this change.
@@ -23,6 +25,8 @@ pub struct Document {
     /// The mapped fields; `None` means the row is not in the read model
     /// (deleted at the source, or no longer matching the `where` filter).
     pub body: Option<Row>,
+    /// The source columns' Connect types, when known (see [`TableMapping::output_type`]).
+    pub source_types: Option<Arc<[(String, FieldType)]>>,
 }
 
 impl Document {
@@ -92,7 +96,34 @@ impl TableMapping {
                 passes.then(|| self.shape(&row))
             }
         };
-        Ok(Document { id, position: event.position.clone(), op: event.op, source_ts_ms: event.source_ts_ms, lineage: lineage.clone(), key, body })
+        Ok(Document {
+            id,
+            position: event.position.clone(),
+            op: event.op,
+            source_ts_ms: event.source_ts_ms,
+            lineage: lineage.clone(),
+            key,
+            body,
+            source_types: event.types.clone(),
+        })
+    }
+
+    /// The source type of an output field: a column passed through or
+    /// renamed keeps its column's type; value-mapped, computed and constant
+    /// fields have none (sinks type them from their values).
+    pub fn output_type(&self, field: &str, source: Option<&[(String, FieldType)]>) -> Option<FieldType> {
+        let column = match &self.fields {
+            None => field,
+            Some(fields) => {
+                let f = fields.iter().find(|f| f.name == field)?;
+                if f.values.is_some() {
+                    return None;
+                }
+                f.column.as_str()
+            }
+        };
+        let declared = self.source_types.iter().find(|(c, _)| c == column).map(|(_, st)| st.field_type());
+        declared.or_else(|| source?.iter().find(|(c, _)| c == column).map(|(_, t)| t.clone()))
     }
 
     /// Selects, renames and value-maps columns, then adds computed fields and constants.

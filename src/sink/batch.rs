@@ -157,6 +157,7 @@ mod tests {
                 lineage: Lineage { topic: "x".into(), partition: 0, offset: 0 },
                 key: Row::default(),
                 body: None,
+                source_types: None,
             },
         }
     }

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod dead_letter;
 pub mod elasticsearch;
 pub mod pipeline;
+pub mod postgres;
 pub mod retry;
 
 use std::future::Future;
@@ -61,6 +62,8 @@ pub trait Sink: Send + Sync + 'static {
     fn prepare(&self, model: &ReadModel) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Applies the writes (at most one per target and id) and returns one
-    /// outcome per write, in order.
-    fn write(&self, writes: &[Write]) -> impl Future<Output = Result<Vec<Outcome>, SinkError>> + Send;
+    /// outcome per write, in order. `progress` is the next offset of each
+    /// partition the batch covers, for sinks that record it atomically with
+    /// the rows (Kafka's commit still follows the batch).
+    fn write(&self, writes: &[Write], progress: &[(String, i32, i64)]) -> impl Future<Output = Result<Vec<Outcome>, SinkError>> + Send;
 }

@@ -72,6 +72,7 @@ impl<S: Sink> Pipeline<S> {
             self.group.close();
             return Ok(());
         }
+        let lag_task = tokio::spawn(report_lag(self.group.clone(), name, shutdown.clone()));
         let mut batch = Batch::default();
         let mut in_flight: Option<JoinHandle<WriteResult>> = None;
         let mut paused = false;
@@ -103,7 +104,17 @@ impl<S: Sink> Pipeline<S> {
                 }
                 _ = tokio::time::sleep_until(linger.map(tokio::time::Instant::from_std).unwrap_or_else(tokio::time::Instant::now)), if linger.is_some() => {}
                 next = self.group.next(Duration::from_millis(200)) => match next {
-                    Ok(Some(record)) => batch.push(self.item(record)),
+                    Ok(Some(record)) => {
+                        // Fetch the Avro schemas the record names before the
+                        // (synchronous) decode; waits out a registry outage.
+                        if let Some(registry) = &self.decode.registry {
+                            tokio::select! {
+                                _ = shutdown.changed() => break,
+                                _ = registry.prefetch(&record) => {}
+                            }
+                        }
+                        batch.push(self.item(record))
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         metrics::counter!("projector_consumer_errors_total", "sink" => name).increment(1);
@@ -113,6 +124,7 @@ impl<S: Sink> Pipeline<S> {
                 },
             }
         }
+        lag_task.abort();
         self.finish(in_flight, batch).await
     }
 
@@ -225,6 +237,22 @@ impl<S: Sink> Pipeline<S> {
     }
 }
 
+/// Publishes `projector_consumer_lag{sink,topic,partition}` every 10 s.
+async fn report_lag(group: Arc<ConsumerGroup>, sink: &'static str, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let g = group.clone();
+        if let Ok(lags) = tokio::task::spawn_blocking(move || g.lag(Duration::from_secs(2))).await {
+            for (topic, partition, lag) in lags {
+                metrics::gauge!("projector_consumer_lag", "sink" => sink, "topic" => topic, "partition" => partition.to_string()).set(lag as f64);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+    }
+}
+
 /// Writes one batch to completion.
 struct Writer<S: Sink> {
     sink: Arc<S>,
@@ -273,7 +301,7 @@ impl<S: Sink> Writer<S> {
         while !pending.is_empty() {
             let batch_writes: Vec<Write> = pending.iter().map(|(_, w)| w.clone()).collect();
             let call = Instant::now();
-            let outcomes = match self.sink.write(&batch_writes).await {
+            let outcomes = match self.sink.write(&batch_writes, &offsets).await {
                 Ok(o) => o,
                 Err(e) => {
                     self.health.sink_down(name, &e.to_string());

@@ -189,6 +189,25 @@ impl ConsumerGroup {
         }
     }
 
+    /// Records behind the log end per assigned partition: end − position.
+    /// Blocking (asks the broker for watermarks): call from a blocking thread.
+    pub fn lag(&self, timeout: Duration) -> Vec<(String, i32, i64)> {
+        let Ok(positions) = self.consumer.position() else { return vec![] };
+        positions
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                let (low, end) = self.consumer.fetch_watermarks(e.topic(), e.partition(), timeout).ok()?;
+                // Nothing fetched yet: everything from the log start is behind.
+                let pos = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => low,
+                };
+                Some((e.topic().to_string(), e.partition(), (end - pos).max(0)))
+            })
+            .collect()
+    }
+
     /// Leaves the group cleanly.
     pub fn close(&self) {
         self.consumer.unsubscribe();

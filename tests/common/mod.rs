@@ -26,6 +26,17 @@ pub fn es_url() -> String {
     std::env::var("PROJECTOR_ELASTICSEARCH_URL").unwrap_or_else(|_| "http://127.0.0.1:9200".into())
 }
 
+pub fn pg_url() -> String {
+    std::env::var("PROJECTOR_POSTGRES_URL").unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=projector".into())
+}
+
+/// A connection to the staging PostgreSQL.
+pub async fn pg() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await.expect("PostgreSQL is up (scripts/stack up)");
+    tokio::spawn(conn);
+    client
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 static PORT: AtomicU32 = AtomicU32::new(0);
 
@@ -98,6 +109,7 @@ impl World {
             .arg(format!("127.0.0.1:{port}"))
             .env("PROJECTOR_BROKERS", brokers())
             .env("PROJECTOR_ELASTICSEARCH_URL", es_url())
+            .env("PROJECTOR_POSTGRES_URL", pg_url())
             .env("PROJECTOR_SESSION_TIMEOUT_MS", "6000")
             .env("PROJECTOR_LOG", "info,projector=debug")
             .stdout(Stdio::null())
@@ -109,10 +121,16 @@ impl World {
         Projector { child: Some(child), port, log }
     }
 
-    /// Waits until `group` has committed every offset up to the end of every topic.
+    /// Waits until `group`'s Elasticsearch pipeline has committed every offset.
     pub async fn wait_caught_up(&self, group: &str, timeout: Duration) {
+        self.wait_sink_caught_up(group, "elasticsearch", timeout).await
+    }
+
+    /// Waits until `group`'s pipeline for `sink` has committed every offset
+    /// up to the end of every topic.
+    pub async fn wait_sink_caught_up(&self, group: &str, sink: &str, timeout: Duration) {
         let topics = self.topics();
-        let group = format!("{group}.elasticsearch");
+        let group = format!("{group}.{sink}");
         wait_for(timeout, &format!("group {group} to commit to the end of its topics"), || {
             let topics = topics.clone();
             let group = group.clone();

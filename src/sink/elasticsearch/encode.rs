@@ -93,6 +93,7 @@ mod tests {
             lineage: Lineage { topic: "t".into(), partition: 0, offset: 1 },
             key: Row { columns: vec![("TripId".into(), Value::Int(7))] },
             body,
+            source_types: None,
         }
     }
 

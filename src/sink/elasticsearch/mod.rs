@@ -138,7 +138,7 @@ impl Sink for Elasticsearch {
         Ok(())
     }
 
-    async fn write(&self, writes: &[Write]) -> Result<Vec<Outcome>, SinkError> {
+    async fn write(&self, writes: &[Write], _progress: &[(String, i32, i64)]) -> Result<Vec<Outcome>, SinkError> {
         self.map_new_fields(writes).await?;
         let mut outcomes: Vec<Option<Outcome>> = vec![None; writes.len()];
         // Read the stored positions, one _mget per target.

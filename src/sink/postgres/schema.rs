@@ -1,0 +1,101 @@
+//! Names and types in the mirror: every identifier quoted, and the column
+//! type each Debezium schema type (or, lacking one, each decoded value) gets.
+
+use crate::decode::{FieldType, Value};
+
+/// A quoted identifier: `a "b"` → `"a ""b"""`.
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A table name from the read model, `table` or `schema.table`, quoted.
+pub fn quote_table(name: &str) -> String {
+    match name.split_once('.') {
+        Some((schema, table)) => format!("{}.{}", quote(schema), quote(table)),
+        None => quote(name),
+    }
+}
+
+/// `CREATE SCHEMA IF NOT EXISTS` for a schema-qualified table, else nothing.
+pub fn create_schema(name: &str) -> String {
+    match name.split_once('.') {
+        Some((schema, _)) => format!("CREATE SCHEMA IF NOT EXISTS {}; ", quote(schema)),
+        None => String::new(),
+    }
+}
+
+/// The column type for a Connect field type, as faithful as PostgreSQL allows.
+/// Nanosecond timestamps and times keep microseconds (PostgreSQL's limit).
+pub fn pg_type_of_field(ft: &FieldType) -> String {
+    match ft.name.as_deref() {
+        Some("org.apache.kafka.connect.data.Decimal") => match (ft.precision, ft.scale) {
+            (Some(p), Some(s)) if p > 0 && p <= 1000 => format!("numeric({p},{s})"),
+            _ => "numeric".into(),
+        },
+        Some("io.debezium.data.VariableScaleDecimal") => "numeric".into(),
+        Some("io.debezium.time.Date") | Some("org.apache.kafka.connect.data.Date") => "date".into(),
+        Some("io.debezium.time.Time") | Some("org.apache.kafka.connect.data.Time") => "time(3)".into(),
+        Some("io.debezium.time.MicroTime") | Some("io.debezium.time.NanoTime") => "time(6)".into(),
+        Some("io.debezium.time.Timestamp") | Some("org.apache.kafka.connect.data.Timestamp") => "timestamp(3)".into(),
+        Some("io.debezium.time.MicroTimestamp") | Some("io.debezium.time.NanoTimestamp") => "timestamp(6)".into(),
+        Some("io.debezium.time.ZonedTimestamp") => "timestamptz".into(),
+        Some("io.debezium.data.Uuid") => "uuid".into(),
+        Some("io.debezium.data.Json") => "jsonb".into(),
+        Some("io.debezium.time.MicroDuration") => "bigint".into(),
+        _ => match ft.connect.as_str() {
+            "int8" | "int16" => "smallint".into(),
+            "int32" => "integer".into(),
+            "int64" => "bigint".into(),
+            "float" | "float32" => "real".into(),
+            "float64" | "double" => "double precision".into(),
+            "boolean" => "boolean".into(),
+            "bytes" => "bytea".into(),
+            "string" => "text".into(),
+            _ => "jsonb".into(),
+        },
+    }
+}
+
+/// The column type for a field known only by a decoded value (computed
+/// fields, constants, schemaless records); `None` for null.
+pub fn pg_type_of_value(v: &Value) -> Option<String> {
+    Some(
+        match v {
+            Value::Null | Value::Unavailable => return None,
+            Value::Bool(_) => "boolean",
+            Value::Int(_) => "bigint",
+            Value::Float(_) => "double precision",
+            Value::Decimal { .. } => "numeric",
+            Value::String(_) => "text",
+            Value::Bytes(_) => "bytea",
+            Value::Date(_) => "date",
+            Value::Time(_) => "time(6)",
+            Value::Timestamp(_) => "timestamp(6)",
+            Value::ZonedTimestamp(_) => "timestamptz",
+            Value::Json(_) => "jsonb",
+        }
+        .to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_always_quoted() {
+        assert_eq!(quote("Trips"), "\"Trips\"");
+        assert_eq!(quote("a \"b\"; drop table x"), "\"a \"\"b\"\"; drop table x\"");
+        assert_eq!(quote_table("staging.Trips"), "\"staging\".\"Trips\"");
+    }
+
+    #[test]
+    fn debezium_types_map_faithfully() {
+        let ft = |connect: &str, name: Option<&str>, scale, precision| FieldType { connect: connect.into(), name: name.map(Into::into), scale, precision };
+        assert_eq!(pg_type_of_field(&ft("bytes", Some("org.apache.kafka.connect.data.Decimal"), Some(2), Some(12))), "numeric(12,2)");
+        assert_eq!(pg_type_of_field(&ft("int64", Some("io.debezium.time.NanoTimestamp"), None, None)), "timestamp(6)");
+        assert_eq!(pg_type_of_field(&ft("string", Some("io.debezium.time.ZonedTimestamp"), None, None)), "timestamptz");
+        assert_eq!(pg_type_of_field(&ft("int16", None, None, None)), "smallint");
+        assert_eq!(pg_type_of_field(&ft("string", Some("io.debezium.data.Uuid"), None, None)), "uuid");
+    }
+}

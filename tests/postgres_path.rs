@@ -1,0 +1,215 @@
+//! The staging PostgreSQL sink against the real server: typed mirror tables,
+//! the position guard (no stale overwrite, no resurrection), soft deletes
+//! behind a `_live` view, progress recorded with the rows, restarts, a second
+//! instance, quoting of hostile names, and a PostgreSQL outage that does not
+//! hold back Elasticsearch.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use projector::demo::bus_booking::{Timeline, trip};
+use projector::demo::sqlserver::{Column, Record, Table};
+use serde_json::json;
+
+const CATCH_UP: Duration = Duration::from_secs(120);
+
+fn model(w: &World, table: &str, with_es: bool) -> String {
+    let es = if with_es { format!("\n    elasticsearch: {{ index: {} }}", w.indexes[0]) } else { String::new() };
+    format!("read_model: {}\ntables:\n  - topic: {}\n    postgres: {{ table: '{}' }}{es}\n", w.name, w.db.trips.topic(), table.replace('\'', "''"))
+}
+
+/// Live rows: id → fare in cents.
+async fn live_fares(table: &str) -> BTreeMap<String, i64> {
+    let sql = format!("SELECT __id, (\"Fare\" * 100)::bigint FROM {} ORDER BY 1", quote_table(&format!("{table}_live")));
+    pg().await.query(&sql, &[]).await.unwrap().iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1))).collect()
+}
+
+fn quote_table(t: &str) -> String {
+    projector::sink::postgres::quote_table(t)
+}
+
+/// Fare updates for `n` trips, `rounds` times; every 5th deleted at the end.
+fn churn(w: &World, t: &mut Timeline, n: i32, rounds: i32) -> (Vec<Record>, BTreeMap<String, i64>) {
+    let mut out = Vec::new();
+    let mut expect = BTreeMap::new();
+    for round in 0..=rounds {
+        for id in 1..=n {
+            let at = t.commit(if round == 0 { 1 } else { 2 });
+            let before = (round > 0).then(|| trip(id, 1000 + round as i128 - 1, 1));
+            out.push(w.db.trips.event(if round == 0 { 'c' } else { 'u' }, before.as_ref(), Some(&trip(id, 1000 + round as i128, 1)), at, t.ts_ms, true));
+            expect.insert(id.to_string(), 1000 + round as i64);
+        }
+    }
+    for id in (5..=n).step_by(5) {
+        let at = t.commit(1);
+        out.push(w.db.trips.event('d', Some(&trip(id, 1000 + rounds as i128, 1)), None, at, t.ts_ms, true));
+        out.push(w.db.trips.tombstone(&trip(id, 0, 1), true));
+        expect.remove(&id.to_string());
+    }
+    (out, expect)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_mirror_with_faithful_types_and_deletes_stay_as_tombstones() {
+    let w = World::new("pgcrud", 2).await;
+    let table = format!("{}_trips", w.name);
+    w.set_model(&model(&w, &table, false));
+    let mut t = Timeline::default();
+    let (records, expect) = churn(&w, &mut t, 10, 2);
+    w.produce(&records).await;
+    let _p = w.start(&w.group);
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    assert_eq!(live_fares(&table).await, expect);
+
+    let db = pg().await;
+    let types: BTreeMap<String, String> = db
+        .query("SELECT column_name::text, data_type::text || coalesce('(' || numeric_precision || ',' || numeric_scale || ')', '') FROM information_schema.columns WHERE table_name = $1", &[&table])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(types["Fare"], "numeric(12,2)");
+    assert_eq!(types["DepartAt"], "timestamp without time zone");
+    assert_eq!(types["SeatCount"], "smallint(16,0)");
+    assert_eq!(types["TripId"], "integer(32,0)");
+    // Deleted rows are kept as flagged tombstones with their key (and the
+    // values they had, when the row was written before its delete).
+    let gone = db.query(&format!("SELECT __id, __deleted, \"TripId\" FROM {} WHERE __id = '5'", quote_table(&table)), &[]).await.unwrap();
+    assert_eq!(gone.len(), 1);
+    assert!(gone[0].get::<_, bool>(1));
+    assert_eq!(gone[0].get::<_, i32>(2), 5);
+    // Progress was recorded with the rows.
+    let progress: i64 = db.query_one("SELECT sum(next_offset)::bigint FROM projector.progress WHERE read_model = $1", &[&w.name]).await.unwrap().get(0);
+    assert_eq!(progress, records.len() as i64);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_from_zero_and_late_stale_events_change_nothing() {
+    let w = World::new("pgstale", 2).await;
+    let table = format!("{}_trips", w.name);
+    w.set_model(&model(&w, &table, false));
+    let mut t = Timeline::default();
+    let (records, expect) = churn(&w, &mut t, 20, 3);
+    w.produce(&records).await;
+    {
+        let _p = w.start(&w.group);
+        w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    }
+    let snapshot = |db: tokio_postgres::Client| {
+        let table = table.clone();
+        async move {
+            db.query(&format!("SELECT __id, xmin::text, __position, __deleted FROM {} ORDER BY 1", quote_table(&table)), &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2), r.get::<_, bool>(3)))
+                .collect::<Vec<_>>()
+        }
+    };
+    let before = snapshot(pg().await).await;
+    // Replay everything with a new group, then append old events at the end.
+    let replay = format!("{}-replay", w.group);
+    let p = w.start(&replay);
+    w.produce(&records[..40]).await;
+    w.wait_sink_caught_up(&replay, "postgres", CATCH_UP).await;
+    assert_eq!(snapshot(pg().await).await, before, "not one row rewritten (same xmin)");
+    assert_eq!(live_fares(&table).await, expect, "no regression, no resurrection");
+    assert_eq!(p.counter("projector_events_total", &["sink=\"postgres\"", "outcome=\"applied\""]).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_and_a_second_instance_lose_nothing() {
+    let w = World::new("pgkill", 4).await;
+    let table = format!("{}_trips", w.name);
+    w.set_model(&model(&w, &table, false));
+    let (records, expect) = churn(&w, &mut Timeline::default(), 200, 15);
+    w.produce(&records).await;
+    let mut a = w.start_with(&w.group, &[("PROJECTOR_BATCH_RECORDS", "200")]);
+    let b = w.start_with(&w.group, &[("PROJECTOR_BATCH_RECORDS", "200")]);
+    wait_for(CATCH_UP, "writes before the kill", || async { a.counter("projector_events_total", &["sink=\"postgres\"", "outcome=\"applied\""]).await >= 200.0 }).await;
+    a.kill9();
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    assert_eq!(live_fares(&table).await, expect);
+    assert!(b.counter("projector_events_total", &["sink=\"postgres\"", "outcome=\"applied\""]).await > 0.0, "the survivor took over");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_table_and_column_names_round_trip() {
+    let w = World::new("pgquote", 1).await;
+    let table = format!("{}_we\"ird; drop table x", w.name);
+    let weird = Table {
+        prefix: w.db.trips.prefix,
+        database: "vexere",
+        schema: "dbo",
+        name: "Trips",
+        columns: vec![Column::new("TripId", "int32"), Column::new("Seat \"No\"; --", "string"), Column::new("Fare", "bytes").decimal(12, 2)],
+        key: vec!["TripId"],
+    };
+    w.set_model(&model(&w, &table, false));
+    let mut t = Timeline::default();
+    let at = t.commit(1);
+    let img = vec![("TripId", json!(1)), ("Seat \"No\"; --", json!("12A")), ("Fare", json!(projector::demo::sqlserver::decimal_base64(1234)))];
+    w.produce(&[weird.event('c', None, Some(&img), at, t.ts_ms, true)]).await;
+    let _p = w.start(&w.group);
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    let row = pg().await.query_one(&format!("SELECT \"Seat \"\"No\"\"; --\" FROM {}", quote_table(&table)), &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "12A");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_down_does_not_hold_back_elasticsearch_and_catches_up() {
+    let w = World::new("pgdown", 3).await;
+    let table = format!("{}_trips", w.name);
+    w.set_model(&model(&w, &table, true));
+    let p = w.start(&w.group);
+    wait_for(Duration::from_secs(60), "both sinks ready", || async { p.ready().await.is_some_and(|(s, _)| s == 200) }).await;
+    let mut t = Timeline::default();
+    let mut expect = BTreeMap::new();
+    let mut round = 0i64;
+    let produce_round = async |t: &mut Timeline, expect: &mut BTreeMap<String, i64>, round: i64| {
+        let mut recs = Vec::new();
+        for id in 1..=50 {
+            let at = t.commit(2);
+            recs.push(w.db.trips.event(if round == 0 { 'c' } else { 'u' }, None, Some(&trip(id, round as i128, 1)), at, t.ts_ms, true));
+            expect.insert(id.to_string(), round);
+        }
+        w.produce(&recs).await;
+    };
+    produce_round(&mut t, &mut expect, round).await;
+    stack(&["stop-service", "postgres"]);
+    let down_at = Instant::now();
+    let mut es_fresh_rounds = 0;
+    while down_at.elapsed() < Duration::from_secs(30) {
+        round += 1;
+        produce_round(&mut t, &mut expect, round).await;
+        // Elasticsearch keeps up while PostgreSQL is down.
+        let es_group = format!("{}.elasticsearch", w.group);
+        let topics = w.topics();
+        let caught = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let (g, tp) = (es_group.clone(), topics.clone());
+                if tokio::task::spawn_blocking(move || lag(&g, &tp)).await.unwrap() == Some(0) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        if caught.is_ok() {
+            es_fresh_rounds += 1;
+        }
+    }
+    let (status, body) = p.ready().await.unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(body["sinks"]["postgres"]["up"], false);
+    assert_eq!(body["sinks"]["elasticsearch"]["up"], true);
+    assert!(es_fresh_rounds >= round as usize - 1, "Elasticsearch caught up in {es_fresh_rounds} of {round} rounds while PostgreSQL was down");
+    stack(&["start-service", "postgres"]);
+    w.wait_sink_caught_up(&w.group, "postgres", Duration::from_secs(180)).await;
+    let got: BTreeMap<String, i64> = live_fares(&table).await.into_iter().map(|(k, v)| (k, v)).collect();
+    assert_eq!(got, expect.iter().map(|(k, v)| (k.clone(), *v)).collect::<BTreeMap<_, _>>());
+}
