@@ -18,6 +18,7 @@ use projector::sink::dead_letter::DeadLetters;
 use projector::sink::elasticsearch::Elasticsearch;
 use projector::sink::Sink;
 use projector::sink::pipeline::{ErrorTolerance, Pipeline, PipelineError};
+use projector::sink::bigquery::{Auth, BigQuery};
 use projector::sink::postgres::Postgres;
 use projector::source::consumer::{ConsumerGroup, GroupSettings};
 
@@ -71,6 +72,17 @@ struct RunArgs {
     brokers: String,
     #[arg(long, env = "PROJECTOR_ELASTICSEARCH_URL", default_value = "http://127.0.0.1:9200")]
     elasticsearch_url: String,
+    /// BigQuery REST endpoint: Google's by default, or an emulator's.
+    #[arg(long, env = "PROJECTOR_BIGQUERY_URL", default_value = "https://bigquery.googleapis.com")]
+    bigquery_url: String,
+    #[arg(long, env = "PROJECTOR_BIGQUERY_PROJECT", default_value = "projector-local")]
+    bigquery_project: String,
+    /// Dataset holding the read model's tables; default: the read model's name with '-' as '_'.
+    #[arg(long, env = "PROJECTOR_BIGQUERY_DATASET")]
+    bigquery_dataset: Option<String>,
+    /// `none` (emulator), `adc` (Application Default Credentials) or a path to a service-account key file.
+    #[arg(long, env = "PROJECTOR_BIGQUERY_AUTH", default_value = "adc")]
+    bigquery_auth: String,
     /// Staging PostgreSQL, as a libpq-style connection string.
     #[arg(long, env = "PROJECTOR_POSTGRES_URL", default_value = "host=127.0.0.1 port=5432 user=postgres dbname=projector")]
     postgres_url: String,
@@ -187,7 +199,10 @@ async fn lag(file: &std::path::Path, brokers: &str, group: Option<String>, check
 /// Each sink the read model writes, with the topics it reads.
 fn sink_topics(model: &ReadModel) -> Vec<(&'static str, Vec<String>)> {
     let pick = |f: fn(&projector::mapping::TableMapping) -> bool| model.tables.iter().filter(|t| f(t)).map(|t| t.topic.clone()).collect::<Vec<_>>();
-    [("elasticsearch", pick(|t| t.elasticsearch.is_some())), ("postgres", pick(|t| t.postgres.is_some()))].into_iter().filter(|(_, t)| !t.is_empty()).collect()
+    [("elasticsearch", pick(|t| t.elasticsearch.is_some())), ("postgres", pick(|t| t.postgres.is_some())), ("bigquery", pick(|t| t.bigquery.is_some()))]
+        .into_iter()
+        .filter(|(_, t)| !t.is_empty())
+        .collect()
 }
 
 async fn demo_produce(brokers: &str, trips: i32, schemas: bool, partitions: i32) -> anyhow::Result<()> {
@@ -244,8 +259,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if model.tables.iter().any(|t| t.postgres.is_some()) {
         tasks.push(common.spawn(Arc::new(Postgres::new(&args.postgres_url, model.clone())))?);
     }
+    if model.tables.iter().any(|t| t.bigquery.is_some()) {
+        let auth = match args.bigquery_auth.as_str() {
+            "none" => Auth::None,
+            "adc" => Auth::ApplicationDefault,
+            path => Auth::ServiceAccountKey(PathBuf::from(path)),
+        };
+        let dataset = args.bigquery_dataset.clone().unwrap_or_else(|| model.name.replace('-', "_"));
+        tasks.push(common.spawn(Arc::new(BigQuery::new(&args.bigquery_url, &args.bigquery_project, &dataset, model.clone(), auth)?))?);
+    }
     if tasks.is_empty() {
-        anyhow::bail!("{}: no table has an elasticsearch or postgres section; the BigQuery sink is not built yet", model.file.display());
+        anyhow::bail!("{}: no table has an elasticsearch, postgres or bigquery section", model.file.display());
     }
     tokio::spawn(async move {
         wait_for_signal().await;

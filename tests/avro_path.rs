@@ -141,7 +141,7 @@ async fn avro_change_events_land_with_exact_values() {
     assert_eq!(d["SeatCount"], 40);
     assert_eq!(d["TripId"], 2);
     assert_eq!(d["Route"], "Da Nang → Hue");
-    let depart_ns = 1_782_900_000_000_000_000_i64 + 2 * 3_600_000_000_000;
+    let depart_ns = 1_782_900_000_000_000_000_i128 + 2 * 3_600_000_000_000;
     assert_eq!(d["DepartAt"].as_str(), Some(timestamp_text(depart_ns).as_str()), "datetime2(7) as ISO text");
     assert_eq!(d["DepartAt"], "2026-07-01T12:00:00");
     assert_eq!(docs["1"]["Fare"].as_f64(), Some(350_000.0));

@@ -1,13 +1,13 @@
 //! The staging PostgreSQL sink against the real server: typed mirror tables,
 //! the position guard (no stale overwrite, no resurrection), soft deletes
 //! behind a `_live` view, progress recorded with the rows, restarts, a second
-//! instance, quoting of hostile names, and a PostgreSQL outage that does not
-//! hold back Elasticsearch.
+//! instance and quoting of hostile names. (Its outage test is in
+//! `sink_outages.rs`.)
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use projector::demo::bus_booking::{Timeline, trip};
@@ -158,58 +158,4 @@ async fn hostile_table_and_column_names_round_trip() {
     w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
     let row = pg().await.query_one(&format!("SELECT \"Seat \"\"No\"\"; --\" FROM {}", quote_table(&table)), &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), "12A");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn postgres_down_does_not_hold_back_elasticsearch_and_catches_up() {
-    let w = World::new("pgdown", 3).await;
-    let table = format!("{}_trips", w.name);
-    w.set_model(&model(&w, &table, true));
-    let p = w.start(&w.group);
-    wait_for(Duration::from_secs(60), "both sinks ready", || async { p.ready().await.is_some_and(|(s, _)| s == 200) }).await;
-    let mut t = Timeline::default();
-    let mut expect = BTreeMap::new();
-    let mut round = 0i64;
-    let produce_round = async |t: &mut Timeline, expect: &mut BTreeMap<String, i64>, round: i64| {
-        let mut recs = Vec::new();
-        for id in 1..=50 {
-            let at = t.commit(2);
-            recs.push(w.db.trips.event(if round == 0 { 'c' } else { 'u' }, None, Some(&trip(id, round as i128, 1)), at, t.ts_ms, true));
-            expect.insert(id.to_string(), round);
-        }
-        w.produce(&recs).await;
-    };
-    produce_round(&mut t, &mut expect, round).await;
-    stack(&["stop-service", "postgres"]);
-    let down_at = Instant::now();
-    let mut es_fresh_rounds = 0;
-    while down_at.elapsed() < Duration::from_secs(30) {
-        round += 1;
-        produce_round(&mut t, &mut expect, round).await;
-        // Elasticsearch keeps up while PostgreSQL is down.
-        let es_group = format!("{}.elasticsearch", w.group);
-        let topics = w.topics();
-        let caught = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                let (g, tp) = (es_group.clone(), topics.clone());
-                if tokio::task::spawn_blocking(move || lag(&g, &tp)).await.unwrap() == Some(0) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-        .await;
-        if caught.is_ok() {
-            es_fresh_rounds += 1;
-        }
-    }
-    let (status, body) = p.ready().await.unwrap();
-    assert_eq!(status, 503);
-    assert_eq!(body["sinks"]["postgres"]["up"], false);
-    assert_eq!(body["sinks"]["elasticsearch"]["up"], true);
-    assert!(es_fresh_rounds >= round as usize - 1, "Elasticsearch caught up in {es_fresh_rounds} of {round} rounds while PostgreSQL was down");
-    stack(&["start-service", "postgres"]);
-    w.wait_sink_caught_up(&w.group, "postgres", Duration::from_secs(180)).await;
-    let got: BTreeMap<String, i64> = live_fares(&table).await.into_iter().map(|(k, v)| (k, v)).collect();
-    assert_eq!(got, expect.iter().map(|(k, v)| (k.clone(), *v)).collect::<BTreeMap<_, _>>());
 }

@@ -25,10 +25,11 @@ pub enum Value {
     Date(i32),
     /// Nanoseconds past midnight.
     Time(i64),
-    /// Wall-clock timestamp in nanoseconds since the epoch. Debezium encodes
-    /// SQL Server `datetime`/`datetime2` wall clocks *as if* they were UTC; we
-    /// keep that meaning: the value has no real time zone.
-    Timestamp(i64),
+    /// Wall-clock timestamp in nanoseconds since the epoch (i128: the whole
+    /// 0001–9999 range of `datetime2` fits). Debezium encodes SQL Server
+    /// `datetime`/`datetime2` wall clocks *as if* they were UTC; we keep that
+    /// meaning: the value has no real time zone.
+    Timestamp(i128),
     /// `datetimeoffset`: ISO-8601 text that keeps its original offset.
     ZonedTimestamp(String),
     /// The connector could not read the value (LOB before-images); never data.
@@ -104,6 +105,8 @@ pub fn typed(field: &str, ty: &FieldType, v: &Json) -> Result<Value, ValueError>
     }
     let wrong = |expected: &'static str| ValueError::WrongType { field: field.to_string(), expected, found: found(v) };
     let int = || v.as_i64().ok_or_else(|| wrong("an integer"));
+    // Scales a time past midnight to nanoseconds; out of range is bad data, not a wrap.
+    let time = |factor: i64| int()?.checked_mul(factor).filter(|n| (0..=86_400_000_000_000).contains(n)).map(Value::Time).ok_or_else(|| wrong("a time of day"));
     match ty.name.as_deref() {
         Some("org.apache.kafka.connect.data.Decimal") => {
             let scale = ty.scale.ok_or_else(|| ValueError::MissingScale { field: field.to_string() })?;
@@ -115,18 +118,18 @@ pub fn typed(field: &str, ty: &FieldType, v: &Json) -> Result<Value, ValueError>
             };
         }
         Some("io.debezium.time.Date") | Some("org.apache.kafka.connect.data.Date") => {
-            return Ok(Value::Date(int()? as i32));
+            return i32::try_from(int()?).map(Value::Date).map_err(|_| wrong("a date (days since 1970)"));
         }
         Some("io.debezium.time.Time") | Some("org.apache.kafka.connect.data.Time") => {
-            return Ok(Value::Time(int()? * 1_000_000));
+            return time(1_000_000);
         }
-        Some("io.debezium.time.MicroTime") => return Ok(Value::Time(int()? * 1_000)),
-        Some("io.debezium.time.NanoTime") => return Ok(Value::Time(int()?)),
+        Some("io.debezium.time.MicroTime") => return time(1_000),
+        Some("io.debezium.time.NanoTime") => return time(1),
         Some("io.debezium.time.Timestamp") | Some("org.apache.kafka.connect.data.Timestamp") => {
-            return Ok(Value::Timestamp(int()? * 1_000_000));
+            return Ok(Value::Timestamp(int()? as i128 * 1_000_000));
         }
-        Some("io.debezium.time.MicroTimestamp") => return Ok(Value::Timestamp(int()? * 1_000)),
-        Some("io.debezium.time.NanoTimestamp") => return Ok(Value::Timestamp(int()?)),
+        Some("io.debezium.time.MicroTimestamp") => return Ok(Value::Timestamp(int()? as i128 * 1_000)),
+        Some("io.debezium.time.NanoTimestamp") => return Ok(Value::Timestamp(int()? as i128)),
         Some("io.debezium.time.ZonedTimestamp") => {
             return v.as_str().map(|s| Value::ZonedTimestamp(s.to_string())).ok_or_else(|| wrong("a zoned timestamp string"));
         }
@@ -258,9 +261,9 @@ pub fn time_text(nanos: i64) -> String {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fffffffff]` without an offset: a wall clock.
-pub fn timestamp_text(nanos: i64) -> String {
-    let secs = nanos.div_euclid(1_000_000_000);
-    let frac = nanos.rem_euclid(1_000_000_000);
+pub fn timestamp_text(nanos: i128) -> String {
+    let secs = nanos.div_euclid(1_000_000_000) as i64;
+    let frac = nanos.rem_euclid(1_000_000_000) as i64;
     let days = secs.div_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     let tod = secs.rem_euclid(86_400);
@@ -335,6 +338,17 @@ mod tests {
         assert_eq!(date_text(match date { Value::Date(d) => d, _ => 0 }), "2022-01-08");
         let time = typed("t", &ty("int64", Some("io.debezium.time.MicroTime"), None), &json!(3_723_000_001_i64)).unwrap();
         assert_eq!(time_text(match time { Value::Time(n) => n, _ => 0 }), "01:02:03.000001");
+    }
+
+    #[test]
+    fn far_dates_fit_and_absurd_values_are_errors_not_wraps() {
+        // datetime2(3) 9999-12-31T23:59:59.999, the usual "no end date" sentinel.
+        let end = typed("ValidTo", &ty("int64", Some("io.debezium.time.Timestamp"), None), &json!(253_402_300_799_999_i64)).unwrap();
+        assert_eq!(timestamp_text(match end { Value::Timestamp(n) => n, _ => 0 }), "9999-12-31T23:59:59.999");
+        let start = typed("ValidFrom", &ty("int64", Some("io.debezium.time.MicroTimestamp"), None), &json!(-62_135_596_800_000_000_i64)).unwrap();
+        assert_eq!(timestamp_text(match start { Value::Timestamp(n) => n, _ => 0 }), "0001-01-01T00:00:00");
+        assert!(typed("t", &ty("int32", Some("io.debezium.time.Time"), None), &json!(i64::MAX)).is_err());
+        assert!(typed("d", &ty("int32", Some("io.debezium.time.Date"), None), &json!(i64::MAX)).is_err());
     }
 
     #[test]

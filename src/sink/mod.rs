@@ -4,6 +4,7 @@
 //! letters and offset commits are the [`pipeline`]'s job, the same for all.
 
 pub mod batch;
+pub mod bigquery;
 pub mod dead_letter;
 pub mod elasticsearch;
 pub mod pipeline;

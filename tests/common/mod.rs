@@ -110,6 +110,8 @@ impl World {
             .env("PROJECTOR_BROKERS", brokers())
             .env("PROJECTOR_ELASTICSEARCH_URL", es_url())
             .env("PROJECTOR_POSTGRES_URL", pg_url())
+            .env("PROJECTOR_BIGQUERY_URL", "http://127.0.0.1:9050")
+            .env("PROJECTOR_BIGQUERY_AUTH", "none")
             .env("PROJECTOR_SESSION_TIMEOUT_MS", "6000")
             .env("PROJECTOR_LOG", "info,projector=debug")
             .stdout(Stdio::null())
@@ -315,4 +317,68 @@ pub fn stack(args: &[&str]) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/stack");
     let status = Command::new("bash").arg(script).args(args).status().unwrap();
     assert!(status.success(), "scripts/stack {args:?} failed");
+}
+
+/// Takes a sink's server down for `down_for` while trips keep changing, and
+/// checks that Elasticsearch stays caught up meanwhile, that /health/ready
+/// names the down sink, and that the sink catches up once back. Returns the
+/// expected final fare (in cents) per trip id for the caller to compare.
+pub async fn sink_outage_under_load(w: &World, p: &Projector, service: &str, sink: &str, down_for: Duration) -> BTreeMap<String, i64> {
+    use projector::demo::bus_booking::{Timeline, trip};
+    wait_for(Duration::from_secs(60), "every sink ready", || async { p.ready().await.is_some_and(|(s, _)| s == 200) }).await;
+    let mut t = Timeline::default();
+    let mut expect = BTreeMap::new();
+    let produce_round = async |t: &mut Timeline, expect: &mut BTreeMap<String, i64>, round: i64| {
+        let mut recs = Vec::new();
+        for id in 1..=50 {
+            let at = t.commit(if round == 0 { 1 } else { 2 });
+            recs.push(w.db.trips.event(if round == 0 { 'c' } else { 'u' }, None, Some(&trip(id, round as i128, 1)), at, t.ts_ms, true));
+            expect.insert(id.to_string(), round);
+        }
+        w.produce(&recs).await;
+    };
+    let mut round = 0i64;
+    produce_round(&mut t, &mut expect, round).await;
+    stack(&["stop-service", service]);
+    let down_at = Instant::now();
+    let (mut fresh, mut reported_down) = (0, false);
+    let es_group = format!("{}.elasticsearch", w.group);
+    while down_at.elapsed() < down_for {
+        round += 1;
+        produce_round(&mut t, &mut expect, round).await;
+        let caught = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let (g, tp) = (es_group.clone(), w.topics());
+                if tokio::task::spawn_blocking(move || lag(&g, &tp)).await.unwrap() == Some(0) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        fresh += caught.is_ok() as i64;
+        if let Some((status, body)) = p.ready().await {
+            reported_down |= status == 503 && body["sinks"][sink]["up"] == false && body["sinks"]["elasticsearch"]["up"] == true;
+        }
+    }
+    assert!(reported_down, "/health/ready named {sink} down and Elasticsearch up");
+    assert!(fresh >= round - 1, "Elasticsearch caught up in {fresh} of {round} rounds while {sink} was down");
+    stack(&["start-service", service]);
+    w.wait_sink_caught_up(&w.group, sink, Duration::from_secs(180)).await;
+    expect
+}
+
+/// Runs a query on the BigQuery emulator; rows as arrays of cell text.
+pub async fn bigquery_rows(sql: &str) -> Vec<Vec<Json>> {
+    let body: Json = http()
+        .post("http://127.0.0.1:9050/bigquery/v2/projects/projector-local/queries")
+        .json(&json!({"query": sql, "useLegacySql": false, "formatOptions": {"useInt64Timestamp": true}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(body.get("error").is_none(), "{sql}: {body}");
+    body["rows"].as_array().map(|rows| rows.iter().map(|r| r["f"].as_array().unwrap().iter().map(|c| c["v"].clone()).collect()).collect()).unwrap_or_default()
 }

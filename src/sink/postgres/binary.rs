@@ -73,13 +73,13 @@ impl ToSql for Cell<'_> {
                 _ => return Err(bad(v, ty)),
             },
             Type::TIMESTAMP => match v {
-                Value::Timestamp(ns) => out.put_i64(ns.div_euclid(1_000) - PG_EPOCH_MICROS),
+                Value::Timestamp(ns) => out.put_i64(pg_micros(*ns).ok_or_else(|| bad(v, ty))?),
                 _ => return Err(bad(v, ty)),
             },
             Type::TIMESTAMPTZ => match v {
                 Value::ZonedTimestamp(s) => out.put_i64(zoned_micros(s).ok_or_else(|| bad(v, ty))? - PG_EPOCH_MICROS),
                 // A wall clock stored as timestamptz: taken as UTC, as Debezium encodes it.
-                Value::Timestamp(ns) => out.put_i64(ns.div_euclid(1_000) - PG_EPOCH_MICROS),
+                Value::Timestamp(ns) => out.put_i64(pg_micros(*ns).ok_or_else(|| bad(v, ty))?),
                 _ => return Err(bad(v, ty)),
             },
             Type::JSONB => {
@@ -108,6 +108,11 @@ impl ToSql for Cell<'_> {
     }
 
     to_sql_checked!();
+}
+
+/// Nanoseconds since 1970 → microseconds since 2000 (PostgreSQL keeps µs).
+fn pg_micros(ns: i128) -> Option<i64> {
+    i64::try_from(ns.div_euclid(1_000) - PG_EPOCH_MICROS as i128).ok()
 }
 
 fn int(v: &Value) -> Option<i64> {

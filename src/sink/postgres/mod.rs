@@ -222,7 +222,7 @@ async fn copy_rows(writer: BinaryCopyInWriter, writes: &[&Write], data: &[&(Stri
             Value::String(d.id.clone()),
             Value::String(d.position.as_str().to_string()),
             Value::Bool(d.body.is_none()),
-            d.source_ts_ms.map(|ms| Value::Timestamp(ms * 1_000_000)).unwrap_or(Value::Null),
+            d.source_ts_ms.map(|ms| Value::Timestamp(ms as i128 * 1_000_000)).unwrap_or(Value::Null),
         ];
         // A delete keeps the last values: every non-key column is left as stored.
         let unavailable: Vec<String> = match &d.body {
