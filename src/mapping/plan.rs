@@ -45,7 +45,7 @@ pub fn render(model: &ReadModel) -> String {
                 if let Some(c) = &tt.cluster_by {
                     let _ = writeln!(out, "    cluster by {}", c.join(", "));
                 }
-                let _ = writeln!(out, "    (other columns typed from the Debezium schema; this sink is built in issue #4)");
+                let _ = writeln!(out, "    (other columns typed from the Debezium schema when they first carry a value)");
             }
         }
     }
