@@ -29,6 +29,9 @@ pub use value::{FieldType, Value, ValueError};
 
 use crate::source::{Lineage, SourceRecord};
 
+/// Debezium's conventional signal table (`signal.data.collection`).
+pub const SIGNAL_TABLE: &str = "debezium_signal";
+
 /// The kind of row change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -242,6 +245,12 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
             return Err(DecodeError::NotAnEnvelope { lineage: lineage.clone(), detail: "envelope has no 'source' object".into() });
         }
     };
+    // Rows of Debezium's signal table (execute-snapshot requests and the
+    // incremental-snapshot watermarks it writes) are control data, not a
+    // read model's rows, even when its topic is subscribed.
+    if source.get("table").and_then(Json::as_str).is_some_and(|t| t.eq_ignore_ascii_case(SIGNAL_TABLE)) {
+        return Ok(Decoded::NotAChange("signal table row"));
+    }
     let position = SourcePosition::from_source(source).map_err(|source| DecodeError::Position { lineage: lineage.clone(), source })?;
     let source_ts_ms = source.get("ts_ms").and_then(Json::as_i64);
 

@@ -292,3 +292,10 @@ fn real_debezium_postgres_output_decodes_exactly() {
     assert_eq!((pk_d.op, pk_c.op), (Op::Delete, Op::Create));
     assert_ne!(pk_d.key, pk_c.key);
 }
+
+#[test]
+fn signal_table_rows_are_control_data_not_changes() {
+    let v = r#"{"op":"c","source":{"connector":"sqlserver","table":"debezium_signal","commit_lsn":"00000001:00000001:0001"},"after":{"id":"ad-hoc-1","type":"execute-snapshot","data":"{}"}}"#;
+    let r = raw("vexere.vexere.dbo.debezium_signal", Some(r#"{"id":"ad-hoc-1"}"#), Some(v));
+    assert!(matches!(decode(&r, &DecodeOptions::default()).unwrap(), Decoded::NotAChange("signal table row")));
+}
