@@ -163,7 +163,12 @@ struct Parser {
     toks: Vec<(usize, Tok)>,
     pos: usize,
     len: usize,
+    /// Nesting depth, bounded so hostile input cannot exhaust the stack.
+    depth: usize,
 }
+
+/// Deepest nesting of parentheses, `not` and unary minus an expression may use.
+const MAX_DEPTH: usize = 64;
 
 impl Parser {
     fn peek(&self) -> Option<&Tok> {
@@ -190,12 +195,24 @@ impl Parser {
         if self.eat_sym(s) { Ok(()) } else { Err(self.err(format!("expected '{s}'"))) }
     }
 
-    fn or(&mut self) -> Result<Expr, ParseError> {
-        let mut l = self.and()?;
-        while self.eat_sym("or") {
-            l = Expr::Bin(Box::new(l), BinOp::Or, Box::new(self.and()?));
+    fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, ParseError>) -> Result<T, ParseError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.err(format!("expression nested more than {MAX_DEPTH} levels deep; simplify it")));
         }
-        Ok(l)
+        self.depth += 1;
+        let r = f(self);
+        self.depth -= 1;
+        r
+    }
+
+    fn or(&mut self) -> Result<Expr, ParseError> {
+        self.nested(|p| {
+            let mut l = p.and()?;
+            while p.eat_sym("or") {
+                l = Expr::Bin(Box::new(l), BinOp::Or, Box::new(p.and()?));
+            }
+            Ok(l)
+        })
     }
     fn and(&mut self) -> Result<Expr, ParseError> {
         let mut l = self.not()?;
@@ -205,7 +222,7 @@ impl Parser {
         Ok(l)
     }
     fn not(&mut self) -> Result<Expr, ParseError> {
-        if self.eat_sym("not") { Ok(Expr::Not(Box::new(self.not()?))) } else { self.cmp() }
+        if self.eat_sym("not") { self.nested(|p| Ok(Expr::Not(Box::new(p.not()?)))) } else { self.cmp() }
     }
     fn cmp(&mut self) -> Result<Expr, ParseError> {
         let l = self.add()?;
@@ -260,7 +277,7 @@ impl Parser {
                 }
             }
             Tok::Str(s) => Ok(Expr::Lit(Value::String(s))),
-            Tok::Sym("-") => match self.primary()? {
+            Tok::Sym("-") => match self.nested(|p| p.primary())? {
                 Expr::Lit(Value::Int(i)) => Ok(Expr::Lit(Value::Int(-i))),
                 Expr::Lit(Value::Decimal { unscaled, scale }) => Ok(Expr::Lit(Value::Decimal { unscaled: -unscaled, scale })),
                 e => Ok(Expr::Bin(Box::new(Expr::Lit(Value::Int(0))), BinOp::Sub, Box::new(e))),
@@ -312,7 +329,7 @@ pub fn parse(src: &str) -> Result<Expr, ParseError> {
     if toks.is_empty() {
         return Err(ParseError { at: 1, message: "empty expression".into() });
     }
-    let mut p = Parser { toks, pos: 0, len: src.chars().count() };
+    let mut p = Parser { toks, pos: 0, len: src.chars().count(), depth: 0 };
     let e = p.or()?;
     if p.pos < p.toks.len() {
         return Err(p.err("unexpected text after the expression"));
@@ -578,6 +595,14 @@ mod tests {
         let t = parse_template("{FirstName} {LastName} ({Status}) {{x}}").unwrap();
         assert_eq!(t.eval(&row()), Value::String("An Nguyen (1) {x}".into()));
         assert_eq!(t.columns(), ["FirstName", "LastName", "Status"]);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        for src in ["(".repeat(10_000), "not ".repeat(10_000) + "x", "-".repeat(10_000) + "1"] {
+            assert!(parse(&src).unwrap_err().message.contains("nested more than"), "{}", &src[..10]);
+        }
+        assert!(parse(&format!("{}1{}", "(".repeat(40), ")".repeat(40))).is_ok());
     }
 
     #[test]

@@ -1,0 +1,29 @@
+//! Any bytes as the value of a Kafka record whose key is a valid Debezium key
+//! (`{"TripId":1}`): decoding may fail, but must not panic or hang.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use projector::decode::{DecodeOptions, Decoded, decode};
+use projector::source::{Lineage, SourceRecord};
+
+fuzz_target!(|data: &[u8]| {
+    projector_fuzz::report_stack_overflows();
+    let record = SourceRecord {
+        lineage: Lineage { topic: "vexere.vexere.dbo.Trips".into(), partition: 0, offset: 42 },
+        key: Some(br#"{"TripId":1}"#.to_vec()),
+        value: Some(data.to_vec()),
+        headers: Vec::new(),
+        timestamp_ms: Some(1_782_000_000_000),
+    };
+    match decode(&record, &DecodeOptions::default()) {
+        // Walk what came out, as the pipeline would (Debug reaches every value).
+        Ok(Decoded::Change(event)) => {
+            std::hint::black_box(format!("{event:?}"));
+        }
+        Ok(_) => {}
+        // Errors are shown to operators and put in DLQ headers.
+        Err(e) => {
+            std::hint::black_box((e.to_string(), e.kind()));
+        }
+    }
+});
