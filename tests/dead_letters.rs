@@ -12,37 +12,10 @@ use std::time::Duration;
 use common::*;
 use projector::demo::bus_booking::{Timeline, booking, trip};
 use projector::demo::sqlserver::{Column, Record};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
 use serde_json::json;
 
 fn raw(topic: &str, key: &str, value: &[u8]) -> Record {
     Record { topic: topic.to_string(), key: key.as_bytes().to_vec(), value: Some(value.to_vec()) }
-}
-
-/// Reads `n` dead letters: (source topic, offset) → (stage, kind, message).
-async fn dead_letters(topic: &str, n: usize) -> BTreeMap<(String, i64), (String, String, String)> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique("dlqreader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = BTreeMap::new();
-    while out.len() < n {
-        let Ok(m) = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await else {
-            panic!("expected {n} dead letters on {topic}, found {}: {out:#?}", out.len());
-        };
-        let m = m.unwrap();
-        let h: BTreeMap<String, String> = m.headers().unwrap().iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string())).collect();
-        out.insert(
-            (h["__connect.errors.topic"].clone(), h["__connect.errors.offset"].parse().unwrap()),
-            (h["__connect.errors.stage"].clone(), h["__connect.errors.exception.class.name"].clone(), h["__connect.errors.exception.message"].clone()),
-        );
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]

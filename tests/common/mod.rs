@@ -382,3 +382,30 @@ pub async fn bigquery_rows(sql: &str) -> Vec<Vec<Json>> {
     assert!(body.get("error").is_none(), "{sql}: {body}");
     body["rows"].as_array().map(|rows| rows.iter().map(|r| r["f"].as_array().unwrap().iter().map(|c| c["v"].clone()).collect()).collect()).unwrap_or_default()
 }
+
+/// Reads `n` dead letters from a DLQ topic: (source topic, source offset) →
+/// (stage, kind, message), from the `__connect.errors.*` headers.
+pub async fn dead_letters(dlq_topic: &str, n: usize) -> BTreeMap<(String, i64), (String, String, String)> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("dlqreader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[dlq_topic]).unwrap();
+    let mut out = BTreeMap::new();
+    while out.len() < n {
+        let Ok(m) = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await else {
+            panic!("expected {n} dead letters on {dlq_topic}, found {}: {out:#?}", out.len());
+        };
+        let m = m.unwrap();
+        let h: BTreeMap<String, String> = m.headers().unwrap().iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string())).collect();
+        out.insert(
+            (h["__connect.errors.topic"].clone(), h["__connect.errors.offset"].parse().unwrap()),
+            (h["__connect.errors.stage"].clone(), h["__connect.errors.exception.class.name"].clone(), h["__connect.errors.exception.message"].clone()),
+        );
+    }
+    out
+}
