@@ -10,7 +10,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use projector::decode::value::timestamp_text;
 use projector::decode::{Decoded, DecodeOptions, decode};
@@ -28,11 +27,8 @@ fn base_url() -> String {
     std::env::var("PROJECTOR_BIGQUERY_URL").unwrap_or_else(|_| "http://127.0.0.1:9050".into())
 }
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn unique(stem: &str) -> String {
-    format!("{stem}{}x{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst))
-}
+mod common;
+use common::unique;
 
 /// One test's dataset, read model and sink.
 struct Bq {

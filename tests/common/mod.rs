@@ -40,10 +40,18 @@ pub async fn pg() -> tokio_postgres::Client {
 static SEQ: AtomicU32 = AtomicU32::new(0);
 static PORT: AtomicU32 = AtomicU32::new(0);
 
-/// A unique lower-case name for this test run.
+/// A lower-case name unique to this test and this run. The stack keeps its
+/// topics, indexes and tables between runs and PIDs get reused, so the
+/// process id alone could hand a test an old run's topic; the run's start
+/// time makes the name new.
 pub fn unique(stem: &str) -> String {
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        format!("{:x}{:x}", (nanos / 1000) as u32, std::process::id())
+    });
     let n = SEQ.fetch_add(1, Ordering::SeqCst);
-    format!("{stem}{}x{n}", std::process::id())
+    format!("{stem}{run}x{n}")
 }
 
 fn free_port() -> u16 {
