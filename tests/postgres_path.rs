@@ -122,19 +122,19 @@ async fn replay_from_zero_and_late_stale_events_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn kill_9_and_a_second_instance_lose_nothing() {
+async fn kill_9_mid_stream_then_another_instance_loses_nothing() {
     let w = World::new("pgkill", 4).await;
     let table = format!("{}_trips", w.name);
     w.set_model(&model(&w, &table, false));
     let (records, expect) = churn(&w, &mut Timeline::default(), 200, 15);
     w.produce(&records).await;
-    let mut a = w.start_with(&w.group, &[("PROJECTOR_BATCH_RECORDS", "200")]);
-    let b = w.start_with(&w.group, &[("PROJECTOR_BATCH_RECORDS", "200")]);
-    wait_for(CATCH_UP, "writes before the kill", || async { a.counter("projector_events_total", &["sink=\"postgres\"", "outcome=\"applied\""]).await >= 200.0 }).await;
+    let mut a = w.start_with(&w.group, &[("PROJECTOR_BATCH_RECORDS", "100")]);
+    wait_for(CATCH_UP, "writes before the kill", || async { a.counter("projector_events_total", &["sink=\"postgres\"", "outcome=\"applied\""]).await >= 100.0 }).await;
     a.kill9();
+    // Whatever the killed instance wrote but did not commit is redone, and found stale.
+    let _b = w.start(&w.group);
     w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
     assert_eq!(live_fares(&table).await, expect);
-    assert!(b.counter("projector_events_total", &["sink=\"postgres\"", "outcome=\"applied\""]).await > 0.0, "the survivor took over");
 }
 
 #[tokio::test(flavor = "multi_thread")]
