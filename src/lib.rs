@@ -4,8 +4,10 @@
 //! [`source`] (consumer group) → [`decode`] (Debezium envelope → change
 //! event) → [`mapping`] (read-model file → document) → [`sink`] (batching,
 //! guard, write, commit). [`ops`] sits beside the path: health, metrics.
-//! [`demo`] makes SQL Server-shaped events for the demo and tests.
+//! [`demo`] makes SQL Server-shaped events for the demo and tests;
+//! [`bench`] measures the whole path against yardsticks.
 
+pub mod bench;
 pub mod decode;
 pub mod demo;
 pub mod mapping;

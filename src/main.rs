@@ -49,6 +49,9 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Measure throughput, latency, memory and CPU per sink against direct
+    /// writes and Debezium's JDBC sink (needs scripts/stack up).
+    Bench(projector::bench::BenchArgs),
     /// Write the demo's bus-booking change events (SQL Server format) to Kafka.
     DemoProduce {
         #[arg(long, env = "PROJECTOR_BROKERS", default_value = "127.0.0.1:9092")]
@@ -148,6 +151,7 @@ async fn main() -> std::process::ExitCode {
         Command::Plan { file } => ReadModel::load(&file).map(|m| print!("{}", projector::mapping::plan::render(&m))).map_err(Into::into),
         Command::Lag { read_model, brokers, group, check } => lag(&read_model, &brokers, group, check).await,
         Command::DemoProduce { brokers, trips, schemas, partitions } => demo_produce(&brokers, trips, schemas, partitions).await,
+        Command::Bench(args) => projector::bench::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -29,7 +29,7 @@
 //! The guard costs one `_mget` per batch.
 
 pub mod client;
-mod encode;
+pub mod encode;
 pub mod mapping;
 
 use std::collections::{HashMap, HashSet};

@@ -30,7 +30,7 @@
 //! so only the bad row is rejected (and dead-lettered).
 
 pub mod binary;
-mod schema;
+pub mod schema;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
