@@ -18,9 +18,11 @@ pub mod position;
 pub mod schema_history;
 pub mod value;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value as Json};
+use serde_json::value::RawValue;
 
 pub use avro::SchemaRegistry;
 pub use position::{PositionError, SourcePosition};
@@ -158,6 +160,71 @@ pub enum SchemasEnable {
     False,
 }
 
+/// The Connect schema of a JSON value, with what decoding needs from it.
+#[derive(Debug)]
+pub struct ValueSchema {
+    /// The schema's JSON text exactly as it appears in the record, when known.
+    text: Option<Box<[u8]>>,
+    /// Fields of the envelope's row struct (`after`).
+    row: Option<Arc<[(String, FieldType)]>>,
+    /// Top-level struct fields (the row itself, for unwrapped records).
+    fields: Option<Vec<(String, FieldType)>>,
+}
+
+impl ValueSchema {
+    fn new(schema: &Json, text: Option<&[u8]>) -> ValueSchema {
+        ValueSchema { text: text.map(Box::from), row: envelope_row_schema(schema).map(Arc::from), fields: struct_fields(schema) }
+    }
+}
+
+/// The last Connect schema seen on each topic. JsonConverter repeats the
+/// same schema (a few KB) in every record, so a byte comparison with the
+/// previous record's schema replaces parsing it; a schema change simply
+/// misses once and replaces the entry.
+#[derive(Debug, Default)]
+pub struct SchemaCache {
+    by_topic: Mutex<HashMap<String, Arc<ValueSchema>>>,
+}
+
+const SCHEMA_PREFIX: &[u8] = b"{\"schema\":";
+const PAYLOAD_MARK: &[u8] = b",\"payload\":";
+
+impl SchemaCache {
+    /// If `bytes` is exactly `{"schema":<the topic's cached schema>,"payload":P}`,
+    /// the cached schema and P's bytes.
+    fn split<'a>(&self, topic: &str, bytes: &'a [u8]) -> Option<(Arc<ValueSchema>, &'a [u8])> {
+        let rest = bytes.strip_prefix(SCHEMA_PREFIX)?;
+        let cached = self.by_topic.lock().ok()?.get(topic).cloned()?;
+        let rest = rest.strip_prefix(cached.text.as_deref()?)?.strip_prefix(PAYLOAD_MARK)?;
+        let payload = rest.trim_ascii_end().strip_suffix(b"}")?;
+        Some((cached, payload))
+    }
+
+    /// Parses a `{"schema":S,"payload":P}` value's schema and remembers it
+    /// for the topic when the value has the converter's compact layout.
+    fn learn(&self, topic: &str, bytes: &[u8], schema: &Json) -> Arc<ValueSchema> {
+        #[derive(serde::Deserialize)]
+        struct Parts<'a> {
+            #[serde(borrow)]
+            schema: &'a RawValue,
+            #[serde(borrow)]
+            payload: &'a RawValue,
+        }
+        let text = serde_json::from_slice::<Parts<'_>>(bytes).ok().and_then(|p| {
+            let (s, pl) = (p.schema.get().as_bytes(), p.payload.get().as_bytes());
+            let compact = bytes.len() == SCHEMA_PREFIX.len() + s.len() + PAYLOAD_MARK.len() + pl.len() + 1 && bytes.starts_with(SCHEMA_PREFIX) && bytes[SCHEMA_PREFIX.len()..].starts_with(s);
+            compact.then_some(s)
+        });
+        let parsed = Arc::new(ValueSchema::new(schema, text));
+        if text.is_some()
+            && let Ok(mut cache) = self.by_topic.lock()
+        {
+            cache.insert(topic.to_string(), parsed.clone());
+        }
+        parsed
+    }
+}
+
 /// Decoding limits and expectations.
 #[derive(Clone, Debug)]
 pub struct DecodeOptions {
@@ -167,11 +234,13 @@ pub struct DecodeOptions {
     pub history: Option<Arc<SchemaHistory>>,
     /// Where Avro records' schemas come from; without it they are not read.
     pub registry: Option<Arc<SchemaRegistry>>,
+    /// Connect schemas of JSON values already parsed, per topic.
+    pub schemas: Arc<SchemaCache>,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { max_record_bytes: 8 * 1024 * 1024, schemas_enable: SchemasEnable::Auto, history: None, registry: None }
+        DecodeOptions { max_record_bytes: 8 * 1024 * 1024, schemas_enable: SchemasEnable::Auto, history: None, registry: None, schemas: Arc::default() }
     }
 }
 
@@ -184,9 +253,15 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
     if bytes.len() > opts.max_record_bytes {
         return Err(DecodeError::TooLarge { lineage: lineage.clone(), size: bytes.len(), limit: opts.max_record_bytes });
     }
-    let (schema, payload) = if let Some(registry) = opts.registry.as_deref().filter(|_| avro::is_avro(bytes)) {
-        let (schema, payload) = registry.decode(lineage, avro::Part::Value, bytes)?;
+    let cached = match opts.schemas_enable {
+        SchemasEnable::False => None,
+        _ => opts.schemas.split(&lineage.topic, bytes).and_then(|(schema, payload)| Some((schema, serde_json::from_slice::<Json>(payload).ok()?))),
+    };
+    let (schema, payload) = if let Some((schema, payload)) = cached {
         (Some(schema), payload)
+    } else if let Some(registry) = opts.registry.as_deref().filter(|_| avro::is_avro(bytes)) {
+        let (schema, payload) = registry.decode(lineage, avro::Part::Value, bytes)?;
+        (Some(Arc::new(ValueSchema::new(&schema, None))), payload)
     } else {
         let value: Json = serde_json::from_slice(bytes).map_err(|e| not_json(lineage, avro::Part::Value, e, bytes, opts))?;
         let (schema, payload) = split_schema(value);
@@ -205,9 +280,9 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
             }
             _ => {}
         }
-        (schema, payload)
+        (schema.map(|s| opts.schemas.learn(&lineage.topic, bytes, &s)), payload)
     };
-    let payload = match payload {
+    let mut payload = match payload {
         Json::Object(m) => m,
         // ExtractNewRecordState's default delete: a null payload, not a Kafka null.
         Json::Null => {
@@ -225,7 +300,7 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
             return Ok(Decoded::NotAChange(reason));
         }
         if payload.keys().any(|k| k.starts_with("__")) {
-            return unwrapped(record, opts, schema.as_ref(), payload);
+            return unwrapped(record, opts, schema.as_deref(), payload);
         }
         return Err(DecodeError::NotAnEnvelope {
             lineage: lineage.clone(),
@@ -254,18 +329,18 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
     let position = SourcePosition::from_source(source).map_err(|source| DecodeError::Position { lineage: lineage.clone(), source })?;
     let source_ts_ms = source.get("ts_ms").and_then(Json::as_i64);
 
-    let row_schema = match (&schema, &opts.history) {
-        (Some(s), _) => envelope_row_schema(s),
-        (None, Some(history)) => Some(history_row_schema(history, lineage, &payload)?),
+    let row_schema: Option<Arc<[(String, FieldType)]>> = match (&schema, &opts.history) {
+        (Some(s), _) => s.row.clone(),
+        (None, Some(history)) => Some(Arc::from(history_row_schema(history, lineage, &payload)?)),
         (None, None) => None,
     };
-    let image = |name: &str| -> Result<Option<Row>, DecodeError> {
-        match payload.get(name) {
+    let mut image = |name: &str| -> Result<Option<Row>, DecodeError> {
+        match payload.remove(name) {
             None | Some(Json::Null) => Ok(None),
-            Some(Json::Object(m)) => row(m, row_schema.as_ref()).map(Some).map_err(|source| DecodeError::Value { lineage: lineage.clone(), source }),
+            Some(Json::Object(m)) => row(m, row_schema.as_deref()).map(Some).map_err(|source| DecodeError::Value { lineage: lineage.clone(), source }),
             Some(other) => Err(DecodeError::NotAnEnvelope {
                 lineage: lineage.clone(),
-                detail: format!("'{name}' is {}, expected a row object or null", kind_of(other)),
+                detail: format!("'{name}' is {}, expected a row object or null", kind_of(&other)),
             }),
         }
     };
@@ -278,14 +353,13 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
         _ => {}
     }
     let key = decode_key(record, opts)?;
-    let types = row_schema.map(Arc::from);
-    Ok(Decoded::Change(ChangeEvent { lineage: lineage.clone(), op, key, after, before, position, source_ts_ms, types }))
+    Ok(Decoded::Change(ChangeEvent { lineage: lineage.clone(), op, key, after, before, position, source_ts_ms, types: row_schema }))
 }
 
 /// The ExtractNewRecordState form: the row itself plus `__`-prefixed fields
 /// from `add.fields` (`__op`, `__source_ts_ms`, `__source_commit_lsn`, ...)
 /// and, with `delete.tombstone.handling.mode=rewrite`, `__deleted`.
-fn unwrapped(record: &SourceRecord, opts: &DecodeOptions, schema: Option<&Json>, mut payload: Map<String, Json>) -> Result<Decoded, DecodeError> {
+fn unwrapped(record: &SourceRecord, opts: &DecodeOptions, schema: Option<&ValueSchema>, mut payload: Map<String, Json>) -> Result<Decoded, DecodeError> {
     let lineage = &record.lineage;
     // add.fields names source fields `__source_<f>` when qualified, `__<f>` when not.
     let mut meta = Map::new();
@@ -315,8 +389,8 @@ fn unwrapped(record: &SourceRecord, opts: &DecodeOptions, schema: Option<&Json>,
         None => Op::Update,
     };
     let op = if deleted { Op::Delete } else { op };
-    let fields = schema.and_then(struct_fields);
-    let image = row(&payload, fields.as_ref()).map_err(|source| DecodeError::Value { lineage: lineage.clone(), source })?;
+    let fields = schema.and_then(|s| s.fields.clone());
+    let image = row(payload, fields.as_deref()).map_err(|source| DecodeError::Value { lineage: lineage.clone(), source })?;
     let (after, before) = if op == Op::Delete { (None, Some(image)) } else { (Some(image), None) };
     let key = decode_key(record, opts)?;
     let source_ts_ms = meta.get("ts_ms").and_then(Json::as_i64);
@@ -410,15 +484,19 @@ fn struct_fields(schema: &Json) -> Option<Vec<(String, FieldType)>> {
     )
 }
 
-fn row(m: &Map<String, Json>, schema: Option<&Vec<(String, FieldType)>>) -> Result<Row, ValueError> {
+fn row(m: Map<String, Json>, schema: Option<&[(String, FieldType)]>) -> Result<Row, ValueError> {
     let mut columns = Vec::with_capacity(m.len());
-    for (name, v) in m {
-        let ty = schema.and_then(|s| s.iter().find(|(n, _)| n == name).map(|(_, t)| t));
+    for (i, (name, v)) in m.into_iter().enumerate() {
+        // Columns come in schema order: try the same position first.
+        let ty = schema.and_then(|s| match s.get(i) {
+            Some((n, t)) if *n == name => Some(t),
+            _ => s.iter().find(|(n, _)| *n == name).map(|(_, t)| t),
+        });
         let value = match ty {
-            Some(ty) => value::typed(name, ty, v)?,
-            None => value::untyped(v),
+            Some(ty) => value::typed(&name, ty, &v)?,
+            None => value::untyped_owned(v),
         };
-        columns.push((name.clone(), value));
+        columns.push((name, value));
     }
     Ok(Row { columns })
 }
@@ -437,7 +515,7 @@ fn decode_key(record: &SourceRecord, opts: &DecodeOptions) -> Result<Row, Decode
     };
     let fields = schema.as_ref().and_then(struct_fields);
     match payload {
-        Json::Object(m) if !m.is_empty() => row(&m, fields.as_ref()).map_err(|source| DecodeError::Value { lineage: lineage.clone(), source }),
+        Json::Object(m) if !m.is_empty() => row(m, fields.as_deref()).map_err(|source| DecodeError::Value { lineage: lineage.clone(), source }),
         Json::Null => Err(DecodeError::MissingKey { lineage: lineage.clone() }),
         other => Err(DecodeError::InvalidKey { lineage: lineage.clone(), detail: format!("key is {}, expected a struct of primary-key columns", kind_of(&other)) }),
     }

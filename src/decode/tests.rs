@@ -299,3 +299,49 @@ fn signal_table_rows_are_control_data_not_changes() {
     let r = raw("vexere.vexere.dbo.debezium_signal", Some(r#"{"id":"ad-hoc-1"}"#), Some(v));
     assert!(matches!(decode(&r, &DecodeOptions::default()).unwrap(), Decoded::NotAChange("signal table row")));
 }
+
+#[test]
+fn repeated_schemas_are_reused_and_a_changed_schema_replaces_them() {
+    let opts = DecodeOptions::default();
+    let mut db = BusBooking::new("vexere");
+    let mut t = Timeline::default();
+    let first = source_record(&db.trips.event('c', None, Some(&trip(1, 35_000_000, 1)), t.commit(1), t.ts_ms, true), 0);
+    change_with(&first, &opts);
+    // The second record of the same schema takes the cached path and types the same.
+    let second = source_record(&db.trips.event('c', None, Some(&trip(2, 12_345, 1)), t.commit(1), t.ts_ms, true), 1);
+    assert!(opts.schemas.split(&second.lineage.topic, second.value.as_deref().unwrap()).is_some(), "the schema was learned");
+    let ev = change_with(&second, &opts);
+    assert_eq!(ev.after.unwrap().get("Fare"), Some(&Value::Decimal { unscaled: 12_345, scale: 2 }));
+    // The column is retyped to scale 4: the cache misses and the new schema wins.
+    let fare = db.trips.columns.iter_mut().find(|c| c.name == "Fare").unwrap();
+    *fare = crate::demo::sqlserver::Column::new("Fare", "bytes").decimal(14, 4);
+    let third = source_record(&db.trips.event('c', None, Some(&trip(3, 12_345, 1)), t.commit(1), t.ts_ms, true), 2);
+    let ev = change_with(&third, &opts);
+    assert_eq!(ev.after.unwrap().get("Fare"), Some(&Value::Decimal { unscaled: 12_345, scale: 4 }));
+    let ev = change_with(&third, &opts);
+    assert_eq!(ev.after.unwrap().get("Fare"), Some(&Value::Decimal { unscaled: 12_345, scale: 4 }), "and is cached in turn");
+}
+
+#[test]
+fn cached_schema_path_still_reports_bad_payloads_and_other_layouts() {
+    let opts = DecodeOptions::default();
+    let db = BusBooking::new("vexere");
+    let mut t = Timeline::default();
+    let good = source_record(&db.trips.event('c', None, Some(&trip(1, 35_000_000, 1)), t.commit(1), t.ts_ms, true), 0);
+    change_with(&good, &opts);
+    let text = String::from_utf8(good.value.clone().unwrap()).unwrap();
+    // Same schema, truncated payload: an invalid-JSON error, not a panic or a wrong row.
+    let mut bad = good.clone();
+    bad.value = Some(text[..text.len() - 40].as_bytes().to_vec());
+    assert!(matches!(decode(&bad, &opts), Err(DecodeError::InvalidJson { .. })));
+    // Same content, pretty-printed: not the compact layout, decoded the slow way.
+    let mut pretty = good.clone();
+    let v: Json = serde_json::from_str(&text).unwrap();
+    pretty.value = Some(serde_json::to_vec_pretty(&v).unwrap());
+    let ev = change_with(&pretty, &opts);
+    assert_eq!(ev.after.unwrap().get("Fare"), Some(&Value::Decimal { unscaled: 35_000_000, scale: 2 }));
+    // Trailing data after the envelope is not JSON.
+    let mut trailing = good.clone();
+    trailing.value = Some(format!("{text}}}").into_bytes());
+    assert!(matches!(decode(&trailing, &opts), Err(DecodeError::InvalidJson { .. })));
+}

@@ -168,6 +168,14 @@ pub fn typed(field: &str, ty: &FieldType, v: &Json) -> Result<Value, ValueError>
 }
 
 /// Converts a JSON value that came without a schema (`schemas.enable=false`).
+/// [`untyped`] for a value the caller no longer needs (no copy of strings).
+pub fn untyped_owned(v: Json) -> Value {
+    match v {
+        Json::String(s) if s != UNAVAILABLE_PLACEHOLDER => Value::String(s),
+        other => untyped(&other),
+    }
+}
+
 pub fn untyped(v: &Json) -> Value {
     match v {
         Json::Null => Value::Null,

@@ -103,6 +103,11 @@ impl ConsumerGroup {
             .set("topic.metadata.refresh.interval.ms", "10000")
             // Backpressure is by pause/resume; keep librdkafka's own prefetch modest.
             .set("queued.max.messages.kbytes", "16384")
+            // When that prefetch queue is full, librdkafka (2.1+) waits
+            // fetch.queue.backoff.ms before fetching again: 1 s by default,
+            // which capped a backlog at one queue-full (~3,000 5 KB records)
+            // per second. Fetch again as soon as the queue drains.
+            .set("fetch.queue.backoff.ms", "10")
             .create_with_context(context)
             .map_err(|source| ConsumerError::Create { group: settings.group_id.clone(), source })?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
