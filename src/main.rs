@@ -75,6 +75,10 @@ struct RunArgs {
     brokers: String,
     #[arg(long, env = "PROJECTOR_ELASTICSEARCH_URL", default_value = "http://127.0.0.1:9200")]
     elasticsearch_url: String,
+    /// Bulk requests in flight at once per read model (other sinks write one
+    /// batch at a time).
+    #[arg(long, env = "PROJECTOR_ELASTICSEARCH_IN_FLIGHT", default_value_t = 4)]
+    elasticsearch_in_flight: usize,
     /// BigQuery REST endpoint: Google's by default, or an emulator's.
     #[arg(long, env = "PROJECTOR_BIGQUERY_URL", default_value = "https://bigquery.googleapis.com")]
     bigquery_url: String,
@@ -258,7 +262,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let common = PipelineParts { model: model.clone(), args: &args, group_prefix: &group_prefix, dead_letters: &dead_letters, health: &health, decode: &decode, stop: &stop_rx };
     let mut tasks = Vec::new();
     if model.tables.iter().any(|t| t.elasticsearch.is_some()) {
-        tasks.push(common.spawn(Arc::new(Elasticsearch::new(&args.elasticsearch_url)?))?);
+        tasks.push(common.spawn(Arc::new(Elasticsearch::new(&args.elasticsearch_url)?.with_max_in_flight(args.elasticsearch_in_flight)))?);
     }
     if model.tables.iter().any(|t| t.postgres.is_some()) {
         tasks.push(common.spawn(Arc::new(Postgres::new(&args.postgres_url, model.clone())))?);

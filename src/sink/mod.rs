@@ -59,6 +59,13 @@ pub trait Sink: Send + Sync + 'static {
     /// Output fields of `table` this sink does not take (`exclude:`).
     fn excluded<'a>(&self, table: &'a TableMapping) -> &'a [String];
 
+    /// How many batches the pipeline may write at once. Writes of different
+    /// batches may overlap for the same key: only sinks whose guard settles
+    /// that (the newest position wins whatever the order) may return more than 1.
+    fn max_in_flight(&self) -> usize {
+        1
+    }
+
     /// Creates indexes/tables before the first write. Idempotent.
     fn prepare(&self, model: &ReadModel) -> impl Future<Output = Result<(), SinkError>> + Send;
 

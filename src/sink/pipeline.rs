@@ -3,13 +3,17 @@
 //! its own consumer group, so each moves at its own pace: a slow or down sink
 //! holds back only its own offsets.
 //!
-//! One batch is written at a time while the next one is being collected.
-//! Offsets are stored only after every item of a batch is settled: applied,
-//! found stale, or durably dead-lettered. Transient failures are retried with
+//! Up to [`Sink::max_in_flight`] batches are written at once (one for sinks
+//! whose concurrent writes would contend) while the next one is being
+//! collected. Offsets are stored only after every item of a batch, and of
+//! every batch before it, is settled: applied, found stale, or durably
+//! dead-lettered. Overlapping batches stay correct because every sink write
+//! is guarded by the source position. Transient failures are retried with
 //! backoff for as long as they last, with the sink reported down meanwhile.
 //! When the buffer is full, the consumer pauses its partitions (it keeps
 //! polling, so it stays in the group) instead of letting writes time out.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -74,7 +78,10 @@ impl<S: Sink> Pipeline<S> {
         }
         let lag_task = tokio::spawn(report_lag(self.group.clone(), name, shutdown.clone()));
         let mut batch = Batch::default();
-        let mut in_flight: Option<JoinHandle<WriteResult>> = None;
+        // Batches being written, oldest first. Offsets are stored strictly in
+        // this order, so what is committed is always fully written.
+        let mut in_flight: VecDeque<JoinHandle<WriteResult>> = VecDeque::new();
+        let max_in_flight = self.sink.max_in_flight().max(1);
         let mut paused = false;
         loop {
             let revoked = self.group.take_revoked();
@@ -85,8 +92,8 @@ impl<S: Sink> Pipeline<S> {
             if self.group.rebalanced() && paused {
                 self.group.pause_all();
             }
-            if in_flight.is_none() && batch.is_ready(&self.limits) {
-                in_flight = Some(self.spawn_write(batch.take()));
+            if in_flight.len() < max_in_flight && batch.is_ready(&self.limits) {
+                in_flight.push_back(self.spawn_write(batch.take()));
             }
             let full = batch.bytes() >= self.max_buffer_bytes || batch.len() >= self.limits.max_records * 2;
             if full != paused {
@@ -94,11 +101,11 @@ impl<S: Sink> Pipeline<S> {
                 paused = full;
                 tracing::debug!(sink = name, paused, "backpressure");
             }
-            let linger = batch.deadline(&self.limits).filter(|_| in_flight.is_none());
+            let linger = batch.deadline(&self.limits).filter(|_| in_flight.len() < max_in_flight);
             tokio::select! {
                 _ = shutdown.changed() => break,
-                done = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
-                    in_flight = None;
+                done = async { in_flight.front_mut().expect("guarded").await }, if !in_flight.is_empty() => {
+                    in_flight.pop_front();
                     let offsets = done.map_err(|e| PipelineError::Writer(e.to_string(), name))??;
                     self.group.store(&offsets);
                 }
@@ -154,18 +161,19 @@ impl<S: Sink> Pipeline<S> {
     /// Shutdown: stop fetching, finish the in-flight batch and what is
     /// buffered, store and commit. A batch that cannot be written within the
     /// grace period is abandoned uncommitted; the next run redoes it.
-    async fn finish(self, in_flight: Option<JoinHandle<WriteResult>>, batch: Batch) -> Result<(), PipelineError> {
+    async fn finish(self, in_flight: VecDeque<JoinHandle<WriteResult>>, batch: Batch) -> Result<(), PipelineError> {
         let name = self.sink.name();
         self.group.pause_all();
         let deadline = tokio::time::Instant::now() + self.shutdown_grace;
-        let mut pending: Vec<JoinHandle<WriteResult>> = in_flight.into_iter().collect();
+        // Oldest first, then the buffered batch: offsets are stored in order.
+        let mut pending = in_flight;
         let mut batch = Some(batch).filter(|b| !b.is_empty());
         let mut result = Ok(());
         loop {
-            let Some(mut task) = pending.pop() else {
+            let Some(mut task) = pending.pop_front() else {
                 match batch.take() {
                     Some(b) => {
-                        pending.push(self.spawn_write(b));
+                        pending.push_back(self.spawn_write(b));
                         continue;
                     }
                     None => break,
@@ -187,6 +195,10 @@ impl<S: Sink> Pipeline<S> {
                     break;
                 }
             }
+        }
+        // Later batches of a failed or abandoned one are not committed either.
+        for task in pending {
+            task.abort();
         }
         self.group.commit_now();
         self.group.close();
@@ -285,12 +297,15 @@ impl<S: Sink> Writer<S> {
         let refs: Vec<&Write> = writes.iter().map(|(_, w)| w).collect();
         let winners = newest_per_key(&refs);
         let superseded = writes.len() - winners.len();
-        let mut pending: Vec<(usize, Write)> = Vec::with_capacity(winners.len());
+        // The writes still to apply, and the index of each one's record.
+        let mut pending: Vec<Write> = Vec::with_capacity(winners.len());
+        let mut pending_records: Vec<usize> = Vec::with_capacity(winners.len());
         let mut winner_iter = winners.into_iter().peekable();
-        for (pos, w) in writes.into_iter().enumerate() {
+        for (pos, (i, w)) in writes.into_iter().enumerate() {
             if winner_iter.peek() == Some(&pos) {
                 winner_iter.next();
                 pending.push(w);
+                pending_records.push(i);
             }
         }
         if superseded > 0 {
@@ -299,9 +314,8 @@ impl<S: Sink> Writer<S> {
         let mut freshest: Option<i64> = None;
         let mut delays = retry::delays();
         while !pending.is_empty() {
-            let batch_writes: Vec<Write> = pending.iter().map(|(_, w)| w.clone()).collect();
             let call = Instant::now();
-            let outcomes = match self.sink.write(&batch_writes, &offsets).await {
+            let outcomes = match self.sink.write(&pending, &offsets).await {
                 Ok(o) => o,
                 Err(e) => {
                     self.health.sink_down(name, &e.to_string());
@@ -314,32 +328,43 @@ impl<S: Sink> Writer<S> {
             };
             metrics::histogram!("projector_sink_request_seconds", "sink" => name).record(call.elapsed().as_secs_f64());
             self.health.sink_up(name);
-            let mut again = Vec::new();
+            let (mut again, mut again_records) = (Vec::new(), Vec::new());
             let mut last_retry_reason = String::new();
-            for ((i, w), outcome) in pending.into_iter().zip(outcomes) {
+            let now = now_ms();
+            // Counted per (topic, op, outcome) and added once per call: a
+            // labelled counter lookup per event costs more than the event.
+            let mut tally: Vec<((String, &'static str, &'static str), u64)> = Vec::new();
+            for ((w, i), outcome) in pending.into_iter().zip(pending_records).zip(outcomes) {
                 let label = match &outcome {
                     Outcome::Applied => "applied",
                     Outcome::Stale => "stale",
                     Outcome::Retry(_) => "retry",
                     Outcome::Rejected(_) => "rejected",
                 };
-                metrics::counter!("projector_events_total", "sink" => name, "topic" => w.doc.lineage.topic.clone(), "op" => w.doc.op.as_str(), "outcome" => label).increment(1);
+                match tally.iter_mut().find(|((t, o, l), _)| *t == w.doc.lineage.topic && *o == w.doc.op.as_str() && *l == label) {
+                    Some((_, n)) => *n += 1,
+                    None => tally.push(((w.doc.lineage.topic.clone(), w.doc.op.as_str(), label), 1)),
+                }
                 match outcome {
                     Outcome::Applied => {
                         freshest = freshest.max(w.doc.source_ts_ms);
                         if let Some(ts) = records[i].timestamp_ms {
-                            metrics::histogram!("projector_append_to_ack_seconds", "sink" => name).record((now_ms() - ts).max(0) as f64 / 1000.0);
+                            metrics::histogram!("projector_append_to_ack_seconds", "sink" => name).record((now - ts).max(0) as f64 / 1000.0);
                         }
                     }
                     Outcome::Stale => tracing::debug!(record = %w.doc.lineage, id = %w.doc.id, "stale event ignored"),
                     Outcome::Retry(reason) => {
                         last_retry_reason = reason;
-                        again.push((i, w));
+                        again.push(w);
+                        again_records.push(i);
                     }
                     Outcome::Rejected(reason) => dead.push((i, Reason { stage: "sink", kind: "rejected", message: format!("{}: document {}: {reason}", records[i].lineage, w.doc.id) })),
                 }
             }
-            pending = again;
+            for ((topic, op, outcome), n) in tally {
+                metrics::counter!("projector_events_total", "sink" => name, "topic" => topic, "op" => op, "outcome" => outcome).increment(n);
+            }
+            (pending, pending_records) = (again, again_records);
             if !pending.is_empty() {
                 let wait = delays.next().unwrap_or(Duration::from_secs(30));
                 tracing::warn!(sink = name, items = pending.len(), reason = %last_retry_reason, retry_in = ?wait, "retrying items");

@@ -147,9 +147,9 @@ impl Client {
             .collect()
     }
 
-    /// Sends an NDJSON bulk body; returns each item's `(status, error)`.
-    pub async fn bulk(&self, body: Vec<u8>, expected_items: usize) -> Result<Vec<(u16, Option<Json>)>, SinkError> {
-        let url = format!("{}/_bulk?require_alias=true&filter_path=errors,items.*.status,items.*.error", self.base);
+    /// Sends an NDJSON bulk body; returns each item's result.
+    pub async fn bulk(&self, body: Vec<u8>, expected_items: usize) -> Result<Vec<BulkItem>, SinkError> {
+        let url = format!("{}/_bulk?require_alias=true&filter_path=errors,items.*.status,items.*.error,items.*._seq_no,items.*._primary_term", self.base);
         let req = self.http.post(url).header("content-type", "application/x-ndjson").body(body);
         let (status, resp) = self.send(req, "bulk").await?;
         if status != 200 {
@@ -163,11 +163,25 @@ impl Client {
             .iter()
             .map(|item| {
                 let result = item.as_object().and_then(|o| o.values().next()).cloned().unwrap_or(Json::Null);
-                let status = result.get("status").and_then(Json::as_u64).unwrap_or(0) as u16;
-                (status, result.get("error").cloned())
+                BulkItem {
+                    status: result.get("status").and_then(Json::as_u64).unwrap_or(0) as u16,
+                    error: result.get("error").cloned(),
+                    seq_no: result.get("_seq_no").and_then(Json::as_i64),
+                    primary_term: result.get("_primary_term").and_then(Json::as_i64),
+                }
             })
             .collect())
     }
+}
+
+/// One bulk action's result.
+#[derive(Clone, Debug)]
+pub struct BulkItem {
+    pub status: u16,
+    pub error: Option<Json>,
+    /// The document's new sequence number and primary term, when written.
+    pub seq_no: Option<i64>,
+    pub primary_term: Option<i64>,
 }
 
 /// The alias hides tombstones from searches.

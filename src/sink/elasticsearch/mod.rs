@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use super::{Outcome, Sink, SinkError, Write};
 use crate::mapping::{ReadModel, TableMapping};
+use crate::decode::Op;
 pub use client::{Client, Current, META_FIELD};
 
 /// Writes read-model documents to Elasticsearch or OpenSearch.
@@ -48,11 +49,62 @@ pub struct Elasticsearch {
     mapped: Mutex<HashMap<String, HashSet<String>>>,
     /// Fields whose type Elasticsearch refused (a retyped column); logged once.
     refused: Mutex<HashSet<(String, String)>>,
+    /// Bulk requests the pipeline may have in flight at once.
+    in_flight: usize,
+    /// What this process last wrote to each document.
+    known: Mutex<KnownDocs>,
+}
+
+/// The `(seq_no, primary_term, position)` this process's own writes left on
+/// recently written documents, so their next write needs no `_mget`.
+///
+/// Safe even when stale: a write made from an outdated entry fails its
+/// `if_seq_no` condition (409) and is decided again from a fresh `_mget`;
+/// and since a stored position only ever grows, an event older than the
+/// entry's position is older than what is stored. Two generations bound it:
+/// when the current one fills up it becomes the previous one.
+#[derive(Debug, Default)]
+struct KnownDocs {
+    current: HashMap<(Arc<str>, String), Current>,
+    previous: HashMap<(Arc<str>, String), Current>,
+}
+
+/// Documents remembered per generation (about 100 bytes each).
+const KNOWN_DOCS_PER_GENERATION: usize = 100_000;
+
+impl KnownDocs {
+    fn get(&self, target: &Arc<str>, id: &str) -> Option<Current> {
+        let key = (target.clone(), id.to_string());
+        self.current.get(&key).or_else(|| self.previous.get(&key)).cloned()
+    }
+
+    fn put(&mut self, target: &Arc<str>, id: &str, c: Current) {
+        if self.current.len() >= KNOWN_DOCS_PER_GENERATION {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert((target.clone(), id.to_string()), c);
+    }
+
+    fn forget(&mut self, target: &Arc<str>, id: &str) {
+        let key = (target.clone(), id.to_string());
+        self.current.remove(&key);
+        self.previous.remove(&key);
+    }
 }
 
 impl Elasticsearch {
     pub fn new(url: &str) -> Result<Elasticsearch, SinkError> {
-        Ok(Elasticsearch { client: Client::new(url, Duration::from_secs(60))?, mapped: Mutex::default(), refused: Mutex::default() })
+        Ok(Elasticsearch { client: Client::new(url, Duration::from_secs(60))?, mapped: Mutex::default(), refused: Mutex::default(), in_flight: 1, known: Mutex::default() })
+    }
+
+    /// Lets the pipeline write `n` batches at once. Safe for any `n`: each
+    /// write is conditional on the sequence number it read, so of two
+    /// overlapping writes to one document the older position loses (409,
+    /// re-read, found stale) whichever lands first. A few requests in flight
+    /// overlap Elasticsearch's per-request translog fsync with the next one.
+    pub fn with_max_in_flight(mut self, n: usize) -> Elasticsearch {
+        self.in_flight = n.max(1);
+        self
     }
 
     /// Adds mappings for fields of this batch that have none yet, typed from
@@ -117,6 +169,10 @@ impl Sink for Elasticsearch {
         client::SINK
     }
 
+    fn max_in_flight(&self) -> usize {
+        self.in_flight
+    }
+
     fn target(&self, model: &ReadModel, topic: &str) -> Option<Arc<str>> {
         model.table(topic)?.elasticsearch.as_ref().map(|e| Arc::from(e.index.as_str()))
     }
@@ -141,47 +197,109 @@ impl Sink for Elasticsearch {
     async fn write(&self, writes: &[Write], _progress: &[(String, i32, i64)]) -> Result<Vec<Outcome>, SinkError> {
         self.map_new_fields(writes).await?;
         let mut outcomes: Vec<Option<Outcome>> = vec![None; writes.len()];
-        // Read the stored positions, one _mget per target.
-        let mut by_target: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (i, w) in writes.iter().enumerate() {
-            by_target.entry(&w.target).or_default().push(i);
+        let mut todo: Vec<usize> = (0..writes.len()).collect();
+        // A 409 means another write (an overlapping batch, another instance)
+        // landed between our read and our write: read again and decide again
+        // right away; only conflicts left after a few rounds go back to the
+        // pipeline's backoff.
+        for round in 0..CONFLICT_ROUNDS {
+            todo = self.write_round(writes, &todo, &mut outcomes, round == 0).await?;
+            if todo.is_empty() {
+                break;
+            }
+            metrics::counter!("projector_elasticsearch_conflicts_total").increment(todo.len() as u64);
         }
-        let mut current: Vec<Option<Current>> = vec![None; writes.len()];
+        Ok(outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Retry("no result".into()))).collect())
+    }
+}
+
+/// Read-and-write rounds for version conflicts within one `write` call.
+const CONFLICT_ROUNDS: usize = 4;
+
+impl Elasticsearch {
+    /// One round for the writes at `todo`: find the stored positions, send
+    /// conditional writes for what is newer, and record each outcome.
+    /// Returns the indexes that hit a version conflict.
+    ///
+    /// On the first round a stored position comes from [`KnownDocs`] when
+    /// this process wrote the document recently, and an insert (`c`) is
+    /// sent as `create` without looking (it fails with 409 if the document
+    /// exists after all); everything else, and every later round, reads the
+    /// stored positions with one `_mget` per target.
+    async fn write_round(&self, writes: &[Write], todo: &[usize], outcomes: &mut [Option<Outcome>], first: bool) -> Result<Vec<usize>, SinkError> {
+        let mut by_target: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut current: HashMap<usize, Current> = HashMap::new();
+        {
+            let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            for &i in todo {
+                let w = &writes[i];
+                match first.then(|| known.get(&w.target, &w.doc.id)).flatten() {
+                    Some(c) => {
+                        current.insert(i, c);
+                    }
+                    None if first && w.doc.op == Op::Create => {}
+                    None => by_target.entry(&w.target).or_default().push(i),
+                }
+            }
+        }
         for (target, idx) in &by_target {
             let ids: Vec<&str> = idx.iter().map(|i| writes[*i].doc.id.as_str()).collect();
             for (i, c) in idx.iter().zip(self.client.current(target, &ids).await?) {
-                current[*i] = c;
+                if let Some(c) = c {
+                    current.insert(*i, c);
+                }
             }
         }
         // Conditional writes for what is newer.
-        let mut body = Vec::with_capacity(writes.len() * 512);
+        let mut body = Vec::with_capacity(todo.len() * 512);
         let mut sent = Vec::new();
-        for (i, w) in writes.iter().enumerate() {
-            if is_newer(w.doc.position.as_str(), current[i].as_ref()) {
-                encode::write(&mut body, w, current[i].as_ref());
+        for &i in todo {
+            let w = &writes[i];
+            if is_newer(w.doc.position.as_str(), current.get(&i)) {
+                encode::write(&mut body, w, current.get(&i));
                 sent.push(i);
             } else {
                 outcomes[i] = Some(Outcome::Stale);
             }
         }
-        if !sent.is_empty() {
-            let results = self.client.bulk(body, sent.len()).await?;
-            let mut missing_alias = Vec::new();
-            for (i, (status, error)) in sent.iter().zip(results) {
-                let outcome = classify(status, error.as_ref());
+        let mut conflicts = Vec::new();
+        if sent.is_empty() {
+            return Ok(conflicts);
+        }
+        let results = self.client.bulk(body, sent.len()).await?;
+        let mut missing_alias = Vec::new();
+        {
+            let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, item) in sent.iter().zip(results) {
+                let w = &writes[*i];
+                match (item.status, item.seq_no, item.primary_term) {
+                    (200 | 201, Some(seq_no), Some(primary_term)) => {
+                        known.put(&w.target, &w.doc.id, Current { seq_no, primary_term, position: Some(w.doc.position.as_str().to_string()) });
+                    }
+                    (409, ..) => {
+                        known.forget(&w.target, &w.doc.id);
+                        conflicts.push(*i);
+                    }
+                    _ => known.forget(&w.target, &w.doc.id),
+                }
+                let outcome = classify(item.status, item.error.as_ref());
                 if matches!(&outcome, Outcome::Retry(m) if m.contains("index_not_found") || m.contains("alias")) {
-                    missing_alias.push(writes[*i].target.clone());
+                    missing_alias.push(w.target.clone());
                 }
                 outcomes[*i] = Some(outcome);
             }
-            // Someone deleted the alias or index: recreate it before the retry.
-            missing_alias.dedup();
-            for alias in missing_alias {
-                self.client.ensure_alias(&alias, &serde_json::json!({"dynamic": false, "properties": {META_FIELD: mapping::meta_properties()}})).await?;
-                self.mapped.lock().unwrap_or_else(|e| e.into_inner()).remove(&*alias);
+            if !missing_alias.is_empty() {
+                // The index is new: nothing remembered about it holds.
+                *known = KnownDocs::default();
             }
         }
-        Ok(outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Retry("no result".into()))).collect())
+        // Someone deleted the alias or index: recreate it before the retry.
+        missing_alias.dedup();
+        for alias in missing_alias {
+            self.client.ensure_alias(&alias, &serde_json::json!({"dynamic": false, "properties": {META_FIELD: mapping::meta_properties()}})).await?;
+            self.mapped.lock().unwrap_or_else(|e| e.into_inner()).remove(&*alias);
+        }
+        Ok(conflicts)
     }
 }
 
