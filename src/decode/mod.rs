@@ -8,12 +8,16 @@
 //! key is a struct of the primary-key columns. This module checks the shape,
 //! types the column values (see [`value`]), reads the [`SourcePosition`] and
 //! names the record in every error so it can be dead-lettered and found.
+//! The common case, a JSON value or key whose inline schema is the topic's
+//! cached one, is read by [`fast`] straight into rows; everything else, and
+//! every error, goes through the general path below.
 //!
 //! Records that are not row changes are classified, not failed: Kafka
 //! tombstones (the null value after each delete), the schema-change topic,
 //! transaction metadata and heartbeats.
 
 pub mod avro;
+mod fast;
 pub mod position;
 pub mod schema_history;
 pub mod value;
@@ -169,32 +173,56 @@ pub struct ValueSchema {
     row: Option<Arc<[(String, FieldType)]>>,
     /// Top-level struct fields (the row itself, for unwrapped records).
     fields: Option<Vec<(String, FieldType)>>,
+    /// How the fast path types `row`'s columns (None: it cannot, see [`fast::Kind::of_fields`]).
+    row_kinds: Option<Box<[fast::Kind]>>,
+    /// Likewise for `fields` (a key schema's columns).
+    field_kinds: Option<Box<[fast::Kind]>>,
 }
 
 impl ValueSchema {
     fn new(schema: &Json, text: Option<&[u8]>) -> ValueSchema {
-        ValueSchema { text: text.map(Box::from), row: envelope_row_schema(schema).map(Arc::from), fields: struct_fields(schema) }
+        let row: Option<Arc<[(String, FieldType)]>> = envelope_row_schema(schema).map(Arc::from);
+        let fields = struct_fields(schema);
+        let row_kinds = row.as_deref().and_then(fast::Kind::of_fields);
+        let field_kinds = fields.as_deref().and_then(fast::Kind::of_fields);
+        ValueSchema { text: text.map(Box::from), row, fields, row_kinds, field_kinds }
+    }
+
+    fn fast_row(&self) -> Option<fast::RowSchema<'_>> {
+        Some(fast::RowSchema { fields: self.row.as_deref()?, kinds: self.row_kinds.as_deref()? })
+    }
+
+    fn fast_fields(&self) -> Option<fast::RowSchema<'_>> {
+        Some(fast::RowSchema { fields: self.fields.as_deref()?, kinds: self.field_kinds.as_deref()? })
     }
 }
 
-/// The last Connect schema seen on each topic. JsonConverter repeats the
-/// same schema (a few KB) in every record, so a byte comparison with the
-/// previous record's schema replaces parsing it; a schema change simply
-/// misses once and replaces the entry.
+/// The last Connect schema seen on each topic, for values and for keys.
+/// JsonConverter repeats the same schema (a few KB) in every record, so a
+/// byte comparison with the previous record's schema replaces parsing it;
+/// a schema change simply misses once and replaces the entry.
 #[derive(Debug, Default)]
 pub struct SchemaCache {
     by_topic: Mutex<HashMap<String, Arc<ValueSchema>>>,
+    keys_by_topic: Mutex<HashMap<String, Arc<ValueSchema>>>,
 }
 
 const SCHEMA_PREFIX: &[u8] = b"{\"schema\":";
 const PAYLOAD_MARK: &[u8] = b",\"payload\":";
 
 impl SchemaCache {
+    fn map(&self, part: avro::Part) -> &Mutex<HashMap<String, Arc<ValueSchema>>> {
+        match part {
+            avro::Part::Value => &self.by_topic,
+            avro::Part::Key => &self.keys_by_topic,
+        }
+    }
+
     /// If `bytes` is exactly `{"schema":<the topic's cached schema>,"payload":P}`,
     /// the cached schema and P's bytes.
-    fn split<'a>(&self, topic: &str, bytes: &'a [u8]) -> Option<(Arc<ValueSchema>, &'a [u8])> {
+    fn split<'a>(&self, part: avro::Part, topic: &str, bytes: &'a [u8]) -> Option<(Arc<ValueSchema>, &'a [u8])> {
         let rest = bytes.strip_prefix(SCHEMA_PREFIX)?;
-        let cached = self.by_topic.lock().ok()?.get(topic).cloned()?;
+        let cached = self.map(part).lock().ok()?.get(topic).cloned()?;
         let rest = rest.strip_prefix(cached.text.as_deref()?)?.strip_prefix(PAYLOAD_MARK)?;
         let payload = rest.trim_ascii_end().strip_suffix(b"}")?;
         Some((cached, payload))
@@ -202,7 +230,7 @@ impl SchemaCache {
 
     /// Parses a `{"schema":S,"payload":P}` value's schema and remembers it
     /// for the topic when the value has the converter's compact layout.
-    fn learn(&self, topic: &str, bytes: &[u8], schema: &Json) -> Arc<ValueSchema> {
+    fn learn(&self, part: avro::Part, topic: &str, bytes: &[u8], schema: &Json) -> Arc<ValueSchema> {
         #[derive(serde::Deserialize)]
         struct Parts<'a> {
             #[serde(borrow)]
@@ -217,7 +245,7 @@ impl SchemaCache {
         });
         let parsed = Arc::new(ValueSchema::new(schema, text));
         if text.is_some()
-            && let Ok(mut cache) = self.by_topic.lock()
+            && let Ok(mut cache) = self.map(part).lock()
         {
             cache.insert(topic.to_string(), parsed.clone());
         }
@@ -255,8 +283,18 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
     }
     let cached = match opts.schemas_enable {
         SchemasEnable::False => None,
-        _ => opts.schemas.split(&lineage.topic, bytes).and_then(|(schema, payload)| Some((schema, serde_json::from_slice::<Json>(payload).ok()?))),
+        _ => opts.schemas.split(avro::Part::Value, &lineage.topic, bytes),
     };
+    // The common record: a row change whose schema is cached. Anything the
+    // fast path does not handle is decoded again below, from the start.
+    if let Some((schema, payload)) = &cached
+        && let Some(fields) = schema.fast_row()
+        && let Some(fast::Envelope { op, before, after, position, source_ts_ms }) = fast::envelope(payload, fields)
+    {
+        let key = decode_key(record, opts)?;
+        return Ok(Decoded::Change(ChangeEvent { lineage: lineage.clone(), op, key, after, before, position, source_ts_ms, types: schema.row.clone() }));
+    }
+    let cached = cached.and_then(|(schema, payload)| Some((schema, serde_json::from_slice::<Json>(payload).ok()?)));
     let (schema, payload) = if let Some((schema, payload)) = cached {
         (Some(schema), payload)
     } else if let Some(registry) = opts.registry.as_deref().filter(|_| avro::is_avro(bytes)) {
@@ -280,7 +318,7 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
             }
             _ => {}
         }
-        (schema.map(|s| opts.schemas.learn(&lineage.topic, bytes, &s)), payload)
+        (schema.map(|s| opts.schemas.learn(avro::Part::Value, &lineage.topic, bytes, &s)), payload)
     };
     let mut payload = match payload {
         Json::Object(m) => m,
@@ -506,12 +544,26 @@ fn decode_key(record: &SourceRecord, opts: &DecodeOptions) -> Result<Row, Decode
     let Some(bytes) = record.key.as_deref() else {
         return Err(DecodeError::MissingKey { lineage: lineage.clone() });
     };
+    // Keys repeat their schema too: a cached one lets the fast path read
+    // the payload alone; anything it does not handle is read below.
+    if let Some((schema, payload)) = opts.schemas.split(avro::Part::Key, &lineage.topic, bytes)
+        && let Some(fields) = schema.fast_fields()
+        && let Some(key) = fast::key(payload, fields)
+    {
+        return Ok(key);
+    }
     let (schema, payload) = match opts.registry.as_deref().filter(|_| avro::is_avro(bytes)) {
         Some(registry) => {
             let (schema, payload) = registry.decode(lineage, avro::Part::Key, bytes)?;
             (Some(schema), payload)
         }
-        None => split_schema(serde_json::from_slice(bytes).map_err(|e| not_json(lineage, avro::Part::Key, e, bytes, opts))?),
+        None => {
+            let (schema, payload) = split_schema(serde_json::from_slice(bytes).map_err(|e| not_json(lineage, avro::Part::Key, e, bytes, opts))?);
+            if let Some(schema) = &schema {
+                opts.schemas.learn(avro::Part::Key, &lineage.topic, bytes, schema);
+            }
+            (schema, payload)
+        }
     };
     let fields = schema.as_ref().and_then(struct_fields);
     match payload {

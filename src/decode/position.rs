@@ -47,20 +47,38 @@ impl SourcePosition {
     }
 
     fn sqlserver(source: &serde_json::Map<String, serde_json::Value>) -> Result<Self, PositionError> {
-        let commit = match source.get("commit_lsn") {
-            Some(serde_json::Value::String(s)) => parse_lsn("commit_lsn", s)?,
+        // One buffer for the whole position: this runs once per event.
+        let mut out = String::with_capacity(2 * LSN_HEX + 16);
+        match source.get("commit_lsn") {
+            Some(serde_json::Value::String(s)) => push_lsn(&mut out, "commit_lsn", s)?,
             _ => return Err(PositionError::Missing { field: "commit_lsn" }),
-        };
-        // Snapshot reads have no change_lsn: all zeroes sorts first.
-        let change = match source.get("change_lsn") {
-            Some(serde_json::Value::String(s)) => parse_lsn("change_lsn", s)?,
-            _ => "0".repeat(LSN_HEX),
-        };
+        }
+        match source.get("change_lsn") {
+            Some(serde_json::Value::String(s)) => push_lsn(&mut out, "change_lsn", s)?,
+            // Snapshot reads have no change_lsn: all zeroes sorts first.
+            _ => out.push_str(ZERO_LSN),
+        }
         let serial = match source.get("event_serial_no") {
             None | Some(serde_json::Value::Null) => 0,
             Some(v) => non_negative("event_serial_no", v)?,
         };
-        Ok(SourcePosition(format!("{commit}{change}{serial:016x}")))
+        push_hex16(&mut out, serial);
+        Ok(SourcePosition(out))
+    }
+
+    /// A SQL Server position from `source` fields the caller already read
+    /// (the decoder's fast path): `change_lsn` is `None` when it was not a
+    /// string, `serial` is 0 when `event_serial_no` was absent or null.
+    /// Same result as [`SourcePosition::from_source`] on those fields.
+    pub(crate) fn sqlserver_parts(commit_lsn: &str, change_lsn: Option<&str>, serial: u64) -> Result<Self, PositionError> {
+        let mut out = String::with_capacity(2 * LSN_HEX + 16);
+        push_lsn(&mut out, "commit_lsn", commit_lsn)?;
+        match change_lsn {
+            Some(s) => push_lsn(&mut out, "change_lsn", s)?,
+            None => out.push_str(ZERO_LSN),
+        }
+        push_hex16(&mut out, serial);
+        Ok(SourcePosition(out))
     }
 
     fn postgresql(source: &serde_json::Map<String, serde_json::Value>) -> Result<Self, PositionError> {
@@ -68,7 +86,14 @@ impl SourcePosition {
             None | Some(serde_json::Value::Null) => return Err(PositionError::Missing { field: "lsn" }),
             Some(v) => non_negative("lsn", v)?,
         };
-        Ok(SourcePosition(format!("{lsn:016x}")))
+        Ok(Self::postgresql_lsn(lsn))
+    }
+
+    /// A PostgreSQL position from an `lsn` the caller already read.
+    pub(crate) fn postgresql_lsn(lsn: u64) -> Self {
+        let mut out = String::with_capacity(16);
+        push_hex16(&mut out, lsn);
+        SourcePosition(out)
     }
 
     /// The canonical hex form stored by sinks.
@@ -94,24 +119,35 @@ impl fmt::Display for SourcePosition {
     }
 }
 
-fn parse_lsn(field: &'static str, s: &str) -> Result<String, PositionError> {
+const ZERO_LSN: &str = "00000000000000000000";
+
+/// Appends an LSN `xxxxxxxx:xxxxxxxx:xxxx` as 20 lower-case hex digits,
+/// each part left-padded with zeroes.
+fn push_lsn(out: &mut String, field: &'static str, s: &str) -> Result<(), PositionError> {
     let bad = || PositionError::BadLsn { field, value: s.to_string() };
-    let parts: Vec<&str> = s.split(':').collect();
-    if parts.len() != 3 {
-        return Err(bad());
-    }
-    let widths = [8, 8, 4];
-    let mut out = String::with_capacity(LSN_HEX);
-    for (part, width) in parts.iter().zip(widths) {
+    let mut parts = s.split(':');
+    for width in [8, 8, 4] {
+        let part = parts.next().ok_or_else(bad)?;
         if part.is_empty() || part.len() > width || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());
         }
         for _ in part.len()..width {
             out.push('0');
         }
-        out.push_str(&part.to_ascii_lowercase());
+        out.extend(part.chars().map(|c| c.to_ascii_lowercase()));
     }
-    Ok(out)
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// Appends `n` as 16 lower-case hex digits (`{n:016x}`).
+fn push_hex16(out: &mut String, n: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(HEX[((n >> (shift * 4)) & 0xf) as usize] as char);
+    }
 }
 
 fn non_negative(field: &'static str, v: &serde_json::Value) -> Result<u64, PositionError> {
@@ -184,6 +220,22 @@ mod tests {
         assert_eq!(err, PositionError::Missing { field: "commit_lsn" });
         let err = pos(json!({"connector": "mysql"})).unwrap_err();
         assert!(matches!(err, PositionError::UnsupportedConnector(_)));
+    }
+
+    #[test]
+    fn hex_forms_match_format() {
+        for n in [0, 1, 0xabc, u64::MAX, 1 << 63] {
+            let mut s = String::new();
+            push_hex16(&mut s, n);
+            assert_eq!(s, format!("{n:016x}"));
+        }
+        let p = ss("A:B1:c", Some("0000002a:00000310:0003"), Some(300));
+        assert_eq!(p.as_str(), "0000000a000000b1000c0000002a000003100003000000000000012c");
+        assert_eq!(SourcePosition::sqlserver_parts("A:B1:c", Some("0000002a:00000310:0003"), 300).unwrap(), p);
+        assert_eq!(SourcePosition::sqlserver_parts("A:B1:c", None, 0).unwrap(), ss("A:B1:c", None, None));
+        for bad in ["1:2", "1:2:3:4", "1::3", "123456789:0:0", "1:2:12345", "g:0:0"] {
+            assert!(matches!(pos(json!({"connector": "sqlserver", "commit_lsn": bad})), Err(PositionError::BadLsn { .. })), "{bad}");
+        }
     }
 
     #[test]

@@ -309,7 +309,7 @@ fn repeated_schemas_are_reused_and_a_changed_schema_replaces_them() {
     change_with(&first, &opts);
     // The second record of the same schema takes the cached path and types the same.
     let second = source_record(&db.trips.event('c', None, Some(&trip(2, 12_345, 1)), t.commit(1), t.ts_ms, true), 1);
-    assert!(opts.schemas.split(&second.lineage.topic, second.value.as_deref().unwrap()).is_some(), "the schema was learned");
+    assert!(opts.schemas.split(avro::Part::Value, &second.lineage.topic, second.value.as_deref().unwrap()).is_some(), "the schema was learned");
     let ev = change_with(&second, &opts);
     assert_eq!(ev.after.unwrap().get("Fare"), Some(&Value::Decimal { unscaled: 12_345, scale: 2 }));
     // The column is retyped to scale 4: the cache misses and the new schema wins.
@@ -344,4 +344,209 @@ fn cached_schema_path_still_reports_bad_payloads_and_other_layouts() {
     let mut trailing = good.clone();
     trailing.value = Some(format!("{text}}}").into_bytes());
     assert!(matches!(decode(&trailing, &opts), Err(DecodeError::InvalidJson { .. })));
+}
+
+/// A table with every kind the fast path types itself (ints, strings,
+/// booleans, decimals, timestamps) and some it hands to `value::typed`
+/// (float, micro time, date, zoned timestamp), with a composite key.
+fn fast_path_table() -> crate::demo::sqlserver::Table {
+    use crate::demo::sqlserver::{Column, Table};
+    Table {
+        prefix: "fast",
+        database: "vexere",
+        schema: "dbo",
+        name: "Bookings",
+        columns: vec![
+            Column::new("BookingId", "int64"),
+            Column::new("SeatNo", "int16"),
+            Column::new("Customer", "string"),
+            Column::new("Amount", "bytes").decimal(12, 2),
+            Column::new("BookedAt", "int64").semantic("io.debezium.time.Timestamp"),
+            Column::new("UpdatedAt", "int64").semantic("io.debezium.time.NanoTimestamp"),
+            Column::new("Paid", "boolean"),
+            Column::new("Rating", "double").optional(),
+            Column::new("Departs", "int64").semantic("io.debezium.time.MicroTime"),
+            Column::new("Day", "int32").semantic("io.debezium.time.Date"),
+            Column::new("Zoned", "string").semantic("io.debezium.time.ZonedTimestamp"),
+            Column::new("PromoCode", "string").optional(),
+            Column::new("Note", "string").optional(),
+        ],
+        key: vec!["BookingId", "SeatNo"],
+    }
+}
+
+fn fast_path_row(id: i64, version: i64, note: serde_json::Value) -> crate::demo::sqlserver::Image {
+    use serde_json::json;
+    vec![
+        ("BookingId", json!(id)),
+        ("SeatNo", json!(id % 40 + 1)),
+        ("Customer", json!(["Nguyễn Văn An", "Tran \"Binh\" \\ \u{1F68C}", "Le\nMinh"][id as usize % 3])),
+        ("Amount", json!(crate::demo::sqlserver::decimal_base64(if id % 2 == 0 { 35_000_000 + version as i128 * 5_000 } else { -(1_i128 << 70) }))),
+        ("BookedAt", json!(1_782_000_000_000_i64 + id * 1_000)),
+        ("UpdatedAt", json!(-1_782_000_000_000_000_000_i64 + version)),
+        ("Paid", json!(version % 2 == 0)),
+        ("Rating", if id % 3 == 0 { json!(null) } else { json!(4.25 + version as f64) }),
+        ("Departs", json!(3_723_000_001_i64)),
+        ("Day", json!(19_000 + version)),
+        ("Zoned", json!("2026-11-27T08:11:12.123456+07:00")),
+        // Null optional column.
+        ("PromoCode", if id % 2 == 0 { json!(null) } else { json!(format!("TET{id}")) }),
+        ("Note", note),
+    ]
+}
+
+/// Decodes `r` with a cache warmed by `warm` (the fast path) and with a
+/// fresh cache (the general path), and checks that the two agree on every
+/// field, or on the error.
+fn fast_and_general_agree(warm: &SourceRecord, r: &SourceRecord) -> Result<ChangeEvent, String> {
+    let warmed = DecodeOptions::default();
+    let _ = decode(warm, &warmed);
+    let fast = decode(r, &warmed);
+    let general = decode(r, &DecodeOptions::default());
+    match (fast, general) {
+        (Ok(Decoded::Change(f)), Ok(Decoded::Change(g))) => {
+            assert_eq!(f.lineage, g.lineage);
+            assert_eq!(f.op, g.op);
+            assert_eq!(f.key, g.key);
+            assert_eq!(f.after, g.after);
+            assert_eq!(f.before, g.before);
+            assert_eq!(f.position, g.position);
+            assert_eq!(f.source_ts_ms, g.source_ts_ms);
+            assert_eq!(f.types, g.types);
+            Ok(f)
+        }
+        (Err(f), Err(g)) => {
+            assert_eq!((f.kind(), f.to_string()), (g.kind(), g.to_string()));
+            Err(f.to_string())
+        }
+        (Ok(f), Ok(g)) => {
+            assert_eq!(format!("{f:?}"), format!("{g:?}"));
+            Err(format!("{f:?}"))
+        }
+        (f, g) => panic!("fast path {f:?} but general path {g:?}"),
+    }
+}
+
+/// The schema and payload texts of a `{"schema":S,"payload":P}` value.
+fn schema_and_payload(r: &SourceRecord) -> (String, String) {
+    #[derive(serde::Deserialize)]
+    struct Parts<'a> {
+        #[serde(borrow)]
+        schema: &'a RawValue,
+        #[serde(borrow)]
+        payload: &'a RawValue,
+    }
+    let p: Parts<'_> = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+    (p.schema.get().to_string(), p.payload.get().to_string())
+}
+
+fn with_payload(r: &SourceRecord, payload: &str) -> SourceRecord {
+    let (schema, _) = schema_and_payload(r);
+    SourceRecord { value: Some(format!(r#"{{"schema":{schema},"payload":{payload}}}"#).into_bytes()), ..r.clone() }
+}
+
+#[test]
+fn fast_path_decodes_exactly_like_the_general_path() {
+    use crate::decode::value::UNAVAILABLE_PLACEHOLDER;
+    use serde_json::json;
+    let table = fast_path_table();
+    let mut t = Timeline::default();
+    let snap = t.snapshot();
+    let read = source_record(&table.event('r', None, Some(&fast_path_row(3, 1, json!(null))), snap, t.ts_ms, true), 0);
+    let create = source_record(&table.event('c', None, Some(&fast_path_row(4, 1, json!("first"))), t.commit(1), t.ts_ms, true), 1);
+    // An update whose before-image has a LOB the connector could not read.
+    let update = source_record(&table.event('u', Some(&fast_path_row(5, 1, json!(UNAVAILABLE_PLACEHOLDER))), Some(&fast_path_row(5, 2, json!("second"))), t.commit(12), t.ts_ms, true), 2);
+    let delete = source_record(&table.event('d', Some(&fast_path_row(6, 3, json!("gone"))), None, t.commit(1), t.ts_ms, true), 3);
+    for r in [&read, &create, &update, &delete] {
+        // The fast path really takes these records (it is not falling back).
+        let warmed = DecodeOptions::default();
+        decode(r, &warmed).unwrap();
+        let (schema, payload) = warmed.schemas.split(avro::Part::Value, &r.lineage.topic, r.value.as_deref().unwrap()).unwrap();
+        assert!(fast::envelope(payload, schema.fast_row().unwrap()).is_some(), "{:?}", r.lineage);
+        let (schema, payload) = warmed.schemas.split(avro::Part::Key, &r.lineage.topic, r.key.as_deref().unwrap()).unwrap();
+        assert!(fast::key(payload, schema.fast_fields().unwrap()).is_some());
+        fast_and_general_agree(&create, r).unwrap();
+    }
+    let u = fast_and_general_agree(&create, &update).unwrap();
+    assert_eq!(u.op, Op::Update);
+    let (before, after) = (u.before.unwrap(), u.after.unwrap());
+    assert_eq!(before.get("Note"), Some(&Value::Unavailable));
+    assert_eq!(after.get("Amount"), Some(&Value::Decimal { unscaled: -(1 << 70), scale: 2 }));
+    assert_eq!(after.get("PromoCode"), Some(&Value::String("TET5".into())));
+    assert_eq!(after.get("Rating"), Some(&Value::Float(6.25)));
+    assert_eq!(u.key.columns, vec![("BookingId".to_string(), Value::Int(5)), ("SeatNo".to_string(), Value::Int(6))]);
+    let d = fast_and_general_agree(&create, &delete).unwrap();
+    assert!(d.after.is_none());
+    assert_eq!(d.before.unwrap().get("PromoCode"), Some(&Value::Null), "a null optional column");
+    let r = fast_and_general_agree(&create, &read).unwrap();
+    assert_eq!(r.after.unwrap().get("Customer"), Some(&Value::String("Nguyễn Văn An".into())));
+}
+
+#[test]
+fn unusual_payloads_leave_the_fast_path_with_the_same_result() {
+    let table = fast_path_table();
+    let mut t = Timeline::default();
+    let good = source_record(&table.event('c', None, Some(&fast_path_row(4, 1, serde_json::json!("n"))), t.commit(1), t.ts_ms, true), 1);
+    let (_, payload) = schema_and_payload(&good);
+    let src = r#""source":{"connector":"sqlserver","table":"Bookings","commit_lsn":"0000002a:00000310:0003","change_lsn":"0000002a:00000308:0002","event_serial_no":2,"ts_ms":5}"#;
+    let row = r#"{"BookingId":1,"SeatNo":2,"Customer":"x","Amount":"AhYOwA==","BookedAt":1,"UpdatedAt":2,"Paid":true,"Rating":null,"Departs":1,"Day":1,"Zoned":"z","PromoCode":null,"Note":null}"#;
+    let cases = [
+        // Field and value variations that decode.
+        format!(r#"{{"before":null,"after":{row},{src},"op":"c"}}"#),
+        format!(r#"{{"after":{row},{src},"op":"c","transaction":{{"id":"1","total_order":[1,2.5e3,{{}}]}},"ts_ms":1}}"#),
+        format!(r#"{{"after":{row},{src},"op":"u","before":{{"BookingId":1}}}}"#),
+        format!(r#"{{"after":{row},"source":{{"connector":"sqlserver","commit_lsn":"1:2:3","change_lsn":7,"event_serial_no":"9","ts_ms":-1}},"op":"r"}}"#),
+        format!(r#"{{"after":{row},"source":{{"connector":"postgresql","lsn":"42","ts_ms":1.5}},"op":"c"}}"#),
+        format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""Customer":"x""#, r#""Customer":"\u0041\ud83d\ude8c""#)),
+        format!(r#"{{"after":{},{src},"\u006fp":"c"}}"#, row.replace(r#""BookingId":1"#, r#""BookingId":9223372036854775807"#)),
+        // Left to the general path: duplicates, order, types it reports on.
+        format!(r#"{{"after":{row},{src},"op":"c","op":"u"}}"#),
+        format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""Paid":true"#, r#""Paid":true,"Paid":false"#)),
+        format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""BookingId":1,"SeatNo":2"#, r#""SeatNo":2,"BookingId":1"#)),
+        format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""Note":null"#, r#""Note":null,"Extra":[1]"#)),
+        format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""BookingId":1"#, r#""BookingId":1.0"#)),
+        format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""BookingId":1"#, r#""BookingId":9223372036854775808"#)),
+        format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""Amount":"AhYOwA==""#, r#""Amount":"%%""#)),
+        format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""Amount":"AhYOwA==""#, r#""Amount":12.5"#)),
+        format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""Customer":"x""#, r#""Customer":7"#)),
+        format!(r#"{{"after":{row},{src},"op":"x"}}"#),
+        format!(r#"{{"after":{row},{src},"op":null}}"#),
+        format!(r#"{{"after":{row},{src}}}"#),
+        format!(r#"{{"after":null,{src},"op":"c"}}"#),
+        format!(r#"{{"after":[],{src},"op":"c"}}"#),
+        format!(r#"{{"after":{row},"source":["sqlserver"],"op":"c"}}"#),
+        format!(r#"{{"after":{row},"source":{{"connector":"sqlserver","table":"DEBEZIUM_SIGNAL","commit_lsn":"1:2:3"}},"op":"c"}}"#),
+        format!(r#"{{"after":{row},"source":{{"connector":"sqlserver","commit_lsn":"1:2:3","commit_lsn":"4:5:6"}},"op":"c"}}"#),
+        format!(r#"{{"after":{row},"source":{{"connector":"sqlserver","commit_lsn":"1:2:3","event_serial_no":-1}},"op":"c"}}"#),
+        format!(r#"{{"after":{row},"source":{{"connector":"sqlserver","commit_lsn":"1:2"}},"op":"c"}}"#),
+        format!(r#"{{"after":{row},"source":{{"connector":"mysql"}},"op":"c"}}"#),
+        format!(r#"{{"after":{row},{src},"op":"c","ts_ms":1e400}}"#),
+        format!(r#"{{"after":{row},{src},"op":"c","note":"\ud800"}}"#),
+        format!(r#"{{"after":{row},{src},"op":"c"}} x"#),
+        format!(r#"{{"after":{row},{src},"op":"c""#),
+        "[1]".to_string(),
+        "null".to_string(),
+    ];
+    let mut decoded = 0;
+    for p in &cases {
+        if fast_and_general_agree(&good, &with_payload(&good, p)).is_ok() {
+            decoded += 1;
+        }
+    }
+    assert!(decoded >= 8, "the decodable variations decode ({decoded})");
+    // Invalid UTF-8 inside a field the fast path skips.
+    let mut bytes = with_payload(&good, &payload).value.unwrap();
+    let at = bytes.windows(9).position(|w| w == b"\"version\"").unwrap() + 3;
+    bytes[at] = 0xff;
+    let bad = SourceRecord { value: Some(bytes), ..good.clone() };
+    assert_eq!(fast_and_general_agree(&good, &bad).map(|_| ()).unwrap_err(), decode(&bad, &DecodeOptions::default()).unwrap_err().to_string());
+    // Keys: same schema, other payloads.
+    let (key_schema, _) = {
+        let k = SourceRecord { value: good.key.clone(), ..good.clone() };
+        schema_and_payload(&k)
+    };
+    for key in [r#"{"BookingId":1,"SeatNo":2}"#, r#"{"BookingId":1}"#, r#"{"SeatNo":2,"BookingId":1}"#, "{}", "null", r#"{"BookingId":null,"SeatNo":2}"#, r#"{"BookingId":"1","SeatNo":2}"#] {
+        let r = SourceRecord { key: Some(format!(r#"{{"schema":{key_schema},"payload":{key}}}"#).into_bytes()), ..good.clone() };
+        let _ = fast_and_general_agree(&good, &r);
+    }
 }

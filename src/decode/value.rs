@@ -190,7 +190,7 @@ pub fn untyped(v: &Json) -> Value {
     }
 }
 
-fn decimal_from_base64(field: &str, s: &str, scale: u32) -> Result<Value, ValueError> {
+pub(crate) fn decimal_from_base64(field: &str, s: &str, scale: u32) -> Result<Value, ValueError> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(s)
         .map_err(|e| ValueError::BadDecimal { field: field.to_string(), detail: e.to_string() })?;
