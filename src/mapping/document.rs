@@ -5,6 +5,7 @@
 //! text; a composite key joins its parts with `|`, escaping `\` and `|`
 //! inside the parts so that two different keys never share an id.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::types::SourceType;
@@ -61,22 +62,27 @@ impl MappingError {
 
 impl TableMapping {
     /// Maps one change event.
-    pub fn document(&self, event: &ChangeEvent) -> Result<Document, MappingError> {
+    pub fn document<'e>(&self, event: &'e ChangeEvent) -> Result<Document, MappingError> {
         let lineage = &event.lineage;
-        let retype = |row: &Row| -> Result<Row, MappingError> {
+        // Without declared source types the after-image is used as it is
+        // (a copy here would be a second copy of every column per event).
+        let retype = |row: &'e Row| -> Result<Cow<'e, Row>, MappingError> {
+            if self.source_types.is_empty() {
+                return Ok(Cow::Borrowed(row));
+            }
             let mut row = row.clone();
             for (column, st) in &self.source_types {
                 if let Some(slot) = row.columns.iter_mut().find(|(n, _)| n == column) {
                     slot.1 = retyped(column, st, &slot.1).map_err(|detail| MappingError::SourceType { lineage: lineage.clone(), column: column.clone(), detail })?;
                 }
             }
-            Ok(row)
+            Ok(Cow::Owned(row))
         };
         let after = event.after.as_ref().map(retype).transpose()?;
         let key = match &self.key {
             None => event.key.clone(),
             Some(cols) => {
-                let image = after.as_ref().or(event.before.as_ref());
+                let image = after.as_deref().or(event.before.as_ref());
                 let mut key = Row::default();
                 for c in cols {
                     let v = image
@@ -93,7 +99,7 @@ impl TableMapping {
             (Op::Delete, _) | (_, None) => None,
             (_, Some(row)) => {
                 let passes = self.filter.as_ref().is_none_or(|(_, f)| expr::truthy(&f.eval(&row)));
-                passes.then(|| self.shape(&row))
+                passes.then(|| self.shape(row))
             }
         };
         Ok(Document {
@@ -126,13 +132,16 @@ impl TableMapping {
         declared.or_else(|| source?.iter().find(|(c, _)| c == column).map(|(_, t)| t.clone()))
     }
 
-    /// Selects, renames and value-maps columns, then adds computed fields and constants.
-    fn shape(&self, row: &Row) -> Row {
-        let mut out = Row::default();
-        match &self.fields {
+    /// Selects, renames and value-maps columns, then adds computed fields and
+    /// constants. A row this mapping already owns (retyped) is moved, not copied.
+    fn shape(&self, row: Cow<'_, Row>) -> Row {
+        // Computed fields read the source row, which the output may take over.
+        let computed: Vec<(String, Value)> = self.computed.iter().map(|c| (c.name.clone(), c.expr.eval(&row))).collect();
+        let mut out = match &self.fields {
             // Unavailable values stay as markers: the sink keeps what it has.
-            None => out.columns.extend(row.columns.iter().cloned()),
+            None => row.into_owned(),
             Some(fields) => {
+                let mut out = Row::default();
                 for f in fields {
                     let v = row.get(&f.column).cloned().unwrap_or(Value::Null);
                     if matches!(v, Value::Unavailable) {
@@ -151,12 +160,10 @@ impl TableMapping {
                     };
                     out.columns.push((f.name.clone(), v));
                 }
+                out
             }
-        }
-        for c in &self.computed {
-            let v = c.expr.eval(row);
-            out.columns.push((c.name.clone(), v));
-        }
+        };
+        out.columns.extend(computed);
         for (name, v) in &self.constants {
             out.columns.push((name.clone(), v.clone()));
         }

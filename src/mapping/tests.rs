@@ -183,3 +183,23 @@ fn example_mappings_load_and_plan() {
     }
     assert!(n >= 2, "mappings/ should hold the example read models");
 }
+
+#[test]
+fn pass_through_keeps_every_column_then_computed_and_constants() {
+    // No `fields`: the body is the after-image as decoded (taken without a
+    // retyping copy), computed fields still read the source row.
+    let m = parse(
+        "read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    computed:\n      - name: code\n        expr: concat('T-', TripId)\n    constants:\n      source_system: vexere\n    elasticsearch: { index: t }\n",
+    )
+    .unwrap();
+    let cols = vec![("TripId", Value::Int(7)), ("Note", Value::Unavailable), ("Promo", Value::Null), ("Fare", Value::Decimal { unscaled: 1, scale: 2 })];
+    let ev = event(Op::Update, Some(cols.clone()));
+    let doc = m.tables[0].document(&ev).unwrap();
+    let body = doc.body.unwrap();
+    let mut expected: Vec<(String, Value)> = cols.into_iter().map(|(n, v)| (n.to_string(), v)).collect();
+    expected.push(("code".into(), Value::String("T-7".into())));
+    expected.push(("source_system".into(), Value::String("vexere".into())));
+    assert_eq!(body.columns, expected);
+    assert_eq!(ev.after.unwrap().columns.len(), 4, "the event is left as it was");
+    assert_eq!((doc.id.as_str(), doc.key), ("7", ev.key));
+}
