@@ -67,6 +67,9 @@ pub struct Pipeline<S: Sink> {
 
 type WriteResult = Result<Vec<(String, i32, i64)>, PipelineError>;
 
+/// How long a full buffer may stop consumption before partitions are paused.
+const PAUSE_AFTER: Duration = Duration::from_secs(2);
+
 impl<S: Sink> Pipeline<S> {
     /// Runs until `shutdown` turns true, then flushes and commits.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
@@ -83,6 +86,7 @@ impl<S: Sink> Pipeline<S> {
         let mut in_flight: VecDeque<JoinHandle<WriteResult>> = VecDeque::new();
         let max_in_flight = self.sink.max_in_flight().max(1);
         let mut paused = false;
+        let mut full_since: Option<tokio::time::Instant> = None;
         loop {
             let revoked = self.group.take_revoked();
             if !revoked.is_empty() {
@@ -95,12 +99,28 @@ impl<S: Sink> Pipeline<S> {
             if in_flight.len() < max_in_flight && batch.is_ready(&self.limits) {
                 in_flight.push_back(self.spawn_write(batch.take()));
             }
-            let full = batch.bytes() >= self.max_buffer_bytes || batch.len() >= self.limits.max_records * 2;
-            if full != paused {
-                if full { self.group.pause_all() } else { self.group.resume_all() }
-                paused = full;
+            // Backpressure. A full buffer first just stops taking records:
+            // the write in flight usually makes room within milliseconds,
+            // and librdkafka's own prefetch queue (bounded) holds what
+            // arrives meanwhile. Only if it stays full (the sink is slow or
+            // down) are the partitions paused, so the consumer keeps polling
+            // and stays in its group. Pausing at once cost a fetch restart
+            // per batch and capped throughput at a few thousand events/s.
+            // Full: a whole batch is waiting for a free writer (or the byte
+            // bound is hit); taking more records would only add memory.
+            let full = batch.bytes() >= self.max_buffer_bytes || batch.len() >= self.limits.max_records;
+            full_since = match (full, full_since) {
+                (false, _) => None,
+                (true, since) => Some(since.unwrap_or_else(tokio::time::Instant::now)),
+            };
+            let pause_at = full_since.map(|t| t + PAUSE_AFTER);
+            let should_pause = pause_at.is_some_and(|t| t <= tokio::time::Instant::now());
+            if should_pause != paused {
+                if should_pause { self.group.pause_all() } else { self.group.resume_all() }
+                paused = should_pause;
                 tracing::debug!(sink = name, paused, "backpressure");
             }
+            let hold = full && !paused;
             let linger = batch.deadline(&self.limits).filter(|_| in_flight.len() < max_in_flight);
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -110,7 +130,8 @@ impl<S: Sink> Pipeline<S> {
                     self.group.store(&offsets);
                 }
                 _ = tokio::time::sleep_until(linger.map(tokio::time::Instant::from_std).unwrap_or_else(tokio::time::Instant::now)), if linger.is_some() => {}
-                next = self.group.next(Duration::from_millis(200)) => match next {
+                _ = tokio::time::sleep_until(pause_at.unwrap_or_else(tokio::time::Instant::now)), if hold => {}
+                next = self.group.next(Duration::from_millis(200)), if !hold => match next {
                     Ok(Some(record)) => {
                         // Fetch the Avro schemas the record names before the
                         // (synchronous) decode; waits out a registry outage.
