@@ -77,7 +77,7 @@ struct RunArgs {
     elasticsearch_url: String,
     /// Bulk requests in flight at once per read model (other sinks write one
     /// batch at a time).
-    #[arg(long, env = "PROJECTOR_ELASTICSEARCH_IN_FLIGHT", default_value_t = 4)]
+    #[arg(long, env = "PROJECTOR_ELASTICSEARCH_IN_FLIGHT", default_value_t = 3)]
     elasticsearch_in_flight: usize,
     /// BigQuery REST endpoint: Google's by default, or an emulator's.
     #[arg(long, env = "PROJECTOR_BIGQUERY_URL", default_value = "https://bigquery.googleapis.com")]

@@ -70,7 +70,7 @@ struct KnownDocs {
 }
 
 /// Documents remembered per generation (about 100 bytes each).
-const KNOWN_DOCS_PER_GENERATION: usize = 100_000;
+const KNOWN_DOCS_PER_GENERATION: usize = 50_000;
 
 impl KnownDocs {
     fn get(&self, target: &Arc<str>, id: &str) -> Option<Current> {
