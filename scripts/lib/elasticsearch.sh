@@ -270,7 +270,22 @@ search_up() {
     search_fail "$engine" "port $SEARCH_PORT answers as '$answering', not $engine"
     return 1
   fi
+  search_single_node_template "$engine" || return 1
   log "$engine: ready at $SEARCH_URL (version $(search_running_version), pid $(pid_of "$(search_pidfile "$engine")" || echo '?'))"
+}
+
+# One node cannot hold replicas: without this every index would stay yellow
+# and count its unassigned replica against cluster.max_shards_per_node (1000),
+# which a few hundred test indexes reach. Applies to indexes created from now
+# on; projector itself leaves shard settings to the cluster.
+search_single_node_template() {
+  local engine="$1" out
+  out="$(curl -sS --max-time 10 -X PUT "$SEARCH_URL/_index_template/projector-local-single-node" \
+    -H 'content-type: application/json' \
+    -d '{"index_patterns":["*"],"priority":0,"template":{"settings":{"number_of_replicas":0}}}' 2>&1)" \
+    || { log "$engine: could not install the single-node index template: $out"; return 1; }
+  grep -q '"acknowledged":true' <<<"$out" \
+    || { log "$engine: single-node index template refused: $out"; return 1; }
 }
 
 # search_down [ENGINE]: stops ENGINE, or both engines.

@@ -293,8 +293,19 @@ impl Projector {
     }
 }
 
+/// The last `lines` lines of a log, for failure messages.
+pub fn log_tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 impl Drop for Projector {
     fn drop(&mut self) {
+        // A failing test unwinds through here: show what the service said,
+        // since CI keeps nothing but the test output.
+        if std::thread::panicking() {
+            eprintln!("---- projector log {} (last 60 lines) ----\n{}\n---- end of log ----", self.log.display(), log_tail(&self.log_text(), 60));
+        }
         if let Some(mut c) = self.child.take() {
             unsafe_kill(c.id() as i32, 15);
             let start = Instant::now();

@@ -88,7 +88,14 @@ impl Client {
                 let (status, resp) = self.send(self.http.post(format!("{}/_aliases", self.base)).json(&actions), "alias creation").await?;
                 if status == 200 { Ok(()) } else { Err(err(format!("adding alias {alias} to {physical}: HTTP {status}: {resp}"))) }
             }
-            _ => Err(err(format!("creating index {physical} for alias {alias}: HTTP {status}: {resp}"))),
+            _ => {
+                let hint = if resp.to_string().contains("maximum normal shards open") {
+                    "; the cluster is at cluster.max_shards_per_node: delete unused indexes or raise that limit (projector retries until the index can be created)"
+                } else {
+                    ""
+                };
+                Err(err(format!("creating index {physical} for alias {alias}: HTTP {status}: {resp}{hint}")))
+            }
         }
     }
 
