@@ -104,7 +104,9 @@ impl SinkFigures {
 
 struct Bench {
     args: BenchArgs,
-    run: String,
+    /// Names the run's topic, index, table and group (leaked once: the
+    /// workload's table keeps a `&'static str` prefix).
+    run: &'static str,
     topic: String,
     http: reqwest::Client,
     dir: PathBuf,
@@ -114,9 +116,8 @@ struct Bench {
 /// Runs the benchmark and prints its table.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let run = format!("bench{stamp}");
-    let prefix: &'static str = Box::leak(run.clone().into_boxed_str());
-    let mut workload = Workload::new(prefix, 42);
+    let run: &'static str = Box::leak(format!("bench{stamp}").into_boxed_str());
+    let mut workload = Workload::new(run, 42);
     let topic = workload.table.topic();
     let dir = std::env::temp_dir().join(format!("projector-{run}"));
     std::fs::create_dir_all(&dir)?;
@@ -204,8 +205,7 @@ fn print_cells(what: &str, cells: &[Cell3]) {
 /// Decodes and maps the first `n` events of the stream (regenerated from
 /// the same seed) on this thread; returns the documents and CPU µs/event.
 fn decode_and_map(bench: &Bench, n: usize) -> anyhow::Result<(Vec<Document>, f64)> {
-    let prefix: &'static str = Box::leak(bench.run.clone().into_boxed_str());
-    decode_and_map_stream(prefix, n, bench.args.ceiling_docs)
+    decode_and_map_stream(bench.run, n, bench.args.ceiling_docs)
 }
 
 /// The first `n` events of the benchmark's stream under topic prefix
@@ -249,10 +249,6 @@ pub fn decode_and_map_stream(prefix: &'static str, n: usize, keep: usize) -> any
 }
 
 impl Bench {
-    fn group(&self) -> String {
-        self.run.clone()
-    }
-
     fn read_model_yaml(&self, sink: &str) -> String {
         let section = match sink {
             "elasticsearch" => format!("elasticsearch: {{ index: {} }}", self.run),
@@ -269,21 +265,21 @@ impl Bench {
         std::fs::write(&file, self.read_model_yaml(sink))?;
         let port = free_port()?;
         let run_args: Vec<String> = [
-            ("--group", self.group()),
+            ("--group", self.run.to_string()),
             ("--brokers", args.brokers.clone()),
             ("--elasticsearch-url", args.elasticsearch_url.clone()),
             ("--postgres-url", args.postgres_url.clone()),
             ("--bigquery-url", args.bigquery_url.clone()),
             ("--bigquery-auth", "none".into()),
             ("--bigquery-project", "projector-local".into()),
-            ("--bigquery-dataset", self.run.clone()),
+            ("--bigquery-dataset", self.run.to_string()),
             ("--log-format", "text".into()),
         ]
         .into_iter()
         .flat_map(|(k, v)| [k.to_string(), v])
         .collect();
         let mut service = Service::start(&self.exe, &file, port, &run_args, self.dir.join(format!("{sink}.log")))?;
-        let group = format!("{}.{sink}", self.group());
+        let group = format!("{}.{sink}", self.run);
         let topics = [self.topic.clone()];
         let limit = Duration::from_secs(if sink == "bigquery" { args.bigquery_limit_seconds } else { args.limit_seconds });
         step(&format!("{sink}: projector catching up (limit {} s)", limit.as_secs()));
@@ -452,7 +448,7 @@ fn machine() -> String {
 }
 
 async fn engines(bench: &Bench) -> String {
-    let url = format!("{}/_nodes/_local?filter_path=nodes.*.version,nodes.*.settings.node.name", bench.args.elasticsearch_url);
+    let url = format!("{}/_nodes/_local?filter_path=nodes.*.version", bench.args.elasticsearch_url);
     let version = match bench.http.get(&url).send().await {
         Ok(r) => r.json::<Json>().await.ok().and_then(|j| j["nodes"].as_object().and_then(|n| n.values().next()).and_then(|n| n["version"].as_str().map(str::to_string))),
         Err(_) => None,

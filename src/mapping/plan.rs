@@ -23,7 +23,7 @@ pub fn render(model: &ReadModel) -> String {
         }
         let _ = writeln!(out, "  fields: {}", fields(t));
         if let Some(es) = &t.elasticsearch {
-            let mapping = index_mapping(t, es, &[]);
+            let mapping = index_mapping(es, &[]);
             let _ = writeln!(out, "  elasticsearch: alias {} -> index {}_v1 (filter: not __projector.deleted)", es.index, es.index);
             let _ = writeln!(out, "    mapping (fields not listed are added from the first records' schema types):");
             for line in serde_json::to_string_pretty(&mapping).unwrap_or_default().lines() {

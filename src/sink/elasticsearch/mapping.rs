@@ -16,7 +16,7 @@ use serde_json::{Value as Json, json};
 
 use super::client::META_FIELD;
 use crate::decode::Value;
-use crate::mapping::{ElasticsearchTarget, TableMapping};
+use crate::mapping::ElasticsearchTarget;
 
 /// The Elasticsearch type for a decoded value; `None` for null.
 pub fn value_type(v: &Value) -> Option<Json> {
@@ -46,7 +46,7 @@ pub fn meta_properties() -> Json {
 }
 
 /// The mapping to create an index with: fixed types plus `observed` fields.
-pub fn index_mapping(_table: &TableMapping, es: &ElasticsearchTarget, observed: &[(String, Json)]) -> Json {
+pub fn index_mapping(es: &ElasticsearchTarget, observed: &[(String, Json)]) -> Json {
     let mut props = serde_json::Map::new();
     props.insert(META_FIELD.to_string(), meta_properties());
     for (field, ty) in &es.types {

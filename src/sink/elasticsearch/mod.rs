@@ -65,30 +65,53 @@ pub struct Elasticsearch {
 /// when the current one fills up it becomes the previous one.
 #[derive(Debug, Default)]
 struct KnownDocs {
-    current: HashMap<(Arc<str>, String), Current>,
-    previous: HashMap<(Arc<str>, String), Current>,
+    current: Generation,
+    previous: Generation,
+}
+
+/// Documents by target, then id: a lookup borrows both, allocating nothing.
+#[derive(Debug, Default)]
+struct Generation {
+    by_target: HashMap<Arc<str>, HashMap<String, Current>>,
+    len: usize,
+}
+
+impl Generation {
+    fn get(&self, target: &str, id: &str) -> Option<&Current> {
+        self.by_target.get(target)?.get(id)
+    }
+
+    fn remove(&mut self, target: &str, id: &str) {
+        if self.by_target.get_mut(target).and_then(|docs| docs.remove(id)).is_some() {
+            self.len -= 1;
+        }
+    }
 }
 
 /// Documents remembered per generation (about 100 bytes each).
 const KNOWN_DOCS_PER_GENERATION: usize = 50_000;
 
 impl KnownDocs {
-    fn get(&self, target: &Arc<str>, id: &str) -> Option<Current> {
-        let key = (target.clone(), id.to_string());
-        self.current.get(&key).or_else(|| self.previous.get(&key)).cloned()
+    fn get(&self, target: &str, id: &str) -> Option<Current> {
+        self.current.get(target, id).or_else(|| self.previous.get(target, id)).cloned()
     }
 
     fn put(&mut self, target: &Arc<str>, id: &str, c: Current) {
-        if self.current.len() >= KNOWN_DOCS_PER_GENERATION {
+        if self.current.len >= KNOWN_DOCS_PER_GENERATION {
             self.previous = std::mem::take(&mut self.current);
         }
-        self.current.insert((target.clone(), id.to_string()), c);
+        let docs = match self.current.by_target.get_mut(&**target) {
+            Some(docs) => docs,
+            None => self.current.by_target.entry(target.clone()).or_default(),
+        };
+        if docs.insert(id.to_string(), c).is_none() {
+            self.current.len += 1;
+        }
     }
 
-    fn forget(&mut self, target: &Arc<str>, id: &str) {
-        let key = (target.clone(), id.to_string());
-        self.current.remove(&key);
-        self.previous.remove(&key);
+    fn forget(&mut self, target: &str, id: &str) {
+        self.current.remove(target, id);
+        self.previous.remove(target, id);
     }
 }
 
@@ -185,7 +208,7 @@ impl Sink for Elasticsearch {
         self.client.health().await?;
         for table in &model.tables {
             if let Some(es) = &table.elasticsearch {
-                let body = mapping::index_mapping(table, es, &[]);
+                let body = mapping::index_mapping(es, &[]);
                 self.client.ensure_alias(&es.index, &body).await?;
                 let fields = self.client.mapped_fields(&es.index).await?;
                 self.mapped.lock().unwrap_or_else(|e| e.into_inner()).insert(es.index.clone(), fields);
@@ -338,6 +361,28 @@ mod tests {
         assert!(!is_newer("0005", Some(&stored)), "a re-delivered event is not newer");
         assert!(!is_newer("0004", Some(&stored)));
         assert!(is_newer("0001", None));
+    }
+
+    #[test]
+    fn known_docs_are_per_target_forgettable_and_bounded_to_two_generations() {
+        let (trips, seats): (Arc<str>, Arc<str>) = (Arc::from("trips"), Arc::from("seats"));
+        let at = |seq_no| Current { seq_no, primary_term: 1, position: Some("01".into()) };
+        let mut known = KnownDocs::default();
+        known.put(&trips, "1", at(1));
+        known.put(&trips, "1", at(2));
+        assert_eq!(known.get("trips", "1").map(|c| c.seq_no), Some(2), "the newest write wins");
+        assert_eq!(known.get("seats", "1"), None, "ids are per target");
+        known.put(&seats, "1", at(7));
+        known.forget("trips", "1");
+        assert_eq!(known.get("trips", "1"), None);
+        assert_eq!(known.get("seats", "1").map(|c| c.seq_no), Some(7));
+        // Fill two more generations: the first entry ages out, a recent one stays.
+        for i in 0..2 * KNOWN_DOCS_PER_GENERATION {
+            known.put(&trips, &format!("n{i}"), at(1));
+        }
+        assert_eq!(known.get("seats", "1"), None, "dropped after two generations");
+        assert!(known.get("trips", &format!("n{}", 2 * KNOWN_DOCS_PER_GENERATION - 1)).is_some());
+        assert!(known.current.len + known.previous.len <= 2 * KNOWN_DOCS_PER_GENERATION);
     }
 
     #[test]
