@@ -21,7 +21,7 @@ use super::probe::{self, CatchUp};
 use crate::decode::Value;
 use crate::mapping::Document;
 use crate::sink::elasticsearch::encode;
-use crate::sink::postgres::binary::Cell;
+use crate::sink::postgres::{self, binary::Cell};
 use crate::sink::postgres::schema::{quote, quote_table};
 
 /// One cell of a ceiling grid.
@@ -135,14 +135,12 @@ pub async fn postgres_copy(url: &str, table: &str, docs: &[Document], batches: &
 /// A document's values in the order of `columns` (bookkeeping columns
 /// first, as projector's mirror table has them).
 fn row_values(d: &Document, columns: &[(String, Type)]) -> Vec<Value> {
+    let meta = postgres::meta_values(d);
     columns
         .iter()
-        .map(|(n, _)| match n.as_str() {
-            "__id" => Value::String(d.id.clone()),
-            "__position" => Value::String(d.position.as_str().to_string()),
-            "__deleted" => Value::Bool(d.body.is_none()),
-            "__source_ts" => d.source_ts_ms.map(|ms| Value::Timestamp(ms as i128 * 1_000_000)).unwrap_or(Value::Null),
-            n => d.body.as_ref().and_then(|b| b.get(n)).or_else(|| d.key.get(n)).cloned().unwrap_or(Value::Null),
+        .map(|(n, _)| match postgres::META.iter().position(|(m, _)| m == n).and_then(|i| meta.get(i)) {
+            Some(v) => v.clone(),
+            None => d.body.as_ref().and_then(|b| b.get(n)).or_else(|| d.key.get(n)).cloned().unwrap_or(Value::Null),
         })
         .collect()
 }

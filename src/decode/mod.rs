@@ -210,6 +210,19 @@ pub struct SchemaCache {
 const SCHEMA_PREFIX: &[u8] = b"{\"schema\":";
 const PAYLOAD_MARK: &[u8] = b",\"payload\":";
 
+/// The schema and payload texts of a JsonConverter `{"schema":S,"payload":P}`
+/// value, borrowed; `None` if the bytes are not that shape.
+fn schema_and_payload(bytes: &[u8]) -> Option<(&str, &str)> {
+    #[derive(serde::Deserialize)]
+    struct Parts<'a> {
+        #[serde(borrow)]
+        schema: &'a RawValue,
+        #[serde(borrow)]
+        payload: &'a RawValue,
+    }
+    serde_json::from_slice::<Parts<'_>>(bytes).ok().map(|p| (p.schema.get(), p.payload.get()))
+}
+
 impl SchemaCache {
     fn map(&self, part: avro::Part) -> &Mutex<HashMap<String, Arc<ValueSchema>>> {
         match part {
@@ -231,15 +244,8 @@ impl SchemaCache {
     /// Parses a `{"schema":S,"payload":P}` value's schema and remembers it
     /// for the topic when the value has the converter's compact layout.
     fn learn(&self, part: avro::Part, topic: &str, bytes: &[u8], schema: &Json) -> Arc<ValueSchema> {
-        #[derive(serde::Deserialize)]
-        struct Parts<'a> {
-            #[serde(borrow)]
-            schema: &'a RawValue,
-            #[serde(borrow)]
-            payload: &'a RawValue,
-        }
-        let text = serde_json::from_slice::<Parts<'_>>(bytes).ok().and_then(|p| {
-            let (s, pl) = (p.schema.get().as_bytes(), p.payload.get().as_bytes());
+        let text = schema_and_payload(bytes).and_then(|(s, pl)| {
+            let (s, pl) = (s.as_bytes(), pl.as_bytes());
             let compact = bytes.len() == SCHEMA_PREFIX.len() + s.len() + PAYLOAD_MARK.len() + pl.len() + 1 && bytes.starts_with(SCHEMA_PREFIX) && bytes[SCHEMA_PREFIX.len()..].starts_with(s);
             compact.then_some(s)
         });

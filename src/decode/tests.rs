@@ -429,15 +429,8 @@ fn fast_and_general_agree(warm: &SourceRecord, r: &SourceRecord) -> Result<Chang
 
 /// The schema and payload texts of a `{"schema":S,"payload":P}` value.
 fn schema_and_payload(r: &SourceRecord) -> (String, String) {
-    #[derive(serde::Deserialize)]
-    struct Parts<'a> {
-        #[serde(borrow)]
-        schema: &'a RawValue,
-        #[serde(borrow)]
-        payload: &'a RawValue,
-    }
-    let p: Parts<'_> = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
-    (p.schema.get().to_string(), p.payload.get().to_string())
+    let (schema, payload) = super::schema_and_payload(r.value.as_deref().unwrap()).unwrap();
+    (schema.to_string(), payload.to_string())
 }
 
 fn with_payload(r: &SourceRecord, payload: &str) -> SourceRecord {

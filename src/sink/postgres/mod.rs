@@ -40,7 +40,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
-use super::{Outcome, Sink, SinkError, Write};
+use super::{Document, Outcome, Sink, SinkError, Write};
 use crate::decode::Value;
 use crate::mapping::{ReadModel, TableMapping};
 use binary::Cell;
@@ -57,7 +57,7 @@ fn err(message: impl Into<String>) -> SinkError {
 }
 
 /// Columns every mirror table has, in COPY order.
-const META: [(&str, &str); 5] = [
+pub const META: [(&str, &str); 5] = [
     ("__id", "text NOT NULL PRIMARY KEY"),
     ("__position", "text NOT NULL"),
     ("__deleted", "boolean NOT NULL DEFAULT false"),
@@ -212,18 +212,24 @@ impl Postgres {
     }
 }
 
+/// The bookkeeping columns of a row (`__id`, `__position`, `__deleted`,
+/// `__source_ts`, in [`META`] order), as the staging table stores them.
+pub fn meta_values(d: &Document) -> [Value; 4] {
+    [
+        Value::String(d.id.clone()),
+        Value::String(d.position.as_str().to_string()),
+        Value::Bool(d.body.is_none()),
+        d.source_ts_ms.map(|ms| Value::Timestamp(ms as i128 * 1_000_000)).unwrap_or(Value::Null),
+    ]
+}
+
 /// Writes every row of the batch into the COPY stream: the bookkeeping
 /// columns, the list of columns to leave as stored, then the data columns.
 async fn copy_rows(writer: BinaryCopyInWriter, writes: &[&Write], data: &[&(String, Type)]) -> Result<(), tokio_postgres::Error> {
     let mut writer = std::pin::pin!(writer);
     for w in writes {
         let d = &w.doc;
-        let meta = [
-            Value::String(d.id.clone()),
-            Value::String(d.position.as_str().to_string()),
-            Value::Bool(d.body.is_none()),
-            d.source_ts_ms.map(|ms| Value::Timestamp(ms as i128 * 1_000_000)).unwrap_or(Value::Null),
-        ];
+        let meta = meta_values(d);
         // A delete keeps the last values: every non-key column is left as stored.
         let unavailable: Vec<String> = match &d.body {
             Some(body) => body.columns.iter().filter(|(_, v)| matches!(v, Value::Unavailable)).map(|(n, _)| n.clone()).collect(),
