@@ -128,6 +128,10 @@ struct RunArgs {
     /// Kafka session timeout: how fast a dead instance's partitions move.
     #[arg(long, env = "PROJECTOR_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
     session_timeout_ms: u64,
+    /// Kafka max.poll.interval.ms. projector polls on while it waits for a
+    /// sink or the schema registry, so this only bounds a stuck process.
+    #[arg(long, env = "PROJECTOR_MAX_POLL_INTERVAL_MS", default_value_t = 300_000)]
+    max_poll_interval_ms: u64,
     #[arg(long, env = "PROJECTOR_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
     shutdown_grace_ms: u64,
     /// Log format: json (default) or text.
@@ -256,7 +260,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let group_prefix = args.group.clone().unwrap_or_else(|| format!("projector.{}", model.name));
     let dlq_topic = args.dlq_topic.clone().unwrap_or_else(|| format!("projector.{}.dlq", model.name));
     let dead_letters = DeadLetters::new(&args.brokers, &dlq_topic, &model.name)?;
-    let (stop_tx, stop_rx) = watch_shutdown();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
     let history = match &model.schema_changes {
         None => None,
@@ -336,6 +340,7 @@ impl PipelineParts<'_> {
             client_id: format!("projector-{}-{}-{}", self.model.name, sink.name(), std::process::id()),
             auto_offset_reset: "earliest".into(),
             session_timeout: Duration::from_millis(self.args.session_timeout_ms),
+            max_poll_interval: Duration::from_millis(self.args.max_poll_interval_ms),
         };
         let topics: Vec<String> = self.model.tables.iter().filter(|t| sink.target(&self.model, &t.topic).is_some()).map(|t| t.topic.clone()).collect();
         let group = Arc::new(ConsumerGroup::join(&settings, &topics)?);
@@ -354,10 +359,6 @@ impl PipelineParts<'_> {
         };
         Ok(tokio::spawn(pipeline.run(self.stop.clone())))
     }
-}
-
-fn watch_shutdown() -> (tokio::sync::watch::Sender<bool>, tokio::sync::watch::Receiver<bool>) {
-    tokio::sync::watch::channel(false)
 }
 
 async fn wait_for_signal() {

@@ -98,8 +98,9 @@ async fn create_update_delete_and_tombstone_reach_the_index() {
     assert_eq!(bookings.len(), 3);
     assert_eq!(bookings["2"]["Customer"], "Le Minh Chau");
     assert!(p.counter("projector_events_total", &["outcome=\"applied\""]).await >= 8.0, "each key written at least once");
-    // Consumer lag per partition is published and reaches zero.
     let trips_topic = format!("topic=\"{}\"", w.db.trips.topic());
+    assert_eq!(p.counter("projector_events_total", &["outcome=\"skipped\"", &trips_topic]).await, 1.0, "the one tombstone is counted as skipped");
+    // Consumer lag per partition is published and reaches zero.
     wait_for(Duration::from_secs(30), "projector_consumer_lag at 0 for every Trips partition", || async {
         let m = p.metrics().await;
         m.lines().filter(|l| l.starts_with("projector_consumer_lag{") && l.contains(&trips_topic)).count() == 3 && sum_metric(&m, "projector_consumer_lag", &[&trips_topic]) == 0.0

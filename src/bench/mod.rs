@@ -160,9 +160,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 print_cells("_bulk", &cells);
             }
             "postgres" => {
-                bench.check_postgres(&bench.run, workload.live_rows(), true).await?;
+                bench.check_postgres(bench.run, workload.live_rows(), true).await?;
                 step("ceiling: direct COPY + INSERT ON CONFLICT");
-                let cells = ceiling::postgres_copy(&args.postgres_url, &bench.run, ceiling_docs, &[2_000, 10_000]).await?;
+                let cells = ceiling::postgres_copy(&args.postgres_url, bench.run, ceiling_docs, &[2_000, 10_000]).await?;
                 f.ceiling = best(&cells).map(|c| (format!("COPY+upsert {} rows/tx", c.batch), c.docs_per_s));
                 print_cells("COPY+upsert", &cells);
                 jdbc = Some(bench.jdbc_phase(workload.live_rows()).await?);

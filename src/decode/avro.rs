@@ -11,9 +11,10 @@
 //! decimals are base64. The envelope and typing code of [`super`] then runs
 //! unchanged, so typing lives in one place.
 //!
-//! Decoding stays synchronous and CPU-only: the pipeline awaits
-//! [`SchemaRegistry::prefetch`] before decoding a record, which caches the
-//! schemas the record names (retrying while the registry is unreachable);
+//! Decoding stays synchronous and CPU-only: before decoding a record the
+//! pipeline asks [`SchemaRegistry::wanted`] which schemas it lacks and
+//! awaits [`SchemaRegistry::fetch_wanted`] for them (retrying while the
+//! registry is unreachable, polling on meanwhile);
 //! [`SchemaRegistry::decode`] only reads that cache.
 
 use std::collections::HashMap;
@@ -28,12 +29,15 @@ use base64::Engine;
 use serde_json::{Map, Value as Json, json};
 
 use super::DecodeError;
+use crate::ops::Health;
 use crate::source::{Lineage, SourceRecord};
 
 /// First byte of Confluent's wire format.
 pub const MAGIC: u8 = 0x00;
 /// Magic byte + 4-byte schema id.
 const HEADER: usize = 5;
+/// The registry's name in health and metrics.
+const UPSTREAM: &str = "schema_registry";
 /// After this long, an id the registry did not know is asked for again.
 const UNKNOWN_RECHECK: Duration = Duration::from_secs(60);
 /// Cap on the Connect schema built from one Avro schema (named types expand
@@ -176,45 +180,58 @@ impl SchemaRegistry {
         self.cache.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
     }
 
-    /// Makes sure the schemas that `record`'s key and value name are cached.
-    /// While the registry is unreachable (or answers with errors) this retries
-    /// with backoff for as long as it takes; an id the registry answers "not
-    /// found" for is cached as unknown, so decoding fails with a clear error
-    /// and the record is dead-lettered. Bytes that are not in the wire format
-    /// are left to decoding to report.
-    pub async fn prefetch(&self, record: &SourceRecord) {
+    /// The schema ids `record`'s key and value name that must be fetched
+    /// before it can be decoded: not cached yet, or answered "not found" long
+    /// enough ago to ask again. Empty means decoding can run now. Bytes that
+    /// are not in the wire format are left to decoding to report.
+    pub fn wanted(&self, record: &SourceRecord) -> Vec<(u32, Part)> {
+        let mut out = Vec::new();
         for (part, bytes) in [(Part::Value, record.value.as_deref()), (Part::Key, record.key.as_deref())] {
             if let Some(Ok((id, _))) = bytes.map(split_wire) {
-                self.ensure(id, &record.lineage, part).await;
+                let cached = match self.get(id) {
+                    Some(Cached::Known(_) | Cached::Unusable(_)) => true,
+                    Some(Cached::Unknown { at, .. }) => at.elapsed() < UNKNOWN_RECHECK,
+                    None => false,
+                };
+                if !cached && !out.iter().any(|(i, _)| *i == id) {
+                    out.push((id, part));
+                }
             }
         }
+        out
     }
 
-    async fn ensure(&self, id: u32, lineage: &Lineage, part: Part) {
-        match self.get(id) {
-            Some(Cached::Known(_) | Cached::Unusable(_)) => return,
-            Some(Cached::Unknown { at, .. }) if at.elapsed() < UNKNOWN_RECHECK => return,
-            _ => {}
-        }
+    /// Fetches and caches the schemas `wanted` names for the record at
+    /// `lineage`. While the registry is unreachable (or answers with errors)
+    /// this retries with backoff for as long as it takes, with the registry
+    /// reported down in `health`; an id the registry answers "not found" for
+    /// is cached as unknown, so decoding fails with a clear error and the
+    /// record is dead-lettered. The pipeline runs this beside its poll loop,
+    /// so the consumer stays in its group however long the outage lasts.
+    pub async fn fetch_wanted(&self, wanted: &[(u32, Part)], lineage: &Lineage, health: &Health) {
         let mut delays = crate::sink::retry::delays();
-        loop {
-            match self.fetch(id).await {
-                Ok(entry) => {
-                    let outcome = match &entry {
-                        Cached::Known(_) => "found",
-                        Cached::Unknown { .. } => "not_found",
-                        Cached::Unusable(_) => "unusable",
-                    };
-                    metrics::counter!("projector_schema_registry_requests_total", "outcome" => outcome).increment(1);
-                    tracing::info!(record = %lineage, part = part.as_str(), schema_id = id, outcome, "schema fetched from the registry");
-                    self.put(id, entry);
-                    return;
-                }
-                Err(e) => {
-                    metrics::counter!("projector_schema_registry_requests_total", "outcome" => "error").increment(1);
-                    let wait = delays.next().unwrap_or(Duration::from_secs(30));
-                    tracing::warn!(record = %lineage, part = part.as_str(), schema_id = id, error = %e, retry_in = ?wait, "schema registry unavailable; retrying");
-                    tokio::time::sleep(wait).await;
+        for &(id, part) in wanted {
+            loop {
+                match self.fetch(id).await {
+                    Ok(entry) => {
+                        let outcome = match &entry {
+                            Cached::Known(_) => "found",
+                            Cached::Unknown { .. } => "not_found",
+                            Cached::Unusable(_) => "unusable",
+                        };
+                        metrics::counter!("projector_schema_registry_requests_total", "outcome" => outcome).increment(1);
+                        tracing::info!(record = %lineage, part = part.as_str(), schema_id = id, outcome, "schema fetched from the registry");
+                        health.upstream_up(UPSTREAM);
+                        self.put(id, entry);
+                        break;
+                    }
+                    Err(e) => {
+                        metrics::counter!("projector_schema_registry_requests_total", "outcome" => "error").increment(1);
+                        health.upstream_down(UPSTREAM, &format!("{e}; records naming schema id {id} wait (first: {lineage})"));
+                        let wait = delays.next().unwrap_or(Duration::from_secs(30));
+                        tracing::warn!(record = %lineage, part = part.as_str(), schema_id = id, error = %e, retry_in = ?wait, "schema registry unavailable; retrying");
+                        tokio::time::sleep(wait).await;
+                    }
                 }
             }
         }
@@ -263,7 +280,7 @@ impl SchemaRegistry {
     }
 
     /// Decodes one part of a record from the cache into (Connect schema,
-    /// JsonConverter-shaped payload). Needs [`prefetch`](Self::prefetch) first.
+    /// JsonConverter-shaped payload). Needs [`prefetch`](Self::fetch_wanted) first.
     pub fn decode(&self, lineage: &Lineage, part: Part, bytes: &[u8]) -> Result<(Json, Json), DecodeError> {
         let bad = |detail: String| DecodeError::BadAvro { lineage: lineage.clone(), part: part.as_str(), detail };
         let (id, datum) = split_wire(bytes).map_err(bad)?;
@@ -1000,17 +1017,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn prefetch_retries_while_the_registry_is_unreachable() {
+    async fn fetching_retries_and_reports_the_registry_down_while_unreachable() {
         let (_, records) = trips_events();
         let parts = split(&records[0]).unwrap();
         // Nothing listens on the discard port.
         let registry = SchemaRegistry::new("http://127.0.0.1:9/apis/ccompat/v7").unwrap();
         let r = avro_record(&parts, 0);
-        let waited = tokio::time::timeout(Duration::from_millis(700), registry.prefetch(&r)).await;
-        assert!(waited.is_err(), "prefetch must keep retrying, not give up");
+        let wanted = registry.wanted(&r);
+        assert_eq!(wanted.len(), 2, "key and value name their schemas");
+        let health = Health::default();
+        health.sink_up("elasticsearch");
+        let waited = tokio::time::timeout(Duration::from_millis(700), registry.fetch_wanted(&wanted, &r.lineage, &health)).await;
+        assert!(waited.is_err(), "fetching must keep retrying, not give up");
+        assert!(!health.ready(), "the registry is reported down");
+        assert!(health.upstreams()["schema_registry"].detail.contains("127.0.0.1:9"), "{:?}", health.upstreams());
         assert_eq!(err(&r, &opts(&Arc::new(registry))).kind(), "unknown_schema");
         // Records that are not Avro need nothing.
         let plain = SchemaRegistry::new("http://127.0.0.1:9").unwrap();
-        tokio::time::timeout(Duration::from_millis(200), plain.prefetch(&json_record(&records[0], 0))).await.unwrap();
+        assert!(plain.wanted(&json_record(&records[0], 0)).is_empty());
     }
 }

@@ -1,6 +1,7 @@
 //! Health as an operator reads it: is each sink taking writes right now, and
-//! if not, since when and why. `/health/ready` is 200 only when every sink
-//! is up; the body says which one is not.
+//! if not, since when and why; likewise for the services records are read
+//! through (the schema registry). `/health/ready` is 200 only when every
+//! sink and every such upstream is up; the body says which one is not.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,8 @@ pub struct SinkHealth {
 #[derive(Clone, Debug, Default)]
 pub struct Health {
     sinks: Arc<Mutex<BTreeMap<String, SinkHealth>>>,
+    /// Services on the read side (the schema registry), listed once asked.
+    upstreams: Arc<Mutex<BTreeMap<String, SinkHealth>>>,
 }
 
 fn now_ms() -> u128 {
@@ -37,41 +40,68 @@ impl Health {
     }
 
     pub fn sink_up(&self, sink: &str) {
-        let mut m = self.lock();
-        let e = m.entry(sink.to_string()).or_insert(SinkHealth { up: false, detail: String::new(), since_ms: now_ms(), last_write_ms: None });
-        if !e.up {
-            e.since_ms = now_ms();
+        if mark(&self.sinks, sink, None) {
             tracing::info!(sink, "sink is up");
         }
-        e.up = true;
-        e.detail = "ok".into();
-        e.last_write_ms = Some(now_ms());
         metrics::gauge!("projector_sink_up", "sink" => sink.to_string()).set(1.0);
     }
 
     pub fn sink_down(&self, sink: &str, detail: &str) {
-        let mut m = self.lock();
-        let e = m.entry(sink.to_string()).or_insert(SinkHealth { up: true, detail: String::new(), since_ms: now_ms(), last_write_ms: None });
-        if e.up {
-            e.since_ms = now_ms();
-        }
-        e.up = false;
-        e.detail = detail.to_string();
+        mark(&self.sinks, sink, Some(detail));
         metrics::gauge!("projector_sink_up", "sink" => sink.to_string()).set(0.0);
+    }
+
+    /// An upstream (the schema registry) answered.
+    pub fn upstream_up(&self, name: &str) {
+        if mark(&self.upstreams, name, None) {
+            tracing::info!(upstream = name, "upstream is up");
+        }
+        metrics::gauge!("projector_upstream_up", "upstream" => name.to_string()).set(1.0);
+    }
+
+    /// An upstream cannot be reached; records that need it wait.
+    pub fn upstream_down(&self, name: &str, detail: &str) {
+        mark(&self.upstreams, name, Some(detail));
+        metrics::gauge!("projector_upstream_up", "upstream" => name.to_string()).set(0.0);
     }
 
     pub fn ready(&self) -> bool {
         let m = self.lock();
-        !m.is_empty() && m.values().all(|s| s.up)
+        !m.is_empty() && m.values().all(|s| s.up) && lock(&self.upstreams).values().all(|s| s.up)
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, SinkHealth> {
         self.lock().clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, SinkHealth>> {
-        self.sinks.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn upstreams(&self) -> BTreeMap<String, SinkHealth> {
+        lock(&self.upstreams).clone()
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, SinkHealth>> {
+        lock(&self.sinks)
+    }
+}
+
+/// Marks `name` up (`down` is None) or down with its reason; true when it
+/// was down (or unknown) and is now up.
+fn mark(m: &Mutex<BTreeMap<String, SinkHealth>>, name: &str, down: Option<&str>) -> bool {
+    let mut m = lock(m);
+    let e = m.entry(name.to_string()).or_insert(SinkHealth { up: down.is_some(), detail: String::new(), since_ms: now_ms(), last_write_ms: None });
+    let came_up = !e.up && down.is_none();
+    if e.up != down.is_none() {
+        e.since_ms = now_ms();
+    }
+    e.up = down.is_none();
+    e.detail = down.unwrap_or("ok").to_string();
+    if e.up {
+        e.last_write_ms = Some(now_ms());
+    }
+    came_up
+}
+
+fn lock(m: &Mutex<BTreeMap<String, SinkHealth>>) -> std::sync::MutexGuard<'_, BTreeMap<String, SinkHealth>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -89,5 +119,16 @@ mod tests {
         h.sink_down("elasticsearch", "connection refused");
         assert!(!h.ready());
         assert_eq!(h.snapshot()["elasticsearch"].detail, "connection refused");
+    }
+
+    #[test]
+    fn a_down_upstream_makes_the_service_unready() {
+        let h = Health::default();
+        h.sink_up("elasticsearch");
+        h.upstream_down("schema_registry", "connection refused");
+        assert!(!h.ready());
+        assert_eq!(h.upstreams()["schema_registry"].detail, "connection refused");
+        h.upstream_up("schema_registry");
+        assert!(h.ready());
     }
 }

@@ -52,7 +52,7 @@ pub async fn serve(addr: SocketAddr, health: Health, metrics: PrometheusHandle) 
 }
 
 async fn ready(State(o): State<Ops>) -> impl IntoResponse {
-    let body = serde_json::json!({"ready": o.health.ready(), "sinks": o.health.snapshot()});
+    let body = serde_json::json!({"ready": o.health.ready(), "sinks": o.health.snapshot(), "upstreams": o.health.upstreams()});
     let status = if o.health.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, [("content-type", "application/json")], body.to_string())
 }

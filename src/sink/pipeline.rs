@@ -49,6 +49,9 @@ pub enum PipelineError {
     Writer(String, &'static str),
 }
 
+/// A running fetch of the Avro schemas a held record needs.
+type SchemaFetch = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Everything one sink's pipeline needs.
 pub struct Pipeline<S: Sink> {
     pub sink: Arc<S>,
@@ -87,10 +90,17 @@ impl<S: Sink> Pipeline<S> {
         let max_in_flight = self.sink.max_in_flight().max(1);
         let mut paused = false;
         let mut full_since: Option<tokio::time::Instant> = None;
+        // Records whose Avro schemas are being fetched, in arrival order, and
+        // the fetch for the first of them. The loop goes on polling (and
+        // pauses, as for a full buffer) so a long registry outage never
+        // costs the group membership.
+        let mut held: VecDeque<SourceRecord> = VecDeque::new();
+        let mut schema_fetch: Option<SchemaFetch> = None;
         loop {
             let revoked = self.group.take_revoked();
             if !revoked.is_empty() {
                 let dropped = batch.drop_partitions(&revoked);
+                held.retain(|r| !revoked.iter().any(|(t, p)| *t == r.lineage.topic && *p == r.lineage.partition));
                 tracing::info!(sink = name, dropped, "dropped buffered records of revoked partitions");
             }
             if self.group.rebalanced() && paused {
@@ -108,7 +118,7 @@ impl<S: Sink> Pipeline<S> {
             // per batch and capped throughput at a few thousand events/s.
             // Full: a whole batch is waiting for a free writer (or the byte
             // bound is hit); taking more records would only add memory.
-            let full = batch.bytes() >= self.max_buffer_bytes || batch.len() >= self.limits.max_records;
+            let full = batch.bytes() >= self.max_buffer_bytes || batch.len() >= self.limits.max_records || !held.is_empty();
             full_since = match (full, full_since) {
                 (false, _) => None,
                 (true, since) => Some(since.unwrap_or_else(tokio::time::Instant::now)),
@@ -131,17 +141,16 @@ impl<S: Sink> Pipeline<S> {
                 }
                 _ = tokio::time::sleep_until(linger.map(tokio::time::Instant::from_std).unwrap_or_else(tokio::time::Instant::now)), if linger.is_some() => {}
                 _ = tokio::time::sleep_until(pause_at.unwrap_or_else(tokio::time::Instant::now)), if hold => {}
+                _ = async { schema_fetch.as_mut().expect("guarded").await }, if schema_fetch.is_some() => {
+                    schema_fetch = None;
+                    self.release_held(&mut held, &mut batch, &mut schema_fetch);
+                }
                 next = self.group.next(Duration::from_millis(200)), if !hold => match next {
                     Ok(Some(record)) => {
-                        // Fetch the Avro schemas the record names before the
-                        // (synchronous) decode; waits out a registry outage.
-                        if let Some(registry) = &self.decode.registry {
-                            tokio::select! {
-                                _ = shutdown.changed() => break,
-                                _ = registry.prefetch(&record) => {}
-                            }
+                        held.push_back(record);
+                        if schema_fetch.is_none() {
+                            self.release_held(&mut held, &mut batch, &mut schema_fetch);
                         }
-                        batch.push(self.item(record))
                     }
                     Ok(None) => {}
                     Err(e) => {
@@ -227,6 +236,24 @@ impl<S: Sink> Pipeline<S> {
         result
     }
 
+    /// Moves held records, oldest first, into the batch until one names an
+    /// Avro schema that is not cached yet; for that one a fetch starts (the
+    /// decode itself is synchronous and reads only the cache).
+    fn release_held(&self, held: &mut VecDeque<SourceRecord>, batch: &mut Batch, schema_fetch: &mut Option<SchemaFetch>) {
+        while let Some(record) = held.front() {
+            if let Some(registry) = &self.decode.registry {
+                let wanted = registry.wanted(record);
+                if !wanted.is_empty() {
+                    let (registry, lineage, health) = (registry.clone(), record.lineage.clone(), self.health.clone());
+                    *schema_fetch = Some(Box::pin(async move { registry.fetch_wanted(&wanted, &lineage, &health).await }));
+                    return;
+                }
+            }
+            let record = held.pop_front().expect("front exists");
+            batch.push(self.item(record));
+        }
+    }
+
     /// Decodes and maps one record into what the sink must do with it.
     fn item(&self, record: SourceRecord) -> Item {
         let mut decoded = decode(&record, &self.decode);
@@ -294,6 +321,27 @@ struct Writer<S: Sink> {
     tolerance: ErrorTolerance,
 }
 
+/// `projector_events_total` counts gathered per (topic, op, outcome) and
+/// added once per call: a labelled counter lookup per event costs more than
+/// the event.
+#[derive(Default)]
+struct EventTally(Vec<((String, &'static str, &'static str), u64)>);
+
+impl EventTally {
+    fn add(&mut self, topic: &str, op: &'static str, outcome: &'static str) {
+        match self.0.iter_mut().find(|((t, o, l), _)| t == topic && *o == op && *l == outcome) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push(((topic.to_string(), op, outcome), 1)),
+        }
+    }
+
+    fn count(self, sink: &'static str) {
+        for ((topic, op, outcome), n) in self.0 {
+            metrics::counter!("projector_events_total", "sink" => sink, "topic" => topic, "op" => op, "outcome" => outcome).increment(n);
+        }
+    }
+}
+
 impl<S: Sink> Writer<S> {
     async fn write(self, batch: Batch) -> WriteResult {
         let name = self.sink.name();
@@ -302,18 +350,20 @@ impl<S: Sink> Writer<S> {
         let mut records: Vec<SourceRecord> = Vec::with_capacity(batch.len());
         let mut writes: Vec<(usize, Write)> = Vec::new();
         let mut dead: Vec<(usize, Reason)> = Vec::new();
+        let mut skipped = EventTally::default();
         for item in batch.items {
             let i = records.len();
             match item.action {
                 Action::Write(w) => writes.push((i, w)),
                 Action::Skip(why) => {
-                    metrics::counter!("projector_events_total", "sink" => name, "topic" => item.record.lineage.topic.clone(), "op" => "-", "outcome" => "skipped").increment(1);
+                    skipped.add(&item.record.lineage.topic, "-", "skipped");
                     tracing::trace!(record = %item.record.lineage, why, "skipped");
                 }
                 Action::DeadLetter { stage, kind, reason } => dead.push((i, Reason { stage, kind, message: reason })),
             }
             records.push(item.record);
         }
+        skipped.count(name);
         // Within a batch only the newest write per key matters.
         let refs: Vec<&Write> = writes.iter().map(|(_, w)| w).collect();
         let winners = newest_per_key(&refs);
@@ -352,9 +402,7 @@ impl<S: Sink> Writer<S> {
             let (mut again, mut again_records) = (Vec::new(), Vec::new());
             let mut last_retry_reason = String::new();
             let now = now_ms();
-            // Counted per (topic, op, outcome) and added once per call: a
-            // labelled counter lookup per event costs more than the event.
-            let mut tally: Vec<((String, &'static str, &'static str), u64)> = Vec::new();
+            let mut tally = EventTally::default();
             for ((w, i), outcome) in pending.into_iter().zip(pending_records).zip(outcomes) {
                 let label = match &outcome {
                     Outcome::Applied => "applied",
@@ -362,10 +410,7 @@ impl<S: Sink> Writer<S> {
                     Outcome::Retry(_) => "retry",
                     Outcome::Rejected(_) => "rejected",
                 };
-                match tally.iter_mut().find(|((t, o, l), _)| *t == w.doc.lineage.topic && *o == w.doc.op.as_str() && *l == label) {
-                    Some((_, n)) => *n += 1,
-                    None => tally.push(((w.doc.lineage.topic.clone(), w.doc.op.as_str(), label), 1)),
-                }
+                tally.add(&w.doc.lineage.topic, w.doc.op.as_str(), label);
                 match outcome {
                     Outcome::Applied => {
                         freshest = freshest.max(w.doc.source_ts_ms);
@@ -382,9 +427,7 @@ impl<S: Sink> Writer<S> {
                     Outcome::Rejected(reason) => dead.push((i, Reason { stage: "sink", kind: "rejected", message: format!("{}: document {}: {reason}", records[i].lineage, w.doc.id) })),
                 }
             }
-            for ((topic, op, outcome), n) in tally {
-                metrics::counter!("projector_events_total", "sink" => name, "topic" => topic, "op" => op, "outcome" => outcome).increment(n);
-            }
+            tally.count(name);
             (pending, pending_records) = (again, again_records);
             if !pending.is_empty() {
                 let wait = delays.next().unwrap_or(Duration::from_secs(30));

@@ -67,6 +67,9 @@ pub struct GroupSettings {
     /// `earliest` for a new group: a read model starts from the beginning.
     pub auto_offset_reset: String,
     pub session_timeout: Duration,
+    /// Longest gap between polls before librdkafka leaves the group
+    /// (at least the session timeout).
+    pub max_poll_interval: Duration,
 }
 
 /// Why the consumer could not be created or used.
@@ -99,7 +102,7 @@ impl ConsumerGroup {
             .set("auto.offset.reset", &settings.auto_offset_reset)
             .set("session.timeout.ms", settings.session_timeout.as_millis().to_string())
             .set("heartbeat.interval.ms", (settings.session_timeout.as_millis() / 3).max(500).to_string())
-            .set("max.poll.interval.ms", "300000")
+            .set("max.poll.interval.ms", settings.max_poll_interval.max(settings.session_timeout).as_millis().to_string())
             .set("topic.metadata.refresh.interval.ms", "10000")
             // Backpressure is by pause/resume; keep librdkafka's own prefetch modest.
             .set("queued.max.messages.kbytes", "16384")

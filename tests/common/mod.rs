@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod avro;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
