@@ -22,7 +22,7 @@ pub mod position;
 pub mod schema_history;
 pub mod value;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value as Json};

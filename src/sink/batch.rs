@@ -7,7 +7,7 @@
 //! writes one batch at a time, so what it stores is always a contiguous,
 //! fully written prefix of each partition.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::time::{Duration, Instant};
 
 use super::Write;

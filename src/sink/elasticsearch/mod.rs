@@ -32,7 +32,7 @@ pub mod client;
 pub mod encode;
 pub mod mapping;
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -141,10 +141,15 @@ impl Elasticsearch {
                 let Some(body) = &w.doc.body else { continue };
                 let known = mapped.get(&*w.target);
                 for (name, v) in &body.columns {
-                    if known.is_some_and(|k| k.contains(name)) || refused.contains(&(w.target.to_string(), name.clone())) {
+                    if known.is_some_and(|k| k.contains(name)) {
                         continue;
                     }
+                    // A null has no type to map; checked before `refused`,
+                    // whose key would cost two allocations per null column.
                     let Some(ty) = mapping::value_type(v) else { continue };
+                    if refused.contains(&(w.target.to_string(), name.clone())) {
+                        continue;
+                    }
                     let fields = new.entry(&w.target).or_default();
                     if !fields.iter().any(|(n, _)| n == name) {
                         fields.push((name.clone(), ty));
@@ -211,7 +216,7 @@ impl Sink for Elasticsearch {
                 let body = mapping::index_mapping(es, &[]);
                 self.client.ensure_alias(&es.index, &body).await?;
                 let fields = self.client.mapped_fields(&es.index).await?;
-                self.mapped.lock().unwrap_or_else(|e| e.into_inner()).insert(es.index.clone(), fields);
+                self.mapped.lock().unwrap_or_else(|e| e.into_inner()).insert(es.index.clone(), fields.into_iter().collect());
             }
         }
         Ok(())
