@@ -1,6 +1,7 @@
 //! BigQuery through the whole path: Kafka → projector binary → the BigQuery
 //! emulator, beside Elasticsearch and PostgreSQL, each sink on its own
-//! consumer group. (Its outage test is in `sink_outages.rs`.)
+//! consumer group; a kill -9 mid-stream, then two instances sharing the
+//! partitions, lose nothing. (Its outage test is in `sink_outages.rs`.)
 
 mod common;
 
@@ -56,4 +57,32 @@ async fn trips_reach_all_three_sinks_each_on_its_own_group() {
     // Exact decimal text in BigQuery, not a float.
     let fare = bigquery_rows(&format!("SELECT CAST(Fare AS STRING) FROM `projector-local.{}.trips` WHERE __id = '2'", w.name)).await;
     assert_eq!(fare[0][0], "1234.56");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_stream_then_two_instances_split_the_partitions_and_lose_nothing() {
+    let w = World::new("bqkill", 4).await;
+    w.set_model(&format!("read_model: {}\ntables:\n  - topic: {}\n    bigquery: {{ table: trips }}\n", w.name, w.db.trips.topic()));
+    let (records, expect) = churn(&w, &mut projector::demo::bus_booking::Timeline::default(), 40, 5);
+    w.produce(&records).await;
+    let small_batches = [("PROJECTOR_BATCH_RECORDS", "20")];
+    let mut a = w.start_with(&w.group, &small_batches);
+    wait_for(Duration::from_secs(120), "BigQuery writes before the kill", || async {
+        a.counter("projector_events_total", &["sink=\"bigquery\"", "outcome=\"applied\""]).await >= 20.0
+    })
+    .await;
+    a.kill9();
+    // What the killed instance wrote but did not commit is redone by the
+    // two that follow, and found stale; each takes a share of the partitions.
+    let b = w.start_with(&w.group, &small_batches);
+    let c = w.start_with(&w.group, &small_batches);
+    for p in [&b, &c] {
+        wait_for(Duration::from_secs(60), "each instance to be assigned BigQuery partitions", || async {
+            p.log_text().lines().any(|l| l.contains("partitions assigned") && l.contains("-bigquery-"))
+        })
+        .await;
+    }
+    w.wait_sink_caught_up(&w.group, "bigquery", Duration::from_secs(180)).await;
+    let got: BTreeMap<String, i64> = bigquery_fares(&w).await;
+    assert_eq!(got, expect, "live rows and fares after the kill and the hand-over");
 }

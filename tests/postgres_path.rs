@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use projector::demo::bus_booking::{Timeline, trip};
-use projector::demo::sqlserver::{Column, Record, Table};
+use projector::demo::bus_booking::Timeline;
+use projector::demo::sqlserver::{Column, Table};
 use serde_json::json;
 
 const CATCH_UP: Duration = Duration::from_secs(120);
@@ -29,27 +29,6 @@ async fn live_fares(table: &str) -> BTreeMap<String, i64> {
 
 fn quote_table(t: &str) -> String {
     projector::sink::postgres::quote_table(t)
-}
-
-/// Fare updates for `n` trips, `rounds` times; every 5th deleted at the end.
-fn churn(w: &World, t: &mut Timeline, n: i32, rounds: i32) -> (Vec<Record>, BTreeMap<String, i64>) {
-    let mut out = Vec::new();
-    let mut expect = BTreeMap::new();
-    for round in 0..=rounds {
-        for id in 1..=n {
-            let at = t.commit(if round == 0 { 1 } else { 2 });
-            let before = (round > 0).then(|| trip(id, 1000 + round as i128 - 1, 1));
-            out.push(w.db.trips.event(if round == 0 { 'c' } else { 'u' }, before.as_ref(), Some(&trip(id, 1000 + round as i128, 1)), at, t.ts_ms, true));
-            expect.insert(id.to_string(), 1000 + round as i64);
-        }
-    }
-    for id in (5..=n).step_by(5) {
-        let at = t.commit(1);
-        out.push(w.db.trips.event('d', Some(&trip(id, 1000 + rounds as i128, 1)), None, at, t.ts_ms, true));
-        out.push(w.db.trips.tombstone(&trip(id, 0, 1), true));
-        expect.remove(&id.to_string());
-    }
-    (out, expect)
 }
 
 #[tokio::test(flavor = "multi_thread")]

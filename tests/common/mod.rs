@@ -430,3 +430,26 @@ pub async fn dead_letters(dlq_topic: &str, n: usize) -> BTreeMap<(String, i64), 
     }
     out
 }
+
+/// Trips 1..=n created, their fares updated `rounds` times, every 5th
+/// deleted (with its tombstone) at the end; returns the records and the
+/// live fares (in cents) they leave.
+pub fn churn(w: &World, t: &mut projector::demo::bus_booking::Timeline, n: i32, rounds: i32) -> (Vec<Record>, BTreeMap<String, i64>) {
+    let mut out = Vec::new();
+    let mut expect = BTreeMap::new();
+    for round in 0..=rounds {
+        for id in 1..=n {
+            let at = t.commit(if round == 0 { 1 } else { 2 });
+            let before = (round > 0).then(|| projector::demo::bus_booking::trip(id, 1000 + round as i128 - 1, 1));
+            out.push(w.db.trips.event(if round == 0 { 'c' } else { 'u' }, before.as_ref(), Some(&projector::demo::bus_booking::trip(id, 1000 + round as i128, 1)), at, t.ts_ms, true));
+            expect.insert(id.to_string(), 1000 + round as i64);
+        }
+    }
+    for id in (5..=n).step_by(5) {
+        let at = t.commit(1);
+        out.push(w.db.trips.event('d', Some(&projector::demo::bus_booking::trip(id, 1000 + rounds as i128, 1)), None, at, t.ts_ms, true));
+        out.push(w.db.trips.tombstone(&projector::demo::bus_booking::trip(id, 0, 1), true));
+        expect.remove(&id.to_string());
+    }
+    (out, expect)
+}
