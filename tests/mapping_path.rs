@@ -154,3 +154,39 @@ async fn schemaless_records_take_exact_types_from_the_schema_change_topic() {
     assert_eq!(w.docs(&w.indexes[0]).await["2"]["Stops"].to_string(), "2.5");
     assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 0.0);
 }
+
+/// The README's first command: `mappings/bus_booking.yaml` and the phrase
+/// search `scripts/demo` prints, on this world's own topics and indexes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_read_model_finds_trips_by_a_phrase_in_their_route() {
+    let w = World::new("demo", 3).await;
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/mappings/bus_booking.yaml")).unwrap();
+    let topic_prefix = w.db.trips.topic().trim_end_matches("Trips").to_string();
+    let mut yaml = shipped.replace("read_model: bus-booking", &format!("read_model: {}", w.name)).replace("vexere.vexere.dbo.", &topic_prefix);
+    for (alias, mine) in ["trips", "bookings", "seats"].iter().zip(&w.indexes) {
+        yaml = yaml.replace(&format!("index: {alias}\n"), &format!("index: {mine}\n"));
+    }
+    assert_ne!(yaml, shipped);
+    w.set_model(&yaml);
+    w.produce(&projector::demo::bus_booking::demo_story(&w.db, &mut Timeline::default(), 12, true)).await;
+    let _p = w.start(&w.group);
+    w.wait_caught_up(&w.group, Duration::from_secs(120)).await;
+
+    let index = &w.indexes[0];
+    let _ = http().post(format!("{}/{index}/_refresh", es_url())).send().await;
+    let body: Json = http()
+        .post(format!("{}/{index}/_search", es_url()))
+        .json(&json!({"query": {"match_phrase": {"Route": "Da Lat"}}, "sort": [{"TripId": "asc"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let routes: Vec<&str> = body["hits"]["hits"].as_array().unwrap().iter().map(|h| h["_source"]["Route"].as_str().unwrap()).collect();
+    assert!(!routes.is_empty(), "the demo's search finds trips to Da Lat: {body}");
+    assert!(routes.iter().all(|r| r.contains("Da Lat")), "{routes:?}");
+    let live = w.docs(index).await;
+    let expect = live.values().filter(|d| d["Route"].as_str().is_some_and(|r| r.contains("Da Lat"))).count();
+    assert_eq!(routes.len(), expect, "every live trip to Da Lat, and only those");
+}
