@@ -13,4 +13,3 @@ fn main() -> anyhow::Result<()> {
     println!("| {n} | {} | {us:.2} µs |", docs.len());
     Ok(())
 }
-

@@ -13,12 +13,12 @@ use projector::demo::bus_booking::{BusBooking, Timeline, demo_story};
 use projector::demo::produce::FixtureProducer;
 use projector::mapping::ReadModel;
 use projector::ops::{Health, http};
+use projector::sink::Sink;
 use projector::sink::batch::BatchLimits;
+use projector::sink::bigquery::{Auth, BigQuery};
 use projector::sink::dead_letter::DeadLetters;
 use projector::sink::elasticsearch::Elasticsearch;
-use projector::sink::Sink;
 use projector::sink::pipeline::{ErrorTolerance, Pipeline, PipelineError};
-use projector::sink::bigquery::{Auth, BigQuery};
 use projector::sink::postgres::Postgres;
 use projector::source::consumer::{ConsumerGroup, GroupSettings};
 
@@ -91,7 +91,11 @@ struct RunArgs {
     #[arg(long, env = "PROJECTOR_BIGQUERY_AUTH", default_value = "adc")]
     bigquery_auth: String,
     /// Staging PostgreSQL, as a libpq-style connection string.
-    #[arg(long, env = "PROJECTOR_POSTGRES_URL", default_value = "host=127.0.0.1 port=5432 user=postgres dbname=projector")]
+    #[arg(
+        long,
+        env = "PROJECTOR_POSTGRES_URL",
+        default_value = "host=127.0.0.1 port=5432 user=postgres dbname=projector"
+    )]
     postgres_url: String,
     /// Consumer group prefix; each sink appends `.<sink>`. Default: `projector.<read_model>`.
     #[arg(long, env = "PROJECTOR_GROUP")]
@@ -140,7 +144,8 @@ struct RunArgs {
 }
 
 fn init_logs(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PROJECTOR_LOG").unwrap_or_else(|_| "info,rdkafka=warn".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("PROJECTOR_LOG").unwrap_or_else(|_| "info,rdkafka=warn".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "text" {
         builder.init();
@@ -173,9 +178,13 @@ async fn async_main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args).await,
         Command::Validate { file } => validate(&file),
-        Command::Plan { file } => ReadModel::load(&file).map(|m| print!("{}", projector::mapping::plan::render(&m))).map_err(Into::into),
+        Command::Plan { file } => {
+            ReadModel::load(&file).map(|m| print!("{}", projector::mapping::plan::render(&m))).map_err(Into::into)
+        }
         Command::Lag { read_model, brokers, group, check } => lag(&read_model, &brokers, group, check).await,
-        Command::DemoProduce { brokers, trips, schemas, partitions } => demo_produce(&brokers, trips, schemas, partitions).await,
+        Command::DemoProduce { brokers, trips, schemas, partitions } => {
+            demo_produce(&brokers, trips, schemas, partitions).await
+        }
         Command::Bench(args) => projector::bench::run(args).await,
     };
     match result {
@@ -206,9 +215,11 @@ async fn lag(file: &std::path::Path, brokers: &str, group: Option<String>, check
     for (sink, topics) in sink_topics(&model) {
         let group = format!("{prefix}.{sink}");
         let (b, g) = (brokers.to_string(), group.clone());
-        let parts = tokio::task::spawn_blocking(move || projector::source::consumer::group_lag(&b, &g, &topics, Duration::from_secs(10)))
-            .await?
-            .with_context(|| format!("reading offsets of group {group}; is Kafka up?"))?;
+        let parts = tokio::task::spawn_blocking(move || {
+            projector::source::consumer::group_lag(&b, &g, &topics, Duration::from_secs(10))
+        })
+        .await?
+        .with_context(|| format!("reading offsets of group {group}; is Kafka up?"))?;
         let total: i64 = parts.iter().map(|p| p.lag()).sum();
         println!("{:<48} {:>9} {:>12} {:>12} {:>8}", "TOPIC", "PARTITION", "COMMITTED", "END", "LAG");
         for p in &parts {
@@ -227,11 +238,17 @@ async fn lag(file: &std::path::Path, brokers: &str, group: Option<String>, check
 
 /// Each sink the read model writes, with the topics it reads.
 fn sink_topics(model: &ReadModel) -> Vec<(&'static str, Vec<String>)> {
-    let pick = |f: fn(&projector::mapping::TableMapping) -> bool| model.tables.iter().filter(|t| f(t)).map(|t| t.topic.clone()).collect::<Vec<_>>();
-    [("elasticsearch", pick(|t| t.elasticsearch.is_some())), ("postgres", pick(|t| t.postgres.is_some())), ("bigquery", pick(|t| t.bigquery.is_some()))]
-        .into_iter()
-        .filter(|(_, t)| !t.is_empty())
-        .collect()
+    let pick = |f: fn(&projector::mapping::TableMapping) -> bool| {
+        model.tables.iter().filter(|t| f(t)).map(|t| t.topic.clone()).collect::<Vec<_>>()
+    };
+    [
+        ("elasticsearch", pick(|t| t.elasticsearch.is_some())),
+        ("postgres", pick(|t| t.postgres.is_some())),
+        ("bigquery", pick(|t| t.bigquery.is_some())),
+    ]
+    .into_iter()
+    .filter(|(_, t)| !t.is_empty())
+    .collect()
 }
 
 async fn demo_produce(brokers: &str, trips: i32, schemas: bool, partitions: i32) -> anyhow::Result<()> {
@@ -279,11 +296,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(url) => Some(Arc::new(SchemaRegistry::new(url)?)),
         None => None,
     };
-    let decode = DecodeOptions { max_record_bytes: args.max_record_bytes, schemas_enable: args.schemas_enable, history, registry, ..Default::default() };
-    let common = PipelineParts { model: model.clone(), args: &args, group_prefix: &group_prefix, dead_letters: &dead_letters, health: &health, decode: &decode, stop: &stop_rx };
+    let decode = DecodeOptions {
+        max_record_bytes: args.max_record_bytes,
+        schemas_enable: args.schemas_enable,
+        history,
+        registry,
+        ..Default::default()
+    };
+    let common = PipelineParts {
+        model: model.clone(),
+        args: &args,
+        group_prefix: &group_prefix,
+        dead_letters: &dead_letters,
+        health: &health,
+        decode: &decode,
+        stop: &stop_rx,
+    };
     let mut tasks = Vec::new();
     if model.tables.iter().any(|t| t.elasticsearch.is_some()) {
-        tasks.push(common.spawn(Arc::new(Elasticsearch::new(&args.elasticsearch_url)?.with_max_in_flight(args.elasticsearch_in_flight)))?);
+        tasks.push(common.spawn(Arc::new(
+            Elasticsearch::new(&args.elasticsearch_url)?.with_max_in_flight(args.elasticsearch_in_flight),
+        ))?);
     }
     if model.tables.iter().any(|t| t.postgres.is_some()) {
         tasks.push(common.spawn(Arc::new(Postgres::new(&args.postgres_url, model.clone())))?);
@@ -295,7 +328,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             path => Auth::ServiceAccountKey(PathBuf::from(path)),
         };
         let dataset = args.bigquery_dataset.clone().unwrap_or_else(|| model.name.replace('-', "_"));
-        tasks.push(common.spawn(Arc::new(BigQuery::new(&args.bigquery_url, &args.bigquery_project, &dataset, model.clone(), auth)?))?);
+        tasks.push(common.spawn(Arc::new(BigQuery::new(
+            &args.bigquery_url,
+            &args.bigquery_project,
+            &dataset,
+            model.clone(),
+            auth,
+        )?))?);
     }
     if tasks.is_empty() {
         anyhow::bail!("{}: no table has an elasticsearch, postgres or bigquery section", model.file.display());
@@ -342,7 +381,13 @@ impl PipelineParts<'_> {
             session_timeout: Duration::from_millis(self.args.session_timeout_ms),
             max_poll_interval: Duration::from_millis(self.args.max_poll_interval_ms),
         };
-        let topics: Vec<String> = self.model.tables.iter().filter(|t| sink.target(&self.model, &t.topic).is_some()).map(|t| t.topic.clone()).collect();
+        let topics: Vec<String> = self
+            .model
+            .tables
+            .iter()
+            .filter(|t| sink.target(&self.model, &t.topic).is_some())
+            .map(|t| t.topic.clone())
+            .collect();
         let group = Arc::new(ConsumerGroup::join(&settings, &topics)?);
         tracing::info!(read_model = %self.model.name, sink = sink.name(), group = %settings.group_id, ?topics, "starting pipeline");
         let pipeline = Pipeline {
@@ -351,7 +396,11 @@ impl PipelineParts<'_> {
             group,
             dead_letters: self.dead_letters.clone(),
             health: self.health.clone(),
-            limits: BatchLimits { max_records: self.args.batch_records, max_bytes: self.args.batch_bytes, linger: Duration::from_millis(self.args.linger_ms) },
+            limits: BatchLimits {
+                max_records: self.args.batch_records,
+                max_bytes: self.args.batch_bytes,
+                linger: Duration::from_millis(self.args.linger_ms),
+            },
             max_buffer_bytes: self.args.max_buffer_bytes,
             decode: self.decode.clone(),
             tolerance: self.args.errors_tolerance,

@@ -40,7 +40,8 @@ async fn avro_change_events_land_with_exact_values() {
 
     // Trip 4 names a schema id the registry has never assigned; trip 5 follows it.
     let at = t.commit(1);
-    let mut unknown = to_avro(&[w.db.trips.event('c', None, Some(&trip(4, 4000, 1)), at, t.ts_ms, true)]).await.remove(0);
+    let mut unknown =
+        to_avro(&[w.db.trips.event('c', None, Some(&trip(4, 4000, 1)), at, t.ts_ms, true)]).await.remove(0);
     if let Some(v) = unknown.value.as_mut() {
         v[1..5].copy_from_slice(&2_000_000_000u32.to_be_bytes());
     }
@@ -56,7 +57,12 @@ async fn avro_change_events_land_with_exact_values() {
     w.wait_caught_up(&w.group, Duration::from_secs(120)).await;
 
     let docs = w.docs(&w.indexes[0]).await;
-    assert_eq!(docs.keys().collect::<Vec<_>>(), ["1", "2", "5"], "trip 3 deleted, trip 4 dead-lettered; log: {}", p.log_text());
+    assert_eq!(
+        docs.keys().collect::<Vec<_>>(),
+        ["1", "2", "5"],
+        "trip 3 deleted, trip 4 dead-lettered; log: {}",
+        p.log_text()
+    );
     let d = &docs["2"];
     assert_eq!(d["Fare"].to_string(), "1234567890.12", "decimal(12,2) with its exact digits");
     assert_eq!(d["Note"], "window seats — upper deck");

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use projector::decode::value::timestamp_text;
-use projector::decode::{Decoded, DecodeOptions, decode};
+use projector::decode::{DecodeOptions, Decoded, decode};
 use projector::demo::bus_booking::{BusBooking, Timeline, trip};
 use projector::demo::sqlserver::{Column, Image, Record, Table, decimal_base64};
 use projector::mapping::ReadModel;
@@ -54,7 +54,13 @@ impl Bq {
         for r in records {
             let offset = self.offset.get();
             self.offset.set(offset + 1);
-            let rec = SourceRecord { lineage: Lineage { topic: r.topic.clone(), partition: 0, offset }, key: Some(r.key.clone()), value: r.value.clone(), headers: vec![], timestamp_ms: None };
+            let rec = SourceRecord {
+                lineage: Lineage { topic: r.topic.clone(), partition: 0, offset },
+                key: Some(r.key.clone()),
+                value: r.value.clone(),
+                headers: vec![],
+                timestamp_ms: None,
+            };
             let Decoded::Change(ev) = decode(&rec, &DecodeOptions::default()).unwrap() else { continue };
             let table = self.model.table(&r.topic).unwrap();
             let doc = table.document(&ev).unwrap();
@@ -75,18 +81,51 @@ impl Bq {
     /// Rows of a query, cells as text (TIMESTAMPs as integer microseconds).
     async fn query(&self, sql: &str) -> Vec<Vec<Json>> {
         let body = json!({"query": sql, "useLegacySql": false, "formatOptions": {"useInt64Timestamp": true}});
-        let r: Json = http().post(format!("{}/bigquery/v2/projects/{PROJECT}/queries", base_url())).json(&body).send().await.unwrap().json().await.unwrap();
+        let r: Json = http()
+            .post(format!("{}/bigquery/v2/projects/{PROJECT}/queries", base_url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert!(r.get("error").is_none(), "{sql}: {r}");
-        r["rows"].as_array().cloned().unwrap_or_default().iter().map(|row| row["f"].as_array().unwrap().iter().map(|c| c["v"].clone()).collect()).collect()
+        r["rows"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|row| row["f"].as_array().unwrap().iter().map(|c| c["v"].clone()).collect())
+            .collect()
     }
 
     async fn schema(&self, table: &str) -> Vec<(String, String)> {
-        let r: Json = http().get(format!("{}/bigquery/v2/projects/{PROJECT}/datasets/{}/tables/{table}", base_url(), self.dataset)).send().await.unwrap().json().await.unwrap();
-        r["schema"]["fields"].as_array().unwrap().iter().map(|f| (f["name"].as_str().unwrap().to_string(), f["type"].as_str().unwrap().to_string())).collect()
+        let r: Json = http()
+            .get(format!("{}/bigquery/v2/projects/{PROJECT}/datasets/{}/tables/{table}", base_url(), self.dataset))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["schema"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["name"].as_str().unwrap().to_string(), f["type"].as_str().unwrap().to_string()))
+            .collect()
     }
 
     async fn drop(self) {
-        let _ = http().delete(format!("{}/bigquery/v2/projects/{PROJECT}/datasets/{}?deleteContents=true", base_url(), self.dataset)).send().await;
+        let _ = http()
+            .delete(format!(
+                "{}/bigquery/v2/projects/{PROJECT}/datasets/{}?deleteContents=true",
+                base_url(),
+                self.dataset
+            ))
+            .send()
+            .await;
     }
 }
 
@@ -143,7 +182,9 @@ async fn rows_land_typed_with_exact_values_and_deletes_stay_as_tombstones() {
     assert_eq!(live[1][..5], [s("2"), s("1234.56"), s(&depart(2)), s("Da Nang → Hue"), s("2")]);
     assert_eq!(live[0][5], s(&((1_782_000_000_000_i64 + 7) * 1000).to_string()), "__source_ts is the commit time");
     // The deleted trip stays as a tombstone with the values it had.
-    let gone = bq.query(&format!("SELECT __deleted, TripId, CAST(Fare AS STRING) FROM {} WHERE __id = '3'", bq.table("trips"))).await;
+    let gone = bq
+        .query(&format!("SELECT __deleted, TripId, CAST(Fare AS STRING) FROM {} WHERE __id = '3'", bq.table("trips")))
+        .await;
     assert_eq!(gone, vec![vec![s("true"), s("3"), s("9999999999.99")]]);
     bq.drop().await;
 }
@@ -156,7 +197,10 @@ async fn replays_and_late_stale_writes_change_nothing() {
     let records = story(&db, &mut t);
     bq.write(&bq.writes(&records[..3])).await;
     bq.write(&bq.writes(&records[3..])).await;
-    let snap_sql = format!("SELECT __id, __position, __deleted, __written_at, CAST(Fare AS STRING), Status FROM {} ORDER BY __id", bq.table("trips"));
+    let snap_sql = format!(
+        "SELECT __id, __position, __deleted, __written_at, CAST(Fare AS STRING), Status FROM {} ORDER BY __id",
+        bq.table("trips")
+    );
     let snapshot = || bq.query(&snap_sql);
     let before = snapshot().await;
 
@@ -169,7 +213,12 @@ async fn replays_and_late_stale_writes_change_nothing() {
     let late = bq.writes(&[records[2].clone(), records[1].clone()]);
     assert_eq!(bq.write(&late).await, vec![Outcome::Stale, Outcome::Stale]);
     assert_eq!(snapshot().await, before, "no regression");
-    let live: Vec<Json> = bq.query(&format!("SELECT __id FROM {} ORDER BY __id", bq.table("trips_live"))).await.into_iter().map(|r| r[0].clone()).collect();
+    let live: Vec<Json> = bq
+        .query(&format!("SELECT __id FROM {} ORDER BY __id", bq.table("trips_live")))
+        .await
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
     assert_eq!(live, vec![s("1"), s("2")], "no resurrection");
 
     // A newer write still lands in the same batch as stale ones.
@@ -177,7 +226,9 @@ async fn replays_and_late_stale_writes_change_nothing() {
     let newer = db.trips.event('u', None, Some(&trip(1, 42, 3)), at, t.ts_ms, true);
     let mixed = bq.writes(&[newer, records[3].clone()]);
     assert_eq!(bq.write(&mixed).await, vec![Outcome::Applied, Outcome::Stale]);
-    let one = bq.query(&format!("SELECT CAST(Fare AS STRING), Status FROM {} WHERE __id = '1'", bq.table("trips_live"))).await;
+    let one = bq
+        .query(&format!("SELECT CAST(Fare AS STRING), Status FROM {} WHERE __id = '1'", bq.table("trips_live")))
+        .await;
     assert_eq!(one, vec![vec![s("0.42"), s("3")]]);
     bq.drop().await;
 }
@@ -199,8 +250,16 @@ async fn a_retried_batch_whose_jobs_exist_is_not_applied_twice() {
     let row = bq.query(&format!("SELECT __position, Fare = 1 FROM {}", bq.table("trips"))).await;
     assert_eq!(row, vec![vec![s("0"), s("true")]], "the MERGE ran once");
     // No staging table is left behind.
-    let tables: Json = http().get(format!("{}/bigquery/v2/projects/{PROJECT}/datasets/{}/tables", base_url(), bq.dataset)).send().await.unwrap().json().await.unwrap();
-    let names: Vec<&str> = tables["tables"].as_array().unwrap().iter().map(|t| t["tableReference"]["tableId"].as_str().unwrap()).collect();
+    let tables: Json = http()
+        .get(format!("{}/bigquery/v2/projects/{PROJECT}/datasets/{}/tables", base_url(), bq.dataset))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> =
+        tables["tables"].as_array().unwrap().iter().map(|t| t["tableReference"]["tableId"].as_str().unwrap()).collect();
     assert!(names.iter().all(|n| !n.starts_with("_projector_stage_")), "{names:?}");
     bq.drop().await;
 }
@@ -225,7 +284,12 @@ async fn a_bad_value_rejects_only_its_row() {
     assert_eq!(out[2], Outcome::Applied);
     let Outcome::Rejected(why) = &out[1] else { panic!("row 2 should be rejected: {out:?}") };
     assert!(why.contains("trips") && why.contains("\"2\""), "{why}");
-    let ids: Vec<Json> = bq.query(&format!("SELECT __id FROM {} ORDER BY __id", bq.table("trips"))).await.into_iter().map(|r| r[0].clone()).collect();
+    let ids: Vec<Json> = bq
+        .query(&format!("SELECT __id FROM {} ORDER BY __id", bq.table("trips")))
+        .await
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
     assert_eq!(ids, vec![s("1"), s("3")]);
     bq.drop().await;
 }
@@ -247,7 +311,14 @@ async fn hostile_names_round_trip_and_new_fields_add_columns() {
         }
         c
     };
-    let v1 = Table { prefix: p, database: "vexere", schema: "dbo", name: "Trips", columns: cols(false), key: vec!["TripId"] };
+    let v1 = Table {
+        prefix: p,
+        database: "vexere",
+        schema: "dbo",
+        name: "Trips",
+        columns: cols(false),
+        key: vec!["TripId"],
+    };
     let v2 = Table { columns: cols(true), ..v1.clone() };
     let table = "Chuyến_đi-2026";
     let bq = Bq::new("quote", &v1.topic(), &format!("{{ table: '{table}' }}")).await;
@@ -261,7 +332,10 @@ async fn hostile_names_round_trip_and_new_fields_add_columns() {
         ("Lúc", json!("2026-06-01T10:00:00.5+07:00")),
     ];
     let at = t.commit(1);
-    assert_eq!(bq.write(&bq.writes(&[v1.event('c', None, Some(&img), at, t.ts_ms, true)])).await, vec![Outcome::Applied]);
+    assert_eq!(
+        bq.write(&bq.writes(&[v1.event('c', None, Some(&img), at, t.ts_ms, true)])).await,
+        vec![Outcome::Applied]
+    );
     let row = bq
         .query(&format!("SELECT `Seat No's-#1 <x>&y=z+|:`, CAST(`Giá vé` AS STRING), TO_BASE64(`Ảnh`), CAST(`Ngày` AS STRING), `Lúc` FROM {}", bq.table(&format!("{table}_live"))))
         .await;
@@ -271,7 +345,10 @@ async fn hostile_names_round_trip_and_new_fields_add_columns() {
     let mut img2 = img.clone();
     img2.push(("Ghi chú", json!("xin chào")));
     let at = t.commit(2);
-    assert_eq!(bq.write(&bq.writes(&[v2.event('u', None, Some(&img2), at, t.ts_ms, true)])).await, vec![Outcome::Applied]);
+    assert_eq!(
+        bq.write(&bq.writes(&[v2.event('u', None, Some(&img2), at, t.ts_ms, true)])).await,
+        vec![Outcome::Applied]
+    );
     let schema = bq.schema(table).await;
     assert!(schema.contains(&("Ghi chú".into(), "STRING".into())), "{schema:?}");
     assert!(schema.contains(&("Lúc".into(), "TIMESTAMP".into())), "{schema:?}");
@@ -284,12 +361,23 @@ async fn hostile_names_round_trip_and_new_fields_add_columns() {
 #[tokio::test(flavor = "multi_thread")]
 async fn partitioned_clustered_table_is_created_with_the_first_batch() {
     let db = BusBooking::new(prefix("bqpart"));
-    let bq = Bq::new("part", &db.trips.topic(), "{ table: trips, partition_by: DepartAt, cluster_by: [Route, TripId] }").await;
-    let meta = || async { http().get(format!("{}/bigquery/v2/projects/{PROJECT}/datasets/{}/tables/trips", base_url(), bq.dataset)).send().await.unwrap() };
+    let bq =
+        Bq::new("part", &db.trips.topic(), "{ table: trips, partition_by: DepartAt, cluster_by: [Route, TripId] }")
+            .await;
+    let meta = || async {
+        http()
+            .get(format!("{}/bigquery/v2/projects/{PROJECT}/datasets/{}/tables/trips", base_url(), bq.dataset))
+            .send()
+            .await
+            .unwrap()
+    };
     assert_eq!(meta().await.status(), 404, "DepartAt has no type before the first batch");
     let mut t = Timeline::default();
     let at = t.commit(1);
-    assert_eq!(bq.write(&bq.writes(&[db.trips.event('c', None, Some(&trip(1, 100, 1)), at, t.ts_ms, true)])).await, vec![Outcome::Applied]);
+    assert_eq!(
+        bq.write(&bq.writes(&[db.trips.event('c', None, Some(&trip(1, 100, 1)), at, t.ts_ms, true)])).await,
+        vec![Outcome::Applied]
+    );
     let table: Json = meta().await.json().await.unwrap();
     assert_eq!(table["timePartitioning"]["field"], "DepartAt", "{table}");
     assert_eq!(table["clustering"]["fields"], json!(["Route", "TripId"]), "{table}");
@@ -300,7 +388,14 @@ async fn partitioned_clustered_table_is_created_with_the_first_batch() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_column_name_bigquery_cannot_hold_is_rejected_with_a_hint() {
     let p = prefix("bqbadname");
-    let table = Table { prefix: p, database: "vexere", schema: "dbo", name: "Trips", columns: vec![Column::new("TripId", "int32"), Column::new("Seat \"No\"; --", "string")], key: vec!["TripId"] };
+    let table = Table {
+        prefix: p,
+        database: "vexere",
+        schema: "dbo",
+        name: "Trips",
+        columns: vec![Column::new("TripId", "int32"), Column::new("Seat \"No\"; --", "string")],
+        key: vec!["TripId"],
+    };
     let bq = Bq::new("badname", &table.topic(), "{ table: trips }").await;
     let mut t = Timeline::default();
     let at = t.commit(1);

@@ -50,19 +50,33 @@ async fn trips_reach_all_three_sinks_each_on_its_own_group() {
     for sink in ["elasticsearch", "postgres", "bigquery"] {
         w.wait_sink_caught_up(&w.group, sink, Duration::from_secs(120)).await;
     }
-    let expect: BTreeMap<String, i64> = [(1, 100_001), (2, 123_456), (4, 100_004), (5, 100_005), (6, 100_006)].into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let expect: BTreeMap<String, i64> = [(1, 100_001), (2, 123_456), (4, 100_004), (5, 100_005), (6, 100_006)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     assert_eq!(bigquery_fares(&w).await, expect);
-    let es: BTreeMap<String, i64> = w.docs(&w.indexes[0]).await.into_iter().map(|(k, d)| (k, (d["Fare"].as_f64().unwrap() * 100.0).round() as i64)).collect();
+    let es: BTreeMap<String, i64> = w
+        .docs(&w.indexes[0])
+        .await
+        .into_iter()
+        .map(|(k, d)| (k, (d["Fare"].as_f64().unwrap() * 100.0).round() as i64))
+        .collect();
     assert_eq!(es, expect);
     // Exact decimal text in BigQuery, not a float.
-    let fare = bigquery_rows(&format!("SELECT CAST(Fare AS STRING) FROM `projector-local.{}.trips` WHERE __id = '2'", w.name)).await;
+    let fare =
+        bigquery_rows(&format!("SELECT CAST(Fare AS STRING) FROM `projector-local.{}.trips` WHERE __id = '2'", w.name))
+            .await;
     assert_eq!(fare[0][0], "1234.56");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_stream_then_two_instances_split_the_partitions_and_lose_nothing() {
     let w = World::new("bqkill", 4).await;
-    w.set_model(&format!("read_model: {}\ntables:\n  - topic: {}\n    bigquery: {{ table: trips }}\n", w.name, w.db.trips.topic()));
+    w.set_model(&format!(
+        "read_model: {}\ntables:\n  - topic: {}\n    bigquery: {{ table: trips }}\n",
+        w.name,
+        w.db.trips.topic()
+    ));
     let (records, expect) = churn(&w, &mut projector::demo::bus_booking::Timeline::default(), 40, 5);
     w.produce(&records).await;
     let small_batches = [("PROJECTOR_BATCH_RECORDS", "20")];

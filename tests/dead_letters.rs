@@ -71,7 +71,10 @@ async fn every_kind_of_bad_record_is_dead_lettered_and_its_neighbours_land() {
     w.wait_caught_up(&w.group, Duration::from_secs(120)).await;
 
     let trips_docs = w.docs(&w.indexes[0]).await;
-    let want: Vec<String> = (0..records.len()).filter(|i| !expected.contains_key(&(*i as i64))).map(|i| if i == 0 { "1".to_string() } else { i.to_string() }).collect();
+    let want: Vec<String> = (0..records.len())
+        .filter(|i| !expected.contains_key(&(*i as i64)))
+        .map(|i| if i == 0 { "1".to_string() } else { i.to_string() })
+        .collect();
     let mut got: Vec<String> = trips_docs.keys().cloned().collect();
     got.sort_by_key(|k| k.parse::<i64>().unwrap());
     assert_eq!(got, want, "every good neighbour landed");
@@ -114,7 +117,17 @@ async fn errors_tolerance_none_stops_on_the_bad_record_and_commits_nothing_past_
     let log = p.log_text();
     assert!(log.contains(&format!("{}/0@3", w.db.trips.topic())), "the error names the record: {log}");
     assert!(log.contains("errors.tolerance is none"), "{log}");
-    let lag = projector::source::consumer::group_lag(&brokers(), &format!("{}.elasticsearch", w.group), &w.topics(), Duration::from_secs(5)).unwrap();
+    let lag = projector::source::consumer::group_lag(
+        &brokers(),
+        &format!("{}.elasticsearch", w.group),
+        &w.topics(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
     let trips_partition = lag.iter().find(|l| l.topic == w.db.trips.topic()).unwrap();
-    assert!(trips_partition.committed <= 3, "nothing committed past the bad record (committed {})", trips_partition.committed);
+    assert!(
+        trips_partition.committed <= 3,
+        "nothing committed past the bad record (committed {})",
+        trips_partition.committed
+    );
 }

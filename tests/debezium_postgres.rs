@@ -29,10 +29,20 @@ struct Source {
 
 impl Drop for Source {
     fn drop(&mut self) {
-        let _ = Command::new("curl").args(["-s", "-X", "DELETE", &format!("{CONNECT}/connectors/{}", self.name)]).output();
+        let _ =
+            Command::new("curl").args(["-s", "-X", "DELETE", &format!("{CONNECT}/connectors/{}", self.name)]).output();
         for _ in 0..50 {
             let out = Command::new("psql")
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "projector", "-tAc", &format!("select count(*) from pg_replication_slots where slot_name = '{}' and active", self.name)])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "projector",
+                    "-tAc",
+                    &format!("select count(*) from pg_replication_slots where slot_name = '{}' and active", self.name),
+                ])
                 .output();
             if out.map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(true) {
                 break;
@@ -40,9 +50,32 @@ impl Drop for Source {
             std::thread::sleep(Duration::from_millis(200));
         }
         let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "projector", "-qc", &format!("select pg_drop_replication_slot('{0}') from pg_replication_slots where slot_name = '{0}'", self.name)])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "projector",
+                "-qc",
+                &format!(
+                    "select pg_drop_replication_slot('{0}') from pg_replication_slots where slot_name = '{0}'",
+                    self.name
+                ),
+            ])
             .output();
-        let _ = Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-d", "projector", "-qc", &format!("drop database if exists {} with (force)", self.db)]).output();
+        let _ = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "projector",
+                "-qc",
+                &format!("drop database if exists {} with (force)", self.db),
+            ])
+            .output();
     }
 }
 
@@ -81,7 +114,11 @@ async fn values_captured_by_the_real_debezium_postgres_connector_reach_elasticse
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("pg.yaml");
     let index = format!("{}-items", name.replace('_', "-"));
-    std::fs::write(&model, format!("read_model: {name}\ntables:\n  - topic: {topic}\n    elasticsearch: {{ index: {index} }}\n")).unwrap();
+    std::fs::write(
+        &model,
+        format!("read_model: {name}\ntables:\n  - topic: {topic}\n    elasticsearch: {{ index: {index} }}\n"),
+    )
+    .unwrap();
     // The connector creates its topic on the first snapshot record.
     wait_for(Duration::from_secs(90), "the connector's snapshot on Kafka", || {
         let topic = topic.clone();
@@ -145,8 +182,12 @@ fn start_projector(model: &std::path::Path, group: &str) -> Projector {
 }
 
 async fn docs(index: &str) -> std::collections::BTreeMap<String, Json> {
-    search_all(index).await.into_iter().map(|(id, mut src, _)| {
-        src.as_object_mut().unwrap().remove("__projector");
-        (id, src)
-    }).collect()
+    search_all(index)
+        .await
+        .into_iter()
+        .map(|(id, mut src, _)| {
+            src.as_object_mut().unwrap().remove("__projector");
+            (id, src)
+        })
+        .collect()
 }

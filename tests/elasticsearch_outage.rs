@@ -15,7 +15,8 @@ use projector::demo::bus_booking::{Timeline, trip};
 async fn elasticsearch_down_for_30s_under_load_is_reported_retried_and_caught_up() {
     let w = World::new("outage", 3).await;
     let p = w.start(&w.group);
-    wait_for(Duration::from_secs(60), "projector ready", || async { p.ready().await.is_some_and(|(s, _)| s == 200) }).await;
+    wait_for(Duration::from_secs(60), "projector ready", || async { p.ready().await.is_some_and(|(s, _)| s == 200) })
+        .await;
 
     // Load: fare updates for 100 trips, a round every 200 ms, for the whole outage.
     let mut t = Timeline::default();
@@ -54,7 +55,8 @@ async fn elasticsearch_down_for_30s_under_load_is_reported_retried_and_caught_up
 
     w.wait_caught_up(&w.group, Duration::from_secs(180)).await;
     let docs = w.docs(&w.indexes[0]).await;
-    let got: BTreeMap<String, i128> = docs.iter().map(|(id, d)| (id.clone(), (d["Fare"].as_f64().unwrap() * 100.0).round() as i128)).collect();
+    let got: BTreeMap<String, i128> =
+        docs.iter().map(|(id, d)| (id.clone(), (d["Fare"].as_f64().unwrap() * 100.0).round() as i128)).collect();
     assert_eq!(got, expect, "every trip has its last fare");
     wait_for(Duration::from_secs(30), "ready again", || async { p.ready().await.is_some_and(|(s, _)| s == 200) }).await;
     assert!(round > 20, "load kept flowing during the outage ({round} rounds)");

@@ -21,7 +21,8 @@ fn fare(doc: &Json) -> f64 {
 
 async fn assert_fares(w: &World, expect: &BTreeMap<String, i64>) {
     let docs = w.docs(&w.indexes[0]).await;
-    let got: BTreeMap<String, i64> = docs.iter().map(|(id, d)| (id.clone(), (fare(d) * 100.0).round() as i64)).collect();
+    let got: BTreeMap<String, i64> =
+        docs.iter().map(|(id, d)| (id.clone(), (fare(d) * 100.0).round() as i64)).collect();
     assert_eq!(&got, expect, "live trips and their fares");
 }
 
@@ -69,13 +70,21 @@ async fn create_update_delete_and_tombstone_reach_the_index() {
     let bookings = w.docs(&w.indexes[1]).await;
     assert_eq!(bookings.len(), 3);
     assert_eq!(bookings["2"]["Customer"], "Le Minh Chau");
-    assert!(p.counter("projector_events_total", &["outcome=\"applied\""]).await >= 8.0, "each key written at least once");
+    assert!(
+        p.counter("projector_events_total", &["outcome=\"applied\""]).await >= 8.0,
+        "each key written at least once"
+    );
     let trips_topic = format!("topic=\"{}\"", w.db.trips.topic());
-    assert_eq!(p.counter("projector_events_total", &["outcome=\"skipped\"", &trips_topic]).await, 1.0, "the one tombstone is counted as skipped");
+    assert_eq!(
+        p.counter("projector_events_total", &["outcome=\"skipped\"", &trips_topic]).await,
+        1.0,
+        "the one tombstone is counted as skipped"
+    );
     // Consumer lag per partition is published and reaches zero.
     wait_for(Duration::from_secs(30), "projector_consumer_lag at 0 for every Trips partition", || async {
         let m = p.metrics().await;
-        m.lines().filter(|l| l.starts_with("projector_consumer_lag{") && l.contains(&trips_topic)).count() == 3 && sum_metric(&m, "projector_consumer_lag", &[&trips_topic]) == 0.0
+        m.lines().filter(|l| l.starts_with("projector_consumer_lag{") && l.contains(&trips_topic)).count() == 3
+            && sum_metric(&m, "projector_consumer_lag", &[&trips_topic]) == 0.0
     })
     .await;
 }
@@ -138,7 +147,8 @@ async fn replaying_the_topic_from_offset_zero_changes_nothing() {
 async fn overlapping_batches_in_flight_settle_on_the_newest_event() {
     let w = World::new("inflight", 3).await;
     let (records, expect) = churn(&w, &mut Timeline::default(), 12, 40);
-    let env = [("PROJECTOR_BATCH_RECORDS", "15"), ("PROJECTOR_LINGER_MS", "1"), ("PROJECTOR_ELASTICSEARCH_IN_FLIGHT", "4")];
+    let env =
+        [("PROJECTOR_BATCH_RECORDS", "15"), ("PROJECTOR_LINGER_MS", "1"), ("PROJECTOR_ELASTICSEARCH_IN_FLIGHT", "4")];
     let a = w.start_with(&w.group, &env);
     let (first, rest) = records.split_at(records.len() / 2);
     w.produce(first).await;
@@ -146,7 +156,8 @@ async fn overlapping_batches_in_flight_settle_on_the_newest_event() {
     w.produce(rest).await;
     w.wait_caught_up(&w.group, CATCH_UP).await;
     assert_fares(&w, &expect).await;
-    let applied = a.counter("projector_events_total", &["outcome=\"applied\""]).await + b.counter("projector_events_total", &["outcome=\"applied\""]).await;
+    let applied = a.counter("projector_events_total", &["outcome=\"applied\""]).await
+        + b.counter("projector_events_total", &["outcome=\"applied\""]).await;
     assert!(applied > 0.0, "both instances were running the path");
     // A replay by a third group with the same settings changes nothing.
     let before = raw_docs(&w.indexes[0]).await;
@@ -169,7 +180,14 @@ async fn an_old_event_appended_late_changes_nothing_even_after_gc_deletes() {
     let update = w.db.trips.event('u', Some(&trip(1, 1000, 1)), Some(&trip(1, 1100, 1)), upd_at, t.ts_ms, true);
     let del_at = t.commit(1);
     let delete = w.db.trips.event('d', Some(&trip(2, 2000, 1)), None, del_at, t.ts_ms, true);
-    w.produce(&[create.clone(), create2.clone(), update.clone(), delete, w.db.trips.tombstone(&trip(2, 2000, 1), true)]).await;
+    w.produce(&[
+        create.clone(),
+        create2.clone(),
+        update.clone(),
+        delete,
+        w.db.trips.tombstone(&trip(2, 2000, 1), true),
+    ])
+    .await;
     let p = w.start(&w.group);
     w.wait_caught_up(&w.group, CATCH_UP).await;
     let expect = BTreeMap::from([("1".to_string(), 1100)]);
@@ -178,7 +196,12 @@ async fn an_old_event_appended_late_changes_nothing_even_after_gc_deletes() {
     // Shorten the delete-tombstone window and let it pass: a real ES delete
     // would have forgotten its version by now.
     let c = http();
-    let r = c.put(format!("{}/{}_v1/_settings", es_url(), w.indexes[0])).json(&json!({"index": {"gc_deletes": "1s"}})).send().await.unwrap();
+    let r = c
+        .put(format!("{}/{}_v1/_settings", es_url(), w.indexes[0]))
+        .json(&json!({"index": {"gc_deletes": "1s"}}))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _ = c.post(format!("{}/{}_v1/_flush", es_url(), w.indexes[0])).send().await;
@@ -190,7 +213,10 @@ async fn an_old_event_appended_late_changes_nothing_even_after_gc_deletes() {
     w.wait_caught_up(&w.group, CATCH_UP).await;
     assert_fares(&w, &expect).await;
     assert_eq!(raw_docs(&w.indexes[0]).await, before, "no regression, no resurrection");
-    assert!(p.counter("projector_events_total", &["outcome=\"stale\""]).await >= 2.0, "old events were seen and refused");
+    assert!(
+        p.counter("projector_events_total", &["outcome=\"stale\""]).await >= 2.0,
+        "old events were seen and refused"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -199,7 +225,10 @@ async fn kill_9_mid_stream_then_restart_ends_complete_and_correct() {
     let (records, expect) = churn(&w, &mut Timeline::default(), 300, 20);
     w.produce(&records).await;
     let mut p = w.start_with(&w.group, &[("PROJECTOR_BATCH_RECORDS", "200")]);
-    wait_for(CATCH_UP, "some writes before the kill", || async { p.counter("projector_events_total", &["outcome=\"applied\""]).await >= 400.0 }).await;
+    wait_for(CATCH_UP, "some writes before the kill", || async {
+        p.counter("projector_events_total", &["outcome=\"applied\""]).await >= 400.0
+    })
+    .await;
     p.kill9();
     let lag_at_kill = lag(&format!("{}.elasticsearch", w.group), &w.topics()).unwrap();
     assert!(lag_at_kill > 0, "the kill must land mid-stream (lag {lag_at_kill})");
@@ -226,7 +255,14 @@ async fn two_instances_split_the_partitions_and_agree_on_the_result() {
     let (mut records, expect) = churn(&w, &mut t, 200, 5);
     for id in 1..=100 {
         let at = t.commit(1);
-        records.push(w.db.bookings.event('c', None, Some(&booking(id, 1, (id % 40) as i16, "confirmed")), at, t.ts_ms, true));
+        records.push(w.db.bookings.event(
+            'c',
+            None,
+            Some(&booking(id, 1, (id % 40) as i16, "confirmed")),
+            at,
+            t.ts_ms,
+            true,
+        ));
     }
     for s in 1..=40 {
         let at = t.commit(1);
@@ -237,7 +273,10 @@ async fn two_instances_split_the_partitions_and_agree_on_the_result() {
     assert_fares(&w, &expect).await;
     assert_eq!(w.docs(&w.indexes[1]).await.len(), 100);
     assert_eq!(w.docs(&w.indexes[2]).await.len(), 40);
-    let (wa, wb) = (a.counter("projector_events_total", &["outcome=\"applied\""]).await, b.counter("projector_events_total", &["outcome=\"applied\""]).await);
+    let (wa, wb) = (
+        a.counter("projector_events_total", &["outcome=\"applied\""]).await,
+        b.counter("projector_events_total", &["outcome=\"applied\""]).await,
+    );
     assert!(wa > 0.0 && wb > 0.0, "both instances wrote (a: {wa}, b: {wb})");
 }
 
@@ -251,7 +290,11 @@ async fn sigterm_flushes_commits_and_exits_zero() {
     wait_for(CATCH_UP, "records buffered", || async { p.log_text().contains("partitions assigned") }).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(p.terminate(), Some(0), "log: {}", p.log_text());
-    assert_eq!(lag(&format!("{}.elasticsearch", w.group), &w.topics()), Some(0), "everything flushed and committed before exit");
+    assert_eq!(
+        lag(&format!("{}.elasticsearch", w.group), &w.topics()),
+        Some(0),
+        "everything flushed and committed before exit"
+    );
     assert_fares(&w, &expect).await;
 }
 

@@ -118,7 +118,15 @@ async fn index_properties(alias: &str) -> Json {
 async fn search(alias: &str, query: Json) -> Vec<String> {
     let c = http();
     let _ = c.post(format!("{}/{alias}/_refresh", es_url())).send().await;
-    let body: Json = c.post(format!("{}/{alias}/_search", es_url())).json(&json!({"query": query})).send().await.unwrap().json().await.unwrap();
+    let body: Json = c
+        .post(format!("{}/{alias}/_search", es_url()))
+        .json(&json!({"query": query}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     body["hits"]["hits"].as_array().unwrap().iter().map(|h| h["_id"].as_str().unwrap().to_string()).collect()
 }
 
@@ -162,7 +170,9 @@ async fn the_demo_read_model_finds_trips_by_a_phrase_in_their_route() {
     let w = World::new("demo", 3).await;
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/mappings/bus_booking.yaml")).unwrap();
     let topic_prefix = w.db.trips.topic().trim_end_matches("Trips").to_string();
-    let mut yaml = shipped.replace("read_model: bus-booking", &format!("read_model: {}", w.name)).replace("vexere.vexere.dbo.", &topic_prefix);
+    let mut yaml = shipped
+        .replace("read_model: bus-booking", &format!("read_model: {}", w.name))
+        .replace("vexere.vexere.dbo.", &topic_prefix);
     for (alias, mine) in ["trips", "bookings", "seats"].iter().zip(&w.indexes) {
         yaml = yaml.replace(&format!("index: {alias}\n"), &format!("index: {mine}\n"));
     }
@@ -183,7 +193,8 @@ async fn the_demo_read_model_finds_trips_by_a_phrase_in_their_route() {
         .json()
         .await
         .unwrap();
-    let routes: Vec<&str> = body["hits"]["hits"].as_array().unwrap().iter().map(|h| h["_source"]["Route"].as_str().unwrap()).collect();
+    let routes: Vec<&str> =
+        body["hits"]["hits"].as_array().unwrap().iter().map(|h| h["_source"]["Route"].as_str().unwrap()).collect();
     assert!(!routes.is_empty(), "the demo's search finds trips to Da Lat: {body}");
     assert!(routes.iter().all(|r| r.contains("Da Lat")), "{routes:?}");
     let live = w.docs(index).await;

@@ -18,12 +18,18 @@ const CATCH_UP: Duration = Duration::from_secs(120);
 
 fn model(w: &World, table: &str, with_es: bool) -> String {
     let es = if with_es { format!("\n    elasticsearch: {{ index: {} }}", w.indexes[0]) } else { String::new() };
-    format!("read_model: {}\ntables:\n  - topic: {}\n    postgres: {{ table: '{}' }}{es}\n", w.name, w.db.trips.topic(), table.replace('\'', "''"))
+    format!(
+        "read_model: {}\ntables:\n  - topic: {}\n    postgres: {{ table: '{}' }}{es}\n",
+        w.name,
+        w.db.trips.topic(),
+        table.replace('\'', "''")
+    )
 }
 
 /// Live rows: id → fare in cents.
 async fn live_fares(table: &str) -> BTreeMap<String, i64> {
-    let sql = format!("SELECT __id, (\"Fare\" * 100)::bigint FROM {} ORDER BY 1", quote_table(&format!("{table}_live")));
+    let sql =
+        format!("SELECT __id, (\"Fare\" * 100)::bigint FROM {} ORDER BY 1", quote_table(&format!("{table}_live")));
     pg().await.query(&sql, &[]).await.unwrap().iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1))).collect()
 }
 
@@ -57,12 +63,19 @@ async fn rows_mirror_with_faithful_types_and_deletes_stay_as_tombstones() {
     assert_eq!(types["TripId"], "integer(32,0)");
     // Deleted rows are kept as flagged tombstones with their key (and the
     // values they had, when the row was written before its delete).
-    let gone = db.query(&format!("SELECT __id, __deleted, \"TripId\" FROM {} WHERE __id = '5'", quote_table(&table)), &[]).await.unwrap();
+    let gone = db
+        .query(&format!("SELECT __id, __deleted, \"TripId\" FROM {} WHERE __id = '5'", quote_table(&table)), &[])
+        .await
+        .unwrap();
     assert_eq!(gone.len(), 1);
     assert!(gone[0].get::<_, bool>(1));
     assert_eq!(gone[0].get::<_, i32>(2), 5);
     // Progress was recorded with the rows.
-    let progress: i64 = db.query_one("SELECT sum(next_offset)::bigint FROM projector.progress WHERE read_model = $1", &[&w.name]).await.unwrap().get(0);
+    let progress: i64 = db
+        .query_one("SELECT sum(next_offset)::bigint FROM projector.progress WHERE read_model = $1", &[&w.name])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(progress, records.len() as i64);
 }
 
@@ -81,12 +94,15 @@ async fn replay_from_zero_and_late_stale_events_change_nothing() {
     let snapshot = |db: tokio_postgres::Client| {
         let table = table.clone();
         async move {
-            db.query(&format!("SELECT __id, xmin::text, __position, __deleted FROM {} ORDER BY 1", quote_table(&table)), &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2), r.get::<_, bool>(3)))
-                .collect::<Vec<_>>()
+            db.query(
+                &format!("SELECT __id, xmin::text, __position, __deleted FROM {} ORDER BY 1", quote_table(&table)),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2), r.get::<_, bool>(3)))
+            .collect::<Vec<_>>()
         }
     };
     let before = snapshot(pg().await).await;
@@ -108,7 +124,10 @@ async fn kill_9_mid_stream_then_another_instance_loses_nothing() {
     let (records, expect) = churn(&w, &mut Timeline::default(), 200, 15);
     w.produce(&records).await;
     let mut a = w.start_with(&w.group, &[("PROJECTOR_BATCH_RECORDS", "100")]);
-    wait_for(CATCH_UP, "writes before the kill", || async { a.counter("projector_events_total", &["sink=\"postgres\"", "outcome=\"applied\""]).await >= 100.0 }).await;
+    wait_for(CATCH_UP, "writes before the kill", || async {
+        a.counter("projector_events_total", &["sink=\"postgres\"", "outcome=\"applied\""]).await >= 100.0
+    })
+    .await;
     a.kill9();
     // Whatever the killed instance wrote but did not commit is redone, and found stale.
     let _b = w.start(&w.group);
@@ -125,16 +144,28 @@ async fn hostile_table_and_column_names_round_trip() {
         database: "vexere",
         schema: "dbo",
         name: "Trips",
-        columns: vec![Column::new("TripId", "int32"), Column::new("Seat \"No\"; --", "string"), Column::new("Fare", "bytes").decimal(12, 2)],
+        columns: vec![
+            Column::new("TripId", "int32"),
+            Column::new("Seat \"No\"; --", "string"),
+            Column::new("Fare", "bytes").decimal(12, 2),
+        ],
         key: vec!["TripId"],
     };
     w.set_model(&model(&w, &table, false));
     let mut t = Timeline::default();
     let at = t.commit(1);
-    let img = vec![("TripId", json!(1)), ("Seat \"No\"; --", json!("12A")), ("Fare", json!(projector::demo::sqlserver::decimal_base64(1234)))];
+    let img = vec![
+        ("TripId", json!(1)),
+        ("Seat \"No\"; --", json!("12A")),
+        ("Fare", json!(projector::demo::sqlserver::decimal_base64(1234))),
+    ];
     w.produce(&[weird.event('c', None, Some(&img), at, t.ts_ms, true)]).await;
     let _p = w.start(&w.group);
     w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
-    let row = pg().await.query_one(&format!("SELECT \"Seat \"\"No\"\"; --\" FROM {}", quote_table(&table)), &[]).await.unwrap();
+    let row = pg()
+        .await
+        .query_one(&format!("SELECT \"Seat \"\"No\"\"; --\" FROM {}", quote_table(&table)), &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "12A");
 }

@@ -47,14 +47,22 @@ async fn a_registry_outage_holds_avro_records_reports_it_and_keeps_the_group() {
     let back = RegistryBack;
     let url = registry_url();
     let max_poll = Duration::from_secs(10);
-    let p = w.start_with(&w.group, &[("PROJECTOR_SCHEMA_REGISTRY_URL", url.as_str()), ("PROJECTOR_MAX_POLL_INTERVAL_MS", "10000")]);
+    let p = w.start_with(
+        &w.group,
+        &[("PROJECTOR_SCHEMA_REGISTRY_URL", url.as_str()), ("PROJECTOR_MAX_POLL_INTERVAL_MS", "10000")],
+    );
     wait_for(Duration::from_secs(60), "/health/ready to name the schema registry as down", || async {
-        p.ready().await.is_some_and(|(status, body)| status == 503 && body["upstreams"]["schema_registry"]["up"] == false)
+        p.ready()
+            .await
+            .is_some_and(|(status, body)| status == 503 && body["upstreams"]["schema_registry"]["up"] == false)
     })
     .await;
     let (_, body) = p.ready().await.unwrap();
     let detail = body["upstreams"]["schema_registry"]["detail"].as_str().unwrap_or_default().to_string();
-    assert!(detail.contains("8081") && detail.contains(&w.db.trips.topic()), "names the registry and the waiting record: {detail}");
+    assert!(
+        detail.contains("8081") && detail.contains(&w.db.trips.topic()),
+        "names the registry and the waiting record: {detail}"
+    );
     assert!(p.counter("projector_schema_registry_requests_total", &["outcome=\"error\""]).await >= 1.0);
     assert!(w.docs(&w.indexes[0]).await.is_empty(), "nothing is decoded without its schema");
 
@@ -66,7 +74,12 @@ async fn a_registry_outage_holds_avro_records_reports_it_and_keeps_the_group() {
     }
     let group = format!("{}.elasticsearch", w.group);
     let g = group.clone();
-    assert_eq!(tokio::task::spawn_blocking(move || members(&g)).await.unwrap(), 1, "still in the group; log: {}", log_tail(&p.log_text(), 30));
+    assert_eq!(
+        tokio::task::spawn_blocking(move || members(&g)).await.unwrap(),
+        1,
+        "still in the group; log: {}",
+        log_tail(&p.log_text(), 30)
+    );
     assert!(!p.log_text().contains("max.poll.interval"), "librdkafka never saw the poll loop stall");
 
     drop(back);
@@ -74,6 +87,9 @@ async fn a_registry_outage_holds_avro_records_reports_it_and_keeps_the_group() {
     let docs = w.docs(&w.indexes[0]).await;
     assert_eq!(docs.keys().collect::<Vec<_>>(), ["1", "2", "3", "4", "5"]);
     assert_eq!(docs["3"]["Fare"].as_f64(), Some(30.0), "decoded with the fetched schema");
-    wait_for(Duration::from_secs(30), "/health/ready to be 200 again", || async { p.ready().await.is_some_and(|(s, _)| s == 200) }).await;
+    wait_for(Duration::from_secs(30), "/health/ready to be 200 again", || async {
+        p.ready().await.is_some_and(|(s, _)| s == 200)
+    })
+    .await;
     assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 0.0, "nothing dead-lettered");
 }

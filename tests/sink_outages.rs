@@ -27,7 +27,8 @@ async fn postgres_down_for_30s_under_load_does_not_delay_elasticsearch() {
     let p = w.start(&w.group);
     let expect = sink_outage_under_load(&w, &p, "postgres", "postgres", Duration::from_secs(30)).await;
     let sql = format!("SELECT __id, (\"Fare\" * 100)::bigint FROM \"{table}_live\"");
-    let got: BTreeMap<String, i64> = pg().await.query(&sql, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    let got: BTreeMap<String, i64> =
+        pg().await.query(&sql, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(got, expect, "nothing lost");
 }
 
@@ -37,10 +38,11 @@ async fn bigquery_down_for_60s_under_load_does_not_delay_elasticsearch() {
     w.set_model(&model(&w, &format!("{}_trips", w.name)));
     let p = w.start(&w.group);
     let expect = sink_outage_under_load(&w, &p, "bigquery", "bigquery", Duration::from_secs(60)).await;
-    let got: BTreeMap<String, i64> = bigquery_rows(&format!("SELECT __id, CAST(Fare * 100 AS INT64) FROM `projector-local.{}.trips_live`", w.name))
-        .await
-        .into_iter()
-        .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_str().unwrap().parse().unwrap()))
-        .collect();
+    let got: BTreeMap<String, i64> =
+        bigquery_rows(&format!("SELECT __id, CAST(Fare * 100 AS INT64) FROM `projector-local.{}.trips_live`", w.name))
+            .await
+            .into_iter()
+            .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_str().unwrap().parse().unwrap()))
+            .collect();
     assert_eq!(got, expect, "nothing lost");
 }

@@ -21,8 +21,8 @@ use super::probe::{self, CatchUp};
 use crate::decode::Value;
 use crate::mapping::Document;
 use crate::sink::elasticsearch::encode;
-use crate::sink::postgres::{self, binary::Cell};
 use crate::sink::postgres::schema::{quote, quote_table};
+use crate::sink::postgres::{self, binary::Cell};
 
 /// One cell of a ceiling grid.
 #[derive(Clone, Copy, Debug)]
@@ -34,14 +34,26 @@ pub struct Cell3 {
 
 /// Writes `docs` with `_bulk` into fresh indexes created with `template`'s
 /// mapping, once per (batch size, concurrency); returns every cell.
-pub async fn elasticsearch_bulk(http: &reqwest::Client, es: &str, template: &str, docs: &[Document], batches: &[usize], concurrencies: &[usize]) -> anyhow::Result<Vec<Cell3>> {
+pub async fn elasticsearch_bulk(
+    http: &reqwest::Client,
+    es: &str,
+    template: &str,
+    docs: &[Document],
+    batches: &[usize],
+    concurrencies: &[usize],
+) -> anyhow::Result<Vec<Cell3>> {
     let mapping: Json = http.get(format!("{es}/{template}/_mapping")).send().await?.error_for_status()?.json().await?;
-    let mappings = mapping.as_object().and_then(|m| m.values().next()).map(|v| v["mappings"].clone()).context("no mapping for the template index")?;
+    let mappings = mapping
+        .as_object()
+        .and_then(|m| m.values().next())
+        .map(|v| v["mappings"].clone())
+        .context("no mapping for the template index")?;
     // Each document as its two NDJSON lines, encoded once.
     let lines: Vec<Vec<u8>> = docs
         .iter()
         .map(|d| {
-            let mut out = format!("{{\"index\":{{\"_id\":{}}}}}\n", serde_json::to_string(&d.id).unwrap_or_default()).into_bytes();
+            let mut out = format!("{{\"index\":{{\"_id\":{}}}}}\n", serde_json::to_string(&d.id).unwrap_or_default())
+                .into_bytes();
             encode::document(&mut out, d);
             out
         })
@@ -52,12 +64,18 @@ pub async fn elasticsearch_bulk(http: &reqwest::Client, es: &str, template: &str
         for &concurrency in concurrencies {
             let index = format!("{template}_ceiling_{batch}_{concurrency}");
             let _ = http.delete(format!("{es}/{index}")).send().await;
-            http.put(format!("{es}/{index}")).json(&json!({"mappings": mappings})).send().await?.error_for_status().with_context(|| format!("creating {index}"))?;
+            http.put(format!("{es}/{index}"))
+                .json(&json!({"mappings": mappings}))
+                .send()
+                .await?
+                .error_for_status()
+                .with_context(|| format!("creating {index}"))?;
             let next = Arc::new(AtomicUsize::new(0));
             let started = Instant::now();
             let mut workers = Vec::new();
             for _ in 0..concurrency {
-                let (http, lines, next, url) = (http.clone(), lines.clone(), next.clone(), format!("{es}/{index}/_bulk?filter_path=errors"));
+                let (http, lines, next, url) =
+                    (http.clone(), lines.clone(), next.clone(), format!("{es}/{index}/_bulk?filter_path=errors"));
                 workers.push(tokio::spawn(async move {
                     loop {
                         let from = next.fetch_add(batch, Ordering::Relaxed);
@@ -65,10 +83,15 @@ pub async fn elasticsearch_bulk(http: &reqwest::Client, es: &str, template: &str
                             return anyhow::Ok(());
                         }
                         let body: Vec<u8> = lines[from..(from + batch).min(lines.len())].concat();
-                        let resp = http.post(&url).header("content-type", "application/x-ndjson").body(body).send().await?;
+                        let resp =
+                            http.post(&url).header("content-type", "application/x-ndjson").body(body).send().await?;
                         let status = resp.status();
                         let text = resp.text().await?;
-                        anyhow::ensure!(status.is_success() && text.contains("\"errors\":false"), "ceiling bulk into {url}: HTTP {status}: {}", &text[..text.len().min(300)]);
+                        anyhow::ensure!(
+                            status.is_success() && text.contains("\"errors\":false"),
+                            "ceiling bulk into {url}: HTTP {status}: {}",
+                            &text[..text.len().min(300)]
+                        );
                     }
                 }));
             }
@@ -87,7 +110,9 @@ pub async fn elasticsearch_bulk(http: &reqwest::Client, es: &str, template: &str
 /// binary COPY + `INSERT … ON CONFLICT DO UPDATE`, one transaction per
 /// batch, for each batch size; returns every cell.
 pub async fn postgres_copy(url: &str, table: &str, docs: &[Document], batches: &[usize]) -> anyhow::Result<Vec<Cell3>> {
-    let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.context("connecting to PostgreSQL for the ceiling")?;
+    let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to PostgreSQL for the ceiling")?;
     tokio::spawn(conn);
     let rows = client
         .query(
@@ -95,21 +120,37 @@ pub async fn postgres_copy(url: &str, table: &str, docs: &[Document], batches: &
             &[&quote_table(table)],
         )
         .await?;
-    let columns: Vec<(String, Type)> = rows.iter().map(|r| (r.get::<_, String>(0), Type::from_oid(r.get::<_, u32>(1)).unwrap_or(Type::TEXT))).collect();
+    let columns: Vec<(String, Type)> = rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), Type::from_oid(r.get::<_, u32>(1)).unwrap_or(Type::TEXT)))
+        .collect();
     anyhow::ensure!(columns.len() > 4, "{table} has no data columns; did the postgres phase run?");
     let names = columns.iter().map(|(n, _)| quote(n)).collect::<Vec<_>>().join(", ");
-    let sets = columns.iter().filter(|(n, _)| n != "__id").map(|(n, _)| format!("{c} = EXCLUDED.{c}", c = quote(n))).collect::<Vec<_>>().join(", ");
+    let sets = columns
+        .iter()
+        .filter(|(n, _)| n != "__id")
+        .map(|(n, _)| format!("{c} = EXCLUDED.{c}", c = quote(n)))
+        .collect::<Vec<_>>()
+        .join(", ");
     let types: Vec<Type> = columns.iter().map(|(_, t)| t.clone()).collect();
     let mut cells = Vec::new();
     for &batch in batches {
         let target = format!("{table}_ceiling_{batch}");
         client
-            .batch_execute(&format!("DROP TABLE IF EXISTS {t}; CREATE TABLE {t} (LIKE {src} INCLUDING ALL)", t = quote_table(&target), src = quote_table(table)))
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {t}; CREATE TABLE {t} (LIKE {src} INCLUDING ALL)",
+                t = quote_table(&target),
+                src = quote_table(table)
+            ))
             .await?;
         let started = Instant::now();
         for chunk in docs.chunks(batch) {
             let tx = client.transaction().await?;
-            tx.batch_execute(&format!("CREATE TEMP TABLE ceiling_batch ON COMMIT DROP AS SELECT {names} FROM {} WITH NO DATA", quote_table(&target))).await?;
+            tx.batch_execute(&format!(
+                "CREATE TEMP TABLE ceiling_batch ON COMMIT DROP AS SELECT {names} FROM {} WITH NO DATA",
+                quote_table(&target)
+            ))
+            .await?;
             let sink = tx.copy_in(&format!("COPY ceiling_batch ({names}) FROM STDIN (FORMAT binary)")).await?;
             let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
             for d in chunk {
@@ -177,15 +218,28 @@ pub async fn jdbc_sink(http: &reqwest::Client, j: &JdbcSink<'_>, limit: Duration
         "consumer.override.auto.offset.reset": "earliest",
     });
     let url = format!("{}/connectors/{}/config", j.connect_url, j.name);
-    let resp = http.put(&url).json(&config).send().await.with_context(|| format!("PUT {url}: is Kafka Connect up (scripts/stack status)?"))?;
-    anyhow::ensure!(resp.status().is_success(), "creating the JDBC sink connector: HTTP {}: {}", resp.status(), resp.text().await.unwrap_or_default());
+    let resp = http
+        .put(&url)
+        .json(&config)
+        .send()
+        .await
+        .with_context(|| format!("PUT {url}: is Kafka Connect up (scripts/stack status)?"))?;
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "creating the JDBC sink connector: HTTP {}: {}",
+        resp.status(),
+        resp.text().await.unwrap_or_default()
+    );
     let status_url = format!("{}/connectors/{}/status", j.connect_url, j.name);
     let group = format!("connect-{}", j.name);
     let result = probe::wait_caught_up(j.brokers, &group, &[j.topic.to_string()], limit, async || {
         let status: Json = http.get(&status_url).send().await?.json().await.unwrap_or(Json::Null);
         let failed = status["tasks"].as_array().into_iter().flatten().find(|t| t["state"] == "FAILED");
         match failed {
-            Some(t) => anyhow::bail!("the JDBC sink task failed: {}", t["trace"].as_str().unwrap_or("").lines().take(3).collect::<Vec<_>>().join(" | ")),
+            Some(t) => anyhow::bail!(
+                "the JDBC sink task failed: {}",
+                t["trace"].as_str().unwrap_or("").lines().take(3).collect::<Vec<_>>().join(" | ")
+            ),
             None => Ok(()),
         }
     })

@@ -68,7 +68,11 @@ pub struct BenchArgs {
     pub brokers: String,
     #[arg(long, env = "PROJECTOR_ELASTICSEARCH_URL", default_value = "http://127.0.0.1:9200")]
     pub elasticsearch_url: String,
-    #[arg(long, env = "PROJECTOR_POSTGRES_URL", default_value = "host=127.0.0.1 port=5432 user=postgres dbname=projector")]
+    #[arg(
+        long,
+        env = "PROJECTOR_POSTGRES_URL",
+        default_value = "host=127.0.0.1 port=5432 user=postgres dbname=projector"
+    )]
     pub postgres_url: String,
     #[arg(long, default_value = "http://127.0.0.1:9050")]
     pub bigquery_url: String,
@@ -140,7 +144,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let produced = produced?;
     workload = w;
-    step(&format!("{} records ({:.0} events/s into Kafka)", produced.records, produced.records as f64 / produced.elapsed.as_secs_f64()));
+    step(&format!(
+        "{} records ({:.0} events/s into Kafka)",
+        produced.records,
+        produced.records as f64 / produced.elapsed.as_secs_f64()
+    ));
 
     step(&format!("decode + map of {} events on one thread", args.cpu_events.min(args.events as usize)));
     let (docs, decode_map_us) = decode_and_map(&bench, args.cpu_events.min(args.events as usize))?;
@@ -155,14 +163,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "elasticsearch" => {
                 bench.check_elasticsearch(workload.live_rows()).await?;
                 step("ceiling: direct _bulk, batch size x concurrency");
-                let cells = ceiling::elasticsearch_bulk(&bench.http, &args.elasticsearch_url, &format!("{}_v1", bench.run), ceiling_docs, &[1_000, 2_000, 5_000], &[1, 2, 4]).await?;
-                f.ceiling = best(&cells).map(|c| (format!("_bulk {} docs x {} in flight", c.batch, c.concurrency), c.docs_per_s));
+                let cells = ceiling::elasticsearch_bulk(
+                    &bench.http,
+                    &args.elasticsearch_url,
+                    &format!("{}_v1", bench.run),
+                    ceiling_docs,
+                    &[1_000, 2_000, 5_000],
+                    &[1, 2, 4],
+                )
+                .await?;
+                f.ceiling = best(&cells)
+                    .map(|c| (format!("_bulk {} docs x {} in flight", c.batch, c.concurrency), c.docs_per_s));
                 print_cells("_bulk", &cells);
             }
             "postgres" => {
                 bench.check_postgres(bench.run, workload.live_rows(), true).await?;
                 step("ceiling: direct COPY + INSERT ON CONFLICT");
-                let cells = ceiling::postgres_copy(&args.postgres_url, bench.run, ceiling_docs, &[2_000, 10_000]).await?;
+                let cells =
+                    ceiling::postgres_copy(&args.postgres_url, bench.run, ceiling_docs, &[2_000, 10_000]).await?;
                 f.ceiling = best(&cells).map(|c| (format!("COPY+upsert {} rows/tx", c.batch), c.docs_per_s));
                 print_cells("COPY+upsert", &cells);
                 jdbc = Some(bench.jdbc_phase(workload.live_rows()).await?);
@@ -217,7 +235,10 @@ fn decode_and_map(bench: &Bench, n: usize) -> anyhow::Result<(Vec<Document>, f64
 pub fn decode_and_map_stream(prefix: &'static str, n: usize, keep: usize) -> anyhow::Result<(Vec<Document>, f64)> {
     let mut workload = Workload::new(prefix, 42);
     let topic = workload.table.topic();
-    let model = ReadModel::parse(std::path::Path::new("bench.yaml"), &format!("read_model: cpu\ntables:\n  - topic: {topic}\n    elasticsearch: {{ index: cpu }}\n"))?;
+    let model = ReadModel::parse(
+        std::path::Path::new("bench.yaml"),
+        &format!("read_model: cpu\ntables:\n  - topic: {topic}\n    elasticsearch: {{ index: cpu }}\n"),
+    )?;
     let table = model.table(&topic).context("the CPU model has the bench topic")?;
     let opts = DecodeOptions::default();
     let mut docs = Vec::with_capacity(keep.min(n));
@@ -227,7 +248,13 @@ pub fn decode_and_map_stream(prefix: &'static str, n: usize, keep: usize) -> any
             .take(1_000.min(n - done))
             .into_iter()
             .enumerate()
-            .map(|(i, r)| SourceRecord { lineage: Lineage { topic: r.topic, partition: 0, offset: (done + i) as i64 }, key: Some(r.key), value: r.value, headers: Vec::new(), timestamp_ms: None })
+            .map(|(i, r)| SourceRecord {
+                lineage: Lineage { topic: r.topic, partition: 0, offset: (done + i) as i64 },
+                key: Some(r.key),
+                value: r.value,
+                headers: Vec::new(),
+                timestamp_ms: None,
+            })
             .collect();
         let started = probe::thread_cpu_seconds();
         for r in &chunk {
@@ -259,7 +286,12 @@ impl Bench {
     }
 
     /// Throughput, CPU, then latency at a fixed rate, for one sink.
-    async fn sink_phase(&self, sink: &str, mut workload: Workload, producer: Arc<BenchProducer>) -> anyhow::Result<(SinkFigures, Workload)> {
+    async fn sink_phase(
+        &self,
+        sink: &str,
+        mut workload: Workload,
+        producer: Arc<BenchProducer>,
+    ) -> anyhow::Result<(SinkFigures, Workload)> {
         let args = &self.args;
         let file = self.dir.join(format!("{sink}.yaml"));
         std::fs::write(&file, self.read_model_yaml(sink))?;
@@ -281,12 +313,25 @@ impl Bench {
         let mut service = Service::start(&self.exe, &file, port, &run_args, self.dir.join(format!("{sink}.log")))?;
         let group = format!("{}.{sink}", self.run);
         let topics = [self.topic.clone()];
-        let limit = Duration::from_secs(if sink == "bigquery" { args.bigquery_limit_seconds } else { args.limit_seconds });
+        let limit =
+            Duration::from_secs(if sink == "bigquery" { args.bigquery_limit_seconds } else { args.limit_seconds });
         step(&format!("{sink}: projector catching up (limit {} s)", limit.as_secs()));
-        let catch_up = probe::wait_caught_up(&args.brokers, &group, &topics, limit, async || service.check_alive()).await?;
+        let catch_up =
+            probe::wait_caught_up(&args.brokers, &group, &topics, limit, async || service.check_alive()).await?;
         let cpu = service.cpu_seconds()?;
-        let mut f = SinkFigures { sink: sink.to_string(), catch_up: Some(catch_up), cpu_per_event_us: cpu * 1e6 / catch_up.records.max(1) as f64, ..Default::default() };
-        step(&format!("{sink}: {} records in {:.1} s = {:.0} events/s{}", catch_up.records, catch_up.elapsed.as_secs_f64(), f.throughput(), if catch_up.complete { "" } else { " (partial)" }));
+        let mut f = SinkFigures {
+            sink: sink.to_string(),
+            catch_up: Some(catch_up),
+            cpu_per_event_us: cpu * 1e6 / catch_up.records.max(1) as f64,
+            ..Default::default()
+        };
+        step(&format!(
+            "{sink}: {} records in {:.1} s = {:.0} events/s{}",
+            catch_up.records,
+            catch_up.elapsed.as_secs_f64(),
+            f.throughput(),
+            if catch_up.complete { "" } else { " (partial)" }
+        ));
         if catch_up.complete {
             step(&format!("{sink}: latency at {} events/s for {} s", args.rate, args.rate_seconds));
             let http = &self.http;
@@ -294,16 +339,32 @@ impl Bench {
             let filter = format!("sink=\"{sink}\"");
             let before = probe::histogram(&service.metrics(http).await?, name, &[&filter]);
             let (rate, secs, p) = (args.rate, args.rate_seconds, producer.clone());
-            let (sent, w) = tokio::task::spawn_blocking(move || (p.produce_at_rate(&mut workload, rate, Duration::from_secs(secs)), workload)).await?;
+            let (sent, w) = tokio::task::spawn_blocking(move || {
+                (p.produce_at_rate(&mut workload, rate, Duration::from_secs(secs)), workload)
+            })
+            .await?;
             workload = w;
             let sent = sent?;
-            let settle = probe::wait_caught_up(&args.brokers, &group, &topics, Duration::from_secs(300), async || service.check_alive()).await?;
-            anyhow::ensure!(settle.complete, "{sink}: still behind 300 s after the latency phase; see {}", service.log.display());
+            let settle = probe::wait_caught_up(&args.brokers, &group, &topics, Duration::from_secs(300), async || {
+                service.check_alive()
+            })
+            .await?;
+            anyhow::ensure!(
+                settle.complete,
+                "{sink}: still behind 300 s after the latency phase; see {}",
+                service.log.display()
+            );
             let after = probe::histogram(&service.metrics(http).await?, name, &[&filter]);
             let delta = probe::histogram_delta(&before, &after);
             let samples = delta.last().map_or(0.0, |b| b.1) as u64;
-            f.latency = probe::quantile(&delta, 0.5).zip(probe::quantile(&delta, 0.99)).map(|(p50, p99)| (p50, p99, samples));
-            step(&format!("{sink}: offered {:.0} events/s; {samples} acks; p50 {:?} p99 {:?}", sent.records as f64 / sent.elapsed.as_secs_f64(), f.latency.map(|l| l.0), f.latency.map(|l| l.1)));
+            f.latency =
+                probe::quantile(&delta, 0.5).zip(probe::quantile(&delta, 0.99)).map(|(p50, p99)| (p50, p99, samples));
+            step(&format!(
+                "{sink}: offered {:.0} events/s; {samples} acks; p50 {:?} p99 {:?}",
+                sent.records as f64 / sent.elapsed.as_secs_f64(),
+                f.latency.map(|l| l.0),
+                f.latency.map(|l| l.1)
+            ));
         }
         f.peak_rss = service.peak_rss()?;
         service.stop()?;
@@ -313,7 +374,10 @@ impl Bench {
     /// Debezium's JDBC sink over the same topic, into PostgreSQL.
     async fn jdbc_phase(&self, live: usize) -> anyhow::Result<SinkFigures> {
         let args = &self.args;
-        step(&format!("baseline: Debezium JDBC sink connector, {} tasks, batch 2000 (limit {} s)", args.partitions, args.limit_seconds));
+        step(&format!(
+            "baseline: Debezium JDBC sink connector, {} tasks, batch 2000 (limit {} s)",
+            args.partitions, args.limit_seconds
+        ));
         let table = format!("{}_jdbc", self.run);
         let name = format!("{}-jdbc", self.run);
         let j = ceiling::JdbcSink {
@@ -328,7 +392,13 @@ impl Bench {
         };
         let catch_up = ceiling::jdbc_sink(&self.http, &j, Duration::from_secs(args.limit_seconds)).await?;
         let f = SinkFigures { sink: "jdbc".into(), catch_up: Some(catch_up), ..Default::default() };
-        step(&format!("JDBC sink: {} records in {:.1} s = {:.0} events/s{}", catch_up.records, catch_up.elapsed.as_secs_f64(), f.throughput(), if catch_up.complete { "" } else { " (partial)" }));
+        step(&format!(
+            "JDBC sink: {} records in {:.1} s = {:.0} events/s{}",
+            catch_up.records,
+            catch_up.elapsed.as_secs_f64(),
+            f.throughput(),
+            if catch_up.complete { "" } else { " (partial)" }
+        ));
         if catch_up.complete {
             self.check_postgres(&table, live, false).await?;
         }
@@ -339,9 +409,14 @@ impl Bench {
     async fn check_elasticsearch(&self, live: usize) -> anyhow::Result<()> {
         let es = &self.args.elasticsearch_url;
         self.http.post(format!("{es}/{}/_refresh", self.run)).send().await?.error_for_status()?;
-        let count: Json = self.http.get(format!("{es}/{}/_count", self.run)).send().await?.error_for_status()?.json().await?;
+        let count: Json =
+            self.http.get(format!("{es}/{}/_count", self.run)).send().await?.error_for_status()?.json().await?;
         let n = count["count"].as_u64().unwrap_or(0) as usize;
-        anyhow::ensure!(n == live, "elasticsearch: the alias {} holds {n} documents, the source {live} live rows: the benchmark's result is wrong", self.run);
+        anyhow::ensure!(
+            n == live,
+            "elasticsearch: the alias {} holds {n} documents, the source {live} live rows: the benchmark's result is wrong",
+            self.run
+        );
         Ok(())
     }
 
@@ -352,7 +427,10 @@ impl Bench {
         tokio::spawn(conn);
         let filter = if soft_deletes { " WHERE NOT __deleted" } else { "" };
         let n: i64 = client.query_one(&format!("SELECT count(*) FROM \"{table}\"{filter}"), &[]).await?.get(0);
-        anyhow::ensure!(n as usize == live, "postgres: {table} holds {n} live rows, the source {live}: the benchmark's result is wrong");
+        anyhow::ensure!(
+            n as usize == live,
+            "postgres: {table} holds {n} live rows, the source {live}: the benchmark's result is wrong"
+        );
         Ok(())
     }
 
@@ -367,7 +445,10 @@ impl Bench {
             .json()
             .await?;
         let n = body["rows"][0]["f"][0]["v"].as_str().and_then(|v| v.parse::<usize>().ok());
-        anyhow::ensure!(n == Some(live), "bigquery: bookings_live holds {n:?} rows, the source {live}: the benchmark's result is wrong ({body})");
+        anyhow::ensure!(
+            n == Some(live),
+            "bigquery: bookings_live holds {n:?} rows, the source {live}: the benchmark's result is wrong ({body})"
+        );
         Ok(())
     }
 
@@ -376,10 +457,23 @@ impl Bench {
         let _ = self.http.delete(format!("{}/{}_v1", a.elasticsearch_url, self.run)).send().await;
         if let Ok((client, conn)) = tokio_postgres::connect(&a.postgres_url, tokio_postgres::NoTls).await {
             tokio::spawn(conn);
-            let _ = client.batch_execute(&format!("DROP VIEW IF EXISTS \"{r}_live\"; DROP TABLE IF EXISTS \"{r}\"; DROP TABLE IF EXISTS \"{r}_jdbc\"", r = self.run)).await;
+            let _ = client
+                .batch_execute(&format!(
+                    "DROP VIEW IF EXISTS \"{r}_live\"; DROP TABLE IF EXISTS \"{r}\"; DROP TABLE IF EXISTS \"{r}_jdbc\"",
+                    r = self.run
+                ))
+                .await;
         }
-        let _ = self.http.delete(format!("{}/bigquery/v2/projects/projector-local/datasets/{}?deleteContents=true", a.bigquery_url, self.run)).send().await;
-        let admin: Result<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>, _> = rdkafka::ClientConfig::new().set("bootstrap.servers", &a.brokers).create();
+        let _ = self
+            .http
+            .delete(format!(
+                "{}/bigquery/v2/projects/projector-local/datasets/{}?deleteContents=true",
+                a.bigquery_url, self.run
+            ))
+            .send()
+            .await;
+        let admin: Result<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>, _> =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", &a.brokers).create();
         if let Ok(admin) = admin {
             let _ = admin.delete_topics(&[&self.topic], &rdkafka::admin::AdminOptions::new()).await;
         }
@@ -401,28 +495,61 @@ fn ms(seconds: f64) -> String {
 
 /// The Markdown report: workload, machine, one row per sink, the ratios
 /// against the targets.
-async fn report(bench: &Bench, produced: &Produced, decode_map_us: f64, figures: &[SinkFigures], jdbc: Option<&SinkFigures>) -> String {
+async fn report(
+    bench: &Bench,
+    produced: &Produced,
+    decode_map_us: f64,
+    figures: &[SinkFigures],
+    jdbc: Option<&SinkFigures>,
+) -> String {
     let a = &bench.args;
     let mut out = String::new();
     let n = produced.records.max(1);
-    let _ = writeln!(out, "**Workload:** {} Bookings change events (55% insert, 41% update, 4% delete + tombstone) on {} partitions; row data {} B per event on average ({} B per record with the inline Connect schema).", produced.records, a.partitions, produced.payload_bytes / n, (produced.value_bytes + produced.key_bytes) / n);
+    let _ = writeln!(
+        out,
+        "**Workload:** {} Bookings change events (55% insert, 41% update, 4% delete + tombstone) on {} partitions; row data {} B per event on average ({} B per record with the inline Connect schema).",
+        produced.records,
+        a.partitions,
+        produced.payload_bytes / n,
+        (produced.value_bytes + produced.key_bytes) / n
+    );
     let _ = writeln!(out, "**Machine:** {}; {}.", machine(), engines(bench).await);
     let _ = writeln!(out);
-    let _ = writeln!(out, "| sink | events | throughput | ceiling | vs ceiling | append→ack p50 / p99 at {} ev/s | peak RSS | CPU/event |", a.rate);
+    let _ = writeln!(
+        out,
+        "| sink | events | throughput | ceiling | vs ceiling | append→ack p50 / p99 at {} ev/s | peak RSS | CPU/event |",
+        a.rate
+    );
     let _ = writeln!(out, "|---|---:|---:|---|---:|---:|---:|---:|");
     for f in figures.iter().chain(jdbc) {
         let c = f.catch_up.unwrap_or(CatchUp { records: 0, elapsed: Duration::ZERO, complete: false });
-        let name = if f.sink == "jdbc" { "Debezium JDBC sink → PostgreSQL".to_string() } else { format!("projector → {}", f.sink) };
-        let events = if c.complete { format!("{}", c.records) } else { format!("{} (partial, {:.0} s limit)", c.records, c.elapsed.as_secs_f64()) };
+        let name = if f.sink == "jdbc" {
+            "Debezium JDBC sink → PostgreSQL".to_string()
+        } else {
+            format!("projector → {}", f.sink)
+        };
+        let events = if c.complete {
+            format!("{}", c.records)
+        } else {
+            format!("{} (partial, {:.0} s limit)", c.records, c.elapsed.as_secs_f64())
+        };
         let ceiling = f.ceiling.as_ref().map_or("–".into(), |(how, v)| format!("{v:.0}/s ({how})"));
         let ratio = f.ceiling.as_ref().map_or("–".into(), |(_, v)| format!("{:.2}x", f.throughput() / v));
         let latency = f.latency.map_or("–".into(), |(p50, p99, _)| format!("{} / {}", ms(p50), ms(p99)));
         let rss = if f.peak_rss > 0 { mb(f.peak_rss) } else { "–".into() };
         let cpu = if f.cpu_per_event_us > 0.0 { format!("{:.1} µs", f.cpu_per_event_us) } else { "–".into() };
-        let _ = writeln!(out, "| {name} | {events} | {:.0}/s | {ceiling} | {ratio} | {latency} | {rss} | {cpu} |", f.throughput());
+        let _ = writeln!(
+            out,
+            "| {name} | {events} | {:.0}/s | {ceiling} | {ratio} | {latency} | {rss} | {cpu} |",
+            f.throughput()
+        );
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "Decode + map: **{decode_map_us:.2} µs/event** (one thread, {} events, in-process). CPU/event above is the whole service process (Kafka client, decode, map, HTTP or SQL) divided by events.", a.cpu_events.min(a.events as usize));
+    let _ = writeln!(
+        out,
+        "Decode + map: **{decode_map_us:.2} µs/event** (one thread, {} events, in-process). CPU/event above is the whole service process (Kafka client, decode, map, HTTP or SQL) divided by events.",
+        a.cpu_events.min(a.events as usize)
+    );
     let mut targets = Vec::new();
     if let Some(es) = figures.iter().find(|f| f.sink == "elasticsearch") {
         if let Some((_, v)) = &es.ceiling {
@@ -430,7 +557,8 @@ async fn report(bench: &Bench, produced: &Produced, decode_map_us: f64, figures:
         }
     }
     if let (Some(pg), Some(j)) = (figures.iter().find(|f| f.sink == "postgres"), jdbc) {
-        targets.push(format!("PostgreSQL {:.1}x the JDBC sink (target ≥ 5)", pg.throughput() / j.throughput().max(1e-9)));
+        targets
+            .push(format!("PostgreSQL {:.1}x the JDBC sink (target ≥ 5)", pg.throughput() / j.throughput().max(1e-9)));
     }
     if let Some(max) = figures.iter().map(|f| f.peak_rss).max() {
         targets.push(format!("peak RSS {} (target ≤ 256 MB)", mb(max)));
@@ -441,21 +569,42 @@ async fn report(bench: &Bench, produced: &Produced, decode_map_us: f64, figures:
 }
 
 fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))).unwrap_or_else(|| "unknown CPU".into());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| {
+                l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+        })
+        .unwrap_or(0);
     format!("{cores} cores ({cpu}), {:.0} GiB RAM", mem as f64 / 1024.0 / 1024.0)
 }
 
 async fn engines(bench: &Bench) -> String {
     let url = format!("{}/_nodes/_local?filter_path=nodes.*.version", bench.args.elasticsearch_url);
     let version = match bench.http.get(&url).send().await {
-        Ok(r) => r.json::<Json>().await.ok().and_then(|j| j["nodes"].as_object().and_then(|n| n.values().next()).and_then(|n| n["version"].as_str().map(str::to_string))),
+        Ok(r) => r.json::<Json>().await.ok().and_then(|j| {
+            j["nodes"]
+                .as_object()
+                .and_then(|n| n.values().next())
+                .and_then(|n| n["version"].as_str().map(str::to_string))
+        }),
         Err(_) => None,
     };
     let distribution = match bench.http.get(format!("{}/_cluster/health", bench.args.elasticsearch_url)).send().await {
         Ok(r) if r.headers().contains_key("x-elastic-product") => "Elasticsearch",
         _ => "OpenSearch",
     };
-    format!("{distribution} {}, Kafka and PostgreSQL from scripts/stack, all on this machine", version.unwrap_or_else(|| "?".into()))
+    format!(
+        "{distribution} {}, Kafka and PostgreSQL from scripts/stack, all on this machine",
+        version.unwrap_or_else(|| "?".into())
+    )
 }

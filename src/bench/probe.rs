@@ -45,7 +45,10 @@ impl Service {
         if let Some(status) = self.child.try_wait()? {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(20).collect();
-            anyhow::bail!("projector exited ({status}) during the benchmark; last log lines:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            anyhow::bail!(
+                "projector exited ({status}) during the benchmark; last log lines:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
         Ok(())
     }
@@ -78,7 +81,11 @@ impl Service {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(60) {
             if let Some(status) = self.child.try_wait()? {
-                anyhow::ensure!(status.success(), "projector exited with {status} after SIGTERM; see {}", self.log.display());
+                anyhow::ensure!(
+                    status.success(),
+                    "projector exited with {status} after SIGTERM; see {}",
+                    self.log.display()
+                );
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -104,7 +111,8 @@ pub fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     // 14th and 15th fields of the whole line.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed /proc/<pid>/stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0) + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     Ok(ticks as f64 / hz)

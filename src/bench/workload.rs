@@ -52,7 +52,8 @@ pub fn bookings_table(prefix: &'static str) -> Table {
     }
 }
 
-const CUSTOMERS: [&str; 6] = ["Nguyen Van An", "Tran Thi Binh", "Le Minh Chau", "Pham Quoc Dung", "Vo Thi Em", "Hoang Gia Phuc"];
+const CUSTOMERS: [&str; 6] =
+    ["Nguyen Van An", "Tran Thi Binh", "Le Minh Chau", "Pham Quoc Dung", "Vo Thi Em", "Hoang Gia Phuc"];
 const STATUSES: [&str; 4] = ["held", "confirmed", "paid", "checked_in"];
 const CHANNELS: [&str; 3] = ["web", "app", "agent"];
 const POINTS: [&str; 5] = [
@@ -62,7 +63,8 @@ const POINTS: [&str; 5] = [
     "Nha Trang north terminal",
     "Can Tho ferry pier",
 ];
-const NOTE: &str = "Lower-deck seat near the front, one carry-on and a folded bicycle. Call 30 minutes before departure.";
+const NOTE: &str =
+    "Lower-deck seat near the front, one carry-on and a folded bicycle. Call 30 minutes before departure.";
 
 /// One version of one booking row.
 fn booking(id: i64, version: u32) -> Image {
@@ -101,7 +103,13 @@ pub struct Workload {
 
 impl Workload {
     pub fn new(prefix: &'static str, seed: u64) -> Workload {
-        Workload { table: bookings_table(prefix), clock: Timeline::default(), versions: vec![0], live: Vec::new(), rng: seed | 1 }
+        Workload {
+            table: bookings_table(prefix),
+            clock: Timeline::default(),
+            versions: vec![0],
+            live: Vec::new(),
+            rng: seed | 1,
+        }
     }
 
     fn random(&mut self) -> u64 {
@@ -133,12 +141,22 @@ impl Workload {
         if roll < 96 {
             self.versions[id as usize] = version + 1;
             let at = self.clock.commit(2);
-            vec![self.table.event('u', Some(&booking(id, version)), Some(&booking(id, version + 1)), at, self.clock.ts_ms, true)]
+            vec![self.table.event(
+                'u',
+                Some(&booking(id, version)),
+                Some(&booking(id, version + 1)),
+                at,
+                self.clock.ts_ms,
+                true,
+            )]
         } else {
             self.live.swap_remove(slot);
             let before = booking(id, version);
             let at = self.clock.commit(1);
-            vec![self.table.event('d', Some(&before), None, at, self.clock.ts_ms, true), self.table.tombstone(&before, true)]
+            vec![
+                self.table.event('d', Some(&before), None, at, self.clock.ts_ms, true),
+                self.table.tombstone(&before, true),
+            ]
         }
     }
 
@@ -203,9 +221,13 @@ impl BenchProducer {
 
     /// Creates the topic with `LogAppendTime` timestamps.
     pub async fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &self.brokers).create()?;
-        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1)).set("message.timestamp.type", "LogAppendTime");
-        for r in admin.create_topics([&new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))).await? {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &self.brokers).create()?;
+        let new =
+            NewTopic::new(topic, partitions, TopicReplication::Fixed(1)).set("message.timestamp.type", "LogAppendTime");
+        for r in
+            admin.create_topics([&new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))).await?
+        {
             r.map_err(|(t, e)| anyhow::anyhow!("cannot create topic {t}: {e}; is Kafka up (scripts/stack status)?"))?;
         }
         Ok(())

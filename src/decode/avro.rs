@@ -70,7 +70,9 @@ pub fn split_wire(bytes: &[u8]) -> Result<(u32, &[u8]), String> {
     match bytes.first() {
         None => return Err("it is empty".into()),
         Some(&MAGIC) => {}
-        Some(b) => return Err(format!("its first byte is 0x{b:02x}, not the magic byte 0x00 of Confluent's wire format")),
+        Some(b) => {
+            return Err(format!("its first byte is 0x{b:02x}, not the magic byte 0x00 of Confluent's wire format"));
+        }
     }
     match bytes.get(1..HEADER) {
         Some(&[a, b, c, d]) => Ok((u32::from_be_bytes([a, b, c, d]), &bytes[HEADER..])),
@@ -124,7 +126,10 @@ impl RegisteredSchema {
 enum Cached {
     Known(Arc<RegisteredSchema>),
     /// The registry answered "schema not found" at `at`.
-    Unknown { message: String, at: Instant },
+    Unknown {
+        message: String,
+        at: Instant,
+    },
     /// The registry has it, but it is not a usable Avro schema.
     Unusable(String),
 }
@@ -148,7 +153,11 @@ impl SchemaRegistry {
     /// `url` is the Confluent API's base: `http://registry:8081` for
     /// Confluent's, `http://host:8080/apis/ccompat/v7` for Apicurio's.
     pub fn new(url: &str) -> anyhow::Result<SchemaRegistry> {
-        let parsed = reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("schema registry URL {url:?} is not a URL ({e}); give e.g. http://127.0.0.1:8081/apis/ccompat/v7"))?;
+        let parsed = reqwest::Url::parse(url).map_err(|e| {
+            anyhow::anyhow!(
+                "schema registry URL {url:?} is not a URL ({e}); give e.g. http://127.0.0.1:8081/apis/ccompat/v7"
+            )
+        })?;
         if !matches!(parsed.scheme(), "http" | "https") {
             anyhow::bail!("schema registry URL {url:?} is not http(s)");
         }
@@ -219,15 +228,20 @@ impl SchemaRegistry {
                             Cached::Unknown { .. } => "not_found",
                             Cached::Unusable(_) => "unusable",
                         };
-                        metrics::counter!("projector_schema_registry_requests_total", "outcome" => outcome).increment(1);
+                        metrics::counter!("projector_schema_registry_requests_total", "outcome" => outcome)
+                            .increment(1);
                         tracing::info!(record = %lineage, part = part.as_str(), schema_id = id, outcome, "schema fetched from the registry");
                         health.upstream_up(UPSTREAM);
                         self.put(id, entry);
                         break;
                     }
                     Err(e) => {
-                        metrics::counter!("projector_schema_registry_requests_total", "outcome" => "error").increment(1);
-                        health.upstream_down(UPSTREAM, &format!("{e}; records naming schema id {id} wait (first: {lineage})"));
+                        metrics::counter!("projector_schema_registry_requests_total", "outcome" => "error")
+                            .increment(1);
+                        health.upstream_down(
+                            UPSTREAM,
+                            &format!("{e}; records naming schema id {id} wait (first: {lineage})"),
+                        );
                         let wait = delays.next().unwrap_or(Duration::from_secs(30));
                         tracing::warn!(record = %lineage, part = part.as_str(), schema_id = id, error = %e, retry_in = ?wait, "schema registry unavailable; retrying");
                         tokio::time::sleep(wait).await;
@@ -255,20 +269,30 @@ impl SchemaRegistry {
             // Confluent's code for "schema not found"; any other 404 is a wrong URL.
             let error_code = json.as_ref().and_then(|j| j.get("error_code")).and_then(Json::as_i64);
             if error_code == Some(40403) {
-                let message = json.as_ref().and_then(|j| j.get("message")).and_then(Json::as_str).unwrap_or("schema not found").to_string();
+                let message = json
+                    .as_ref()
+                    .and_then(|j| j.get("message"))
+                    .and_then(Json::as_str)
+                    .unwrap_or("schema not found")
+                    .to_string();
                 return Ok(Cached::Unknown { message, at: Instant::now() });
             }
             return Err(format!("GET {url} answered 404 without Confluent's error code 40403; {wrong_url}"));
         }
         if !status.is_success() {
-            return Err(format!("GET {url} answered {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)])));
+            return Err(format!(
+                "GET {url} answered {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            ));
         }
         let Some(json) = json else {
             return Err(format!("GET {url} answered {status} with a body that is not JSON; {wrong_url}"));
         };
         let schema_type = json.get("schemaType").and_then(Json::as_str).unwrap_or("AVRO");
         if !schema_type.eq_ignore_ascii_case("AVRO") {
-            return Ok(Cached::Unusable(format!("is a {schema_type} schema, not Avro; projector reads Avro and JSON (JsonConverter) records")));
+            return Ok(Cached::Unusable(format!(
+                "is a {schema_type} schema, not Avro; projector reads Avro and JSON (JsonConverter) records"
+            )));
         }
         let Some(text) = json.get("schema").and_then(Json::as_str) else {
             return Err(format!("GET {url} answered without a \"schema\" string; {wrong_url}"));
@@ -284,7 +308,8 @@ impl SchemaRegistry {
     pub fn decode(&self, lineage: &Lineage, part: Part, bytes: &[u8]) -> Result<(Json, Json), DecodeError> {
         let bad = |detail: String| DecodeError::BadAvro { lineage: lineage.clone(), part: part.as_str(), detail };
         let (id, datum) = split_wire(bytes).map_err(bad)?;
-        let unknown = |detail: String| DecodeError::UnknownSchema { lineage: lineage.clone(), part: part.as_str(), id, detail };
+        let unknown =
+            |detail: String| DecodeError::UnknownSchema { lineage: lineage.clone(), part: part.as_str(), id, detail };
         let schema = match self.get(id) {
             Some(Cached::Known(s)) => s,
             Some(Cached::Unknown { message, .. }) => {
@@ -293,12 +318,14 @@ impl SchemaRegistry {
                     self.base
                 )));
             }
-            Some(Cached::Unusable(why)) => return Err(bad(format!("schema id {id} from the registry at {} {why}", self.base))),
+            Some(Cached::Unusable(why)) => {
+                return Err(bad(format!("schema id {id} from the registry at {} {why}", self.base)));
+            }
             None => return Err(unknown(format!("has not been fetched from the schema registry at {}", self.base))),
         };
-        let payload = schema
-            .payload(datum)
-            .map_err(|e| bad(format!("schema id {id}: {e}; was the record written with another registry's ids, or is it corrupt?")))?;
+        let payload = schema.payload(datum).map_err(|e| {
+            bad(format!("schema id {id}: {e}; was the record written with another registry's ids, or is it corrupt?"))
+        })?;
         Ok((schema.connect.clone(), payload))
     }
 }
@@ -387,11 +414,17 @@ impl<'a> ToConnect<'a> {
         let mut out = match t {
             "record" | "error" => {
                 let (full, own) = self.define(m, ns)?;
-                let fields = m.get("fields").and_then(Json::as_array).ok_or_else(|| format!("has record {full} without a fields list"))?;
+                let fields = m
+                    .get("fields")
+                    .and_then(Json::as_array)
+                    .ok_or_else(|| format!("has record {full} without a fields list"))?;
                 self.open.push(full.clone());
                 let mut connect_fields = Vec::with_capacity(fields.len());
                 for f in fields {
-                    let name = f.get("name").and_then(Json::as_str).ok_or_else(|| format!("has a field of record {full} without a name"))?;
+                    let name = f
+                        .get("name")
+                        .and_then(Json::as_str)
+                        .ok_or_else(|| format!("has a field of record {full} without a name"))?;
                     let ty = f.get("type").ok_or_else(|| format!("has field {full}.{name} without a type"))?;
                     let mut c = self.schema(ty, &own)?;
                     if let (Json::Object(c), Some(attrs)) = (&mut c, f.as_object()) {
@@ -520,7 +553,16 @@ fn base64(bytes: &[u8]) -> Json {
 /// A float as JsonConverter writes it; non-finite values as Debezium's text.
 fn float(f: f64) -> Json {
     serde_json::Number::from_f64(f).map(Json::Number).unwrap_or_else(|| {
-        Json::String(if f.is_nan() { "NaN" } else if f > 0.0 { "Infinity" } else { "-Infinity" }.into())
+        Json::String(
+            if f.is_nan() {
+                "NaN"
+            } else if f > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            }
+            .into(),
+        )
     })
 }
 
@@ -563,7 +605,9 @@ fn to_json(v: Avro) -> Result<Json, String> {
         }
         Avro::Decimal(d) => base64(&Vec::<u8>::try_from(&d).map_err(|e| format!("a decimal cannot be read ({e})"))?),
         Avro::BigDecimal(d) => Json::String(d.to_string()),
-        Avro::Duration(d) => json!({"months": u32::from(d.months()), "days": u32::from(d.days()), "millis": u32::from(d.millis())}),
+        Avro::Duration(d) => {
+            json!({"months": u32::from(d.months()), "days": u32::from(d.days()), "millis": u32::from(d.millis())})
+        }
         Avro::Uuid(u) => Json::String(u.to_string()),
     })
 }
@@ -604,7 +648,11 @@ pub mod fixture {
                 _ => Err("fixture has no {schema, payload}: make it with schemas = true".into()),
             }
         };
-        Ok(AvroParts { topic: record.topic.clone(), key: part(&record.key)?, value: record.value.as_deref().map(part).transpose()? })
+        Ok(AvroParts {
+            topic: record.topic.clone(),
+            key: part(&record.key)?,
+            value: record.value.as_deref().map(part).transpose()?,
+        })
     }
 
     /// The Avro schema Confluent's `AvroData` derives from a Connect schema.
@@ -653,8 +701,12 @@ pub mod fixture {
                     r
                 }
             }
-            "array" => json!({"type": "array", "items": to_avro(c.get("items").unwrap_or(&Json::Null), defined, unnamed)}),
-            "map" => json!({"type": "map", "values": to_avro(c.get("values").unwrap_or(&Json::Null), defined, unnamed)}),
+            "array" => {
+                json!({"type": "array", "items": to_avro(c.get("items").unwrap_or(&Json::Null), defined, unnamed)})
+            }
+            "map" => {
+                json!({"type": "map", "values": to_avro(c.get("values").unwrap_or(&Json::Null), defined, unnamed)})
+            }
             _ => {
                 let avro = match t {
                     "int8" | "int16" | "int32" => "int",
@@ -679,7 +731,12 @@ pub mod fixture {
                         p.insert("connect.default".into(), d.clone());
                     }
                     p.insert("connect.name".into(), json!(n));
-                    let param = |k: &str| c.get("parameters").and_then(|ps| ps.get(k)).and_then(Json::as_str).and_then(|s| s.parse::<u64>().ok());
+                    let param = |k: &str| {
+                        c.get("parameters")
+                            .and_then(|ps| ps.get(k))
+                            .and_then(Json::as_str)
+                            .and_then(|s| s.parse::<u64>().ok())
+                    };
                     match n {
                         "org.apache.kafka.connect.data.Decimal" => {
                             p.insert("scale".into(), json!(param("scale").unwrap_or(0)));
@@ -703,7 +760,11 @@ pub mod fixture {
         };
         if c.get("optional").and_then(Json::as_bool) == Some(true) {
             // With a non-null default, AvroData puts the default's branch first.
-            base = if c.get("default").is_some_and(|d| !d.is_null()) { json!([base, "null"]) } else { json!(["null", base]) };
+            base = if c.get("default").is_some_and(|d| !d.is_null()) {
+                json!([base, "null"])
+            } else {
+                json!(["null", base])
+            };
         }
         base
     }
@@ -726,14 +787,18 @@ pub mod fixture {
 
     fn from_json(schema: &AvroSchema, names: &NamesRef<'_>, v: &Json) -> Result<Avro, String> {
         let wrong = || format!("{v} does not fit {schema:?}");
-        let b64 = |v: &Json| v.as_str().and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok()).ok_or_else(wrong);
+        let b64 = |v: &Json| {
+            v.as_str().and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok()).ok_or_else(wrong)
+        };
         Ok(match schema {
             AvroSchema::Null => Avro::Null,
             AvroSchema::Boolean => Avro::Boolean(v.as_bool().ok_or_else(wrong)?),
             AvroSchema::Int => Avro::Int(v.as_i64().and_then(|i| i32::try_from(i).ok()).ok_or_else(wrong)?),
             AvroSchema::Long => Avro::Long(v.as_i64().ok_or_else(wrong)?),
             AvroSchema::Date => Avro::Date(v.as_i64().and_then(|i| i32::try_from(i).ok()).ok_or_else(wrong)?),
-            AvroSchema::TimeMillis => Avro::TimeMillis(v.as_i64().and_then(|i| i32::try_from(i).ok()).ok_or_else(wrong)?),
+            AvroSchema::TimeMillis => {
+                Avro::TimeMillis(v.as_i64().and_then(|i| i32::try_from(i).ok()).ok_or_else(wrong)?)
+            }
             AvroSchema::TimestampMillis => Avro::TimestampMillis(v.as_i64().ok_or_else(wrong)?),
             AvroSchema::Float => Avro::Float(v.as_f64().ok_or_else(wrong)? as f32),
             AvroSchema::Double => Avro::Double(v.as_f64().ok_or_else(wrong)?),
@@ -741,7 +806,8 @@ pub mod fixture {
             AvroSchema::Bytes => Avro::Bytes(b64(v)?),
             AvroSchema::Decimal(_) => Avro::Decimal(apache_avro::Decimal::from(b64(v)?)),
             AvroSchema::Union(u) => {
-                let pick = u.variants().iter().position(|s| (*s == AvroSchema::Null) == v.is_null()).ok_or_else(wrong)?;
+                let pick =
+                    u.variants().iter().position(|s| (*s == AvroSchema::Null) == v.is_null()).ok_or_else(wrong)?;
                 Avro::Union(pick as u32, Box::new(from_json(&u.variants()[pick], names, v)?))
             }
             AvroSchema::Record(r) => {
@@ -751,7 +817,13 @@ pub mod fixture {
                 }
                 Avro::Record(fields)
             }
-            AvroSchema::Array(a) => Avro::Array(v.as_array().ok_or_else(wrong)?.iter().map(|i| from_json(&a.items, names, i)).collect::<Result<_, _>>()?),
+            AvroSchema::Array(a) => Avro::Array(
+                v.as_array()
+                    .ok_or_else(wrong)?
+                    .iter()
+                    .map(|i| from_json(&a.items, names, i))
+                    .collect::<Result<_, _>>()?,
+            ),
             AvroSchema::Ref { name } => from_json(names.get(name).ok_or_else(wrong)?, names, v)?,
             _ => return Err(wrong()),
         })
@@ -770,7 +842,13 @@ mod tests {
     const VALUE_ID: u32 = 8;
 
     fn source(topic: &str, offset: i64, key: Option<Vec<u8>>, value: Option<Vec<u8>>) -> SourceRecord {
-        SourceRecord { lineage: Lineage { topic: topic.into(), partition: 1, offset }, key, value, headers: vec![], timestamp_ms: None }
+        SourceRecord {
+            lineage: Lineage { topic: topic.into(), partition: 1, offset },
+            key,
+            value,
+            headers: vec![],
+            timestamp_ms: None,
+        }
     }
 
     fn json_record(r: &Record, offset: i64) -> SourceRecord {
@@ -829,8 +907,13 @@ mod tests {
         let row = &schema["fields"][0]["type"][1];
         assert_eq!(schema["fields"][0]["type"][0], "null", "optional before");
         assert_eq!(row["type"], "record");
-        assert_eq!(schema["fields"][1]["type"], serde_json::json!(["null", "vexere.vexere.dbo.Trips.Value"]), "after reuses the named row type");
-        let field = |n: &str| row["fields"].as_array().unwrap().iter().find(|f| f["name"] == n).unwrap()["type"].clone();
+        assert_eq!(
+            schema["fields"][1]["type"],
+            serde_json::json!(["null", "vexere.vexere.dbo.Trips.Value"]),
+            "after reuses the named row type"
+        );
+        let field =
+            |n: &str| row["fields"].as_array().unwrap().iter().find(|f| f["name"] == n).unwrap()["type"].clone();
         assert_eq!(field("SeatCount"), serde_json::json!({"type": "int", "connect.type": "int16"}));
         assert_eq!(field("DepartAt")["connect.name"], "io.debezium.time.NanoTimestamp");
         assert_eq!(field("Fare")["logicalType"], "decimal");
@@ -921,7 +1004,11 @@ mod tests {
         // Truncated datum.
         let e = err(&with_value(value[..value.len() - 3].to_vec()), &o);
         assert_eq!(e.kind(), "bad_avro");
-        assert!(e.to_string().starts_with("vexere.vexere.dbo.Trips/1@41: value is not readable Confluent Avro: schema id 8"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("vexere.vexere.dbo.Trips/1@41: value is not readable Confluent Avro: schema id 8"),
+            "{e}"
+        );
         // Header only, and shorter than the header.
         assert_eq!(err(&with_value(value[..5].to_vec()), &o).kind(), "bad_avro");
         let e = err(&with_value(vec![0, 0, 1]), &o);
@@ -932,7 +1019,8 @@ mod tests {
         let e = err(&with_value(longer), &o);
         assert!(e.to_string().contains("3 bytes are left over"), "{e}");
         // Garbage after a valid header.
-        let e = err(&with_value(vec![0, 0, 0, 0, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]), &o);
+        let e =
+            err(&with_value(vec![0, 0, 0, 0, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]), &o);
         assert_eq!(e.kind(), "bad_avro");
         // Wrong magic byte, neither Avro nor JSON.
         let mut wrong_magic = value.clone();
@@ -980,7 +1068,9 @@ mod tests {
         let r = SchemaRegistry::new("http://127.0.0.1:9").unwrap();
         assert!(r.insert(1, recursive).is_err());
         r.put(2, Cached::Unusable("is a PROTOBUF schema, not Avro".into()));
-        let e = r.decode(&Lineage { topic: "t".into(), partition: 0, offset: 0 }, Part::Value, &[0, 0, 0, 0, 2, 0]).unwrap_err();
+        let e = r
+            .decode(&Lineage { topic: "t".into(), partition: 0, offset: 0 }, Part::Value, &[0, 0, 0, 0, 2, 0])
+            .unwrap_err();
         assert_eq!(e.kind(), "bad_avro");
         assert!(e.to_string().contains("PROTOBUF"), "{e}");
         assert!(SchemaRegistry::new("not a url").is_err());
@@ -1013,7 +1103,10 @@ mod tests {
         datum.extend_from_slice(&0.1f32.to_le_bytes());
         datum.extend_from_slice(&[2, 2, b'a', 0, 2, 4, 2, b'z']);
         let p = s.payload(&datum).unwrap();
-        assert_eq!(p, serde_json::json!({"id": 5, "price": "BNI=", "day": 3, "at": 7, "ratio": 0.1, "tags": ["a"], "kind": "B", "alt": "z"}));
+        assert_eq!(
+            p,
+            serde_json::json!({"id": 5, "price": "BNI=", "day": 3, "at": 7, "ratio": 0.1, "tags": ["a"], "kind": "B", "alt": "z"})
+        );
     }
 
     #[tokio::test]
@@ -1027,7 +1120,8 @@ mod tests {
         assert_eq!(wanted.len(), 2, "key and value name their schemas");
         let health = Health::default();
         health.sink_up("elasticsearch");
-        let waited = tokio::time::timeout(Duration::from_millis(700), registry.fetch_wanted(&wanted, &r.lineage, &health)).await;
+        let waited =
+            tokio::time::timeout(Duration::from_millis(700), registry.fetch_wanted(&wanted, &r.lineage, &health)).await;
         assert!(waited.is_err(), "fetching must keep retrying, not give up");
         assert!(!health.ready(), "the registry is reported down");
         assert!(health.upstreams()["schema_registry"].detail.contains("127.0.0.1:9"), "{:?}", health.upstreams());

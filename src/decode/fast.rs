@@ -50,7 +50,9 @@ impl Kind {
                 _ => Kind::Other,
             },
             Some("org.apache.kafka.connect.data.Decimal") => ty.scale.map_or(Kind::Other, Kind::Decimal),
-            Some("io.debezium.time.Timestamp") | Some("org.apache.kafka.connect.data.Timestamp") => Kind::Timestamp(1_000_000),
+            Some("io.debezium.time.Timestamp") | Some("org.apache.kafka.connect.data.Timestamp") => {
+                Kind::Timestamp(1_000_000)
+            }
             Some("io.debezium.time.MicroTimestamp") => Kind::Timestamp(1_000),
             Some("io.debezium.time.NanoTimestamp") => Kind::Timestamp(1),
             Some(_) => Kind::Other,
@@ -293,7 +295,11 @@ impl<'de> Visitor<'de> for SkipVisitor {
 
 /// Fills a field once; a second occurrence is an error (the general path
 /// would keep the last one, the fast path leaves such records to it).
-fn once<'de, A: MapAccess<'de>, T>(slot: &mut Option<T>, map: &mut A, read: impl FnOnce(&mut A) -> Result<T, A::Error>) -> Result<(), A::Error> {
+fn once<'de, A: MapAccess<'de>, T>(
+    slot: &mut Option<T>,
+    map: &mut A,
+    read: impl FnOnce(&mut A) -> Result<T, A::Error>,
+) -> Result<(), A::Error> {
     if slot.is_some() {
         return Err(de::Error::custom("duplicate field"));
     }
@@ -403,7 +409,9 @@ fn typed(field: &str, ty: &FieldType, kind: Kind, v: Lite<'_>) -> Result<Value, 
         (Kind::Bool, Lite::Bool(b)) => Ok(Value::Bool(b)),
         (Kind::Decimal(scale), Lite::Str(s)) => value::decimal_from_base64(field, &s, scale),
         (Kind::Int, v) if v.as_i64().is_some() => Ok(Value::Int(v.as_i64().unwrap_or_default())),
-        (Kind::Timestamp(factor), v) if v.as_i64().is_some() => Ok(Value::Timestamp(v.as_i64().unwrap_or_default() as i128 * factor)),
+        (Kind::Timestamp(factor), v) if v.as_i64().is_some() => {
+            Ok(Value::Timestamp(v.as_i64().unwrap_or_default() as i128 * factor))
+        }
         (_, v) => value::typed(field, ty, &v.into_json()),
     }
 }

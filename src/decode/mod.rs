@@ -25,8 +25,8 @@ pub mod value;
 use foldhash::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Map, Value as Json};
 use serde_json::value::RawValue;
+use serde_json::{Map, Value as Json};
 
 pub use avro::SchemaRegistry;
 pub use position::{PositionError, SourcePosition};
@@ -109,7 +109,9 @@ pub enum DecodeError {
     InvalidJson { lineage: Lineage, detail: String },
     #[error("{lineage}: key is not valid JSON ({detail}); check the connector's key.converter")]
     InvalidKey { lineage: Lineage, detail: String },
-    #[error("{lineage}: record has no key; projector needs the primary key (give the table a primary key or set message.key.columns)")]
+    #[error(
+        "{lineage}: record has no key; projector needs the primary key (give the table a primary key or set message.key.columns)"
+    )]
     MissingKey { lineage: Lineage },
     #[error("{lineage}: {detail}")]
     NotAnEnvelope { lineage: Lineage, detail: String },
@@ -119,15 +121,21 @@ pub enum DecodeError {
     Position { lineage: Lineage, source: PositionError },
     #[error("{lineage}: {source}")]
     Value { lineage: Lineage, source: ValueError },
-    #[error("{lineage}: value is {size} bytes, over the {limit}-byte limit (raise max_record_bytes if this row is legitimate)")]
+    #[error(
+        "{lineage}: value is {size} bytes, over the {limit}-byte limit (raise max_record_bytes if this row is legitimate)"
+    )]
     TooLarge { lineage: Lineage, size: usize, limit: usize },
-    #[error("{lineage}: the record has no schema and schema-change topic {history} does not describe {what}; enable include.schema.changes on the connector (or declare source_type for typed columns and drop schema_changes from the read model)")]
+    #[error(
+        "{lineage}: the record has no schema and schema-change topic {history} does not describe {what}; enable include.schema.changes on the connector (or declare source_type for typed columns and drop schema_changes from the read model)"
+    )]
     NoSchema { lineage: Lineage, history: String, what: String },
     #[error("{lineage}: {part} names schema id {id}, which {detail}")]
     UnknownSchema { lineage: Lineage, part: &'static str, id: u32, detail: String },
     #[error("{lineage}: {part} is not readable Confluent Avro: {detail}")]
     BadAvro { lineage: Lineage, part: &'static str, detail: String },
-    #[error("{lineage}: {detail}; configure ExtractNewRecordState with delete.tombstone.handling.mode=rewrite and add.fields=op,source.ts_ms,source.commit_lsn,source.change_lsn,source.event_serial_no (SQL Server) or op,source.ts_ms,source.lsn (PostgreSQL)")]
+    #[error(
+        "{lineage}: {detail}; configure ExtractNewRecordState with delete.tombstone.handling.mode=rewrite and add.fields=op,source.ts_ms,source.commit_lsn,source.change_lsn,source.event_serial_no (SQL Server) or op,source.ts_ms,source.lsn (PostgreSQL)"
+    )]
     Unordered { lineage: Lineage, detail: String },
 }
 
@@ -246,7 +254,9 @@ impl SchemaCache {
     fn learn(&self, part: avro::Part, topic: &str, bytes: &[u8], schema: &Json) -> Arc<ValueSchema> {
         let text = schema_and_payload(bytes).and_then(|(s, pl)| {
             let (s, pl) = (s.as_bytes(), pl.as_bytes());
-            let compact = bytes.len() == SCHEMA_PREFIX.len() + s.len() + PAYLOAD_MARK.len() + pl.len() + 1 && bytes.starts_with(SCHEMA_PREFIX) && bytes[SCHEMA_PREFIX.len()..].starts_with(s);
+            let compact = bytes.len() == SCHEMA_PREFIX.len() + s.len() + PAYLOAD_MARK.len() + pl.len() + 1
+                && bytes.starts_with(SCHEMA_PREFIX)
+                && bytes[SCHEMA_PREFIX.len()..].starts_with(s);
             compact.then_some(s)
         });
         let parsed = Arc::new(ValueSchema::new(schema, text));
@@ -274,7 +284,13 @@ pub struct DecodeOptions {
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { max_record_bytes: 8 * 1024 * 1024, schemas_enable: SchemasEnable::Auto, history: None, registry: None, schemas: Arc::default() }
+        DecodeOptions {
+            max_record_bytes: 8 * 1024 * 1024,
+            schemas_enable: SchemasEnable::Auto,
+            history: None,
+            registry: None,
+            schemas: Arc::default(),
+        }
     }
 }
 
@@ -285,7 +301,11 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
         return Ok(Decoded::Tombstone);
     };
     if bytes.len() > opts.max_record_bytes {
-        return Err(DecodeError::TooLarge { lineage: lineage.clone(), size: bytes.len(), limit: opts.max_record_bytes });
+        return Err(DecodeError::TooLarge {
+            lineage: lineage.clone(),
+            size: bytes.len(),
+            limit: opts.max_record_bytes,
+        });
     }
     let cached = match opts.schemas_enable {
         SchemasEnable::False => None,
@@ -298,7 +318,16 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
         && let Some(fast::Envelope { op, before, after, position, source_ts_ms }) = fast::envelope(payload, fields)
     {
         let key = decode_key(record, opts)?;
-        return Ok(Decoded::Change(ChangeEvent { lineage: lineage.clone(), op, key, after, before, position, source_ts_ms, types: schema.row.clone() }));
+        return Ok(Decoded::Change(ChangeEvent {
+            lineage: lineage.clone(),
+            op,
+            key,
+            after,
+            before,
+            position,
+            source_ts_ms,
+            types: schema.row.clone(),
+        }));
     }
     let cached = cached.and_then(|(schema, payload)| Some((schema, serde_json::from_slice::<Json>(payload).ok()?)));
     let (schema, payload) = if let Some((schema, payload)) = cached {
@@ -307,7 +336,8 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
         let (schema, payload) = registry.decode(lineage, avro::Part::Value, bytes)?;
         (Some(Arc::new(ValueSchema::new(&schema, None))), payload)
     } else {
-        let value: Json = serde_json::from_slice(bytes).map_err(|e| not_json(lineage, avro::Part::Value, e, bytes, opts))?;
+        let value: Json =
+            serde_json::from_slice(bytes).map_err(|e| not_json(lineage, avro::Part::Value, e, bytes, opts))?;
         let (schema, payload) = split_schema(value);
         match (opts.schemas_enable, schema.is_some()) {
             (SchemasEnable::True, false) => {
@@ -319,7 +349,9 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
             (SchemasEnable::False, true) => {
                 return Err(DecodeError::NotAnEnvelope {
                     lineage: lineage.clone(),
-                    detail: "value carries a schema although schemas are disabled; run with --schemas-enable true or auto".into(),
+                    detail:
+                        "value carries a schema although schemas are disabled; run with --schemas-enable true or auto"
+                            .into(),
                 });
             }
             _ => {}
@@ -330,7 +362,10 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
         Json::Object(m) => m,
         // ExtractNewRecordState's default delete: a null payload, not a Kafka null.
         Json::Null => {
-            return Err(DecodeError::Unordered { lineage: lineage.clone(), detail: "an unwrapped delete (null payload) carries no key position".into() });
+            return Err(DecodeError::Unordered {
+                lineage: lineage.clone(),
+                detail: "an unwrapped delete (null payload) carries no key position".into(),
+            });
         }
         other => {
             return Err(DecodeError::NotAnEnvelope {
@@ -361,7 +396,10 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
     let source = match payload.get("source") {
         Some(Json::Object(s)) => s,
         _ => {
-            return Err(DecodeError::NotAnEnvelope { lineage: lineage.clone(), detail: "envelope has no 'source' object".into() });
+            return Err(DecodeError::NotAnEnvelope {
+                lineage: lineage.clone(),
+                detail: "envelope has no 'source' object".into(),
+            });
         }
     };
     // Rows of Debezium's signal table (execute-snapshot requests and the
@@ -370,7 +408,8 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
     if source.get("table").and_then(Json::as_str).is_some_and(|t| t.eq_ignore_ascii_case(SIGNAL_TABLE)) {
         return Ok(Decoded::NotAChange("signal table row"));
     }
-    let position = SourcePosition::from_source(source).map_err(|source| DecodeError::Position { lineage: lineage.clone(), source })?;
+    let position = SourcePosition::from_source(source)
+        .map_err(|source| DecodeError::Position { lineage: lineage.clone(), source })?;
     let source_ts_ms = source.get("ts_ms").and_then(Json::as_i64);
 
     let row_schema: Option<Arc<[(String, FieldType)]>> = match (&schema, &opts.history) {
@@ -381,7 +420,9 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
     let mut image = |name: &str| -> Result<Option<Row>, DecodeError> {
         match payload.remove(name) {
             None | Some(Json::Null) => Ok(None),
-            Some(Json::Object(m)) => row(m, row_schema.as_deref()).map(Some).map_err(|source| DecodeError::Value { lineage: lineage.clone(), source }),
+            Some(Json::Object(m)) => row(m, row_schema.as_deref())
+                .map(Some)
+                .map_err(|source| DecodeError::Value { lineage: lineage.clone(), source }),
             Some(other) => Err(DecodeError::NotAnEnvelope {
                 lineage: lineage.clone(),
                 detail: format!("'{name}' is {}, expected a row object or null", kind_of(&other)),
@@ -392,18 +433,35 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
     let before = image("before")?;
     match op {
         Op::Create | Op::Update | Op::Read if after.is_none() => {
-            return Err(DecodeError::NotAnEnvelope { lineage: lineage.clone(), detail: format!("op '{}' has no 'after' row", op.as_str()) });
+            return Err(DecodeError::NotAnEnvelope {
+                lineage: lineage.clone(),
+                detail: format!("op '{}' has no 'after' row", op.as_str()),
+            });
         }
         _ => {}
     }
     let key = decode_key(record, opts)?;
-    Ok(Decoded::Change(ChangeEvent { lineage: lineage.clone(), op, key, after, before, position, source_ts_ms, types: row_schema }))
+    Ok(Decoded::Change(ChangeEvent {
+        lineage: lineage.clone(),
+        op,
+        key,
+        after,
+        before,
+        position,
+        source_ts_ms,
+        types: row_schema,
+    }))
 }
 
 /// The ExtractNewRecordState form: the row itself plus `__`-prefixed fields
 /// from `add.fields` (`__op`, `__source_ts_ms`, `__source_commit_lsn`, ...)
 /// and, with `delete.tombstone.handling.mode=rewrite`, `__deleted`.
-fn unwrapped(record: &SourceRecord, opts: &DecodeOptions, schema: Option<&ValueSchema>, mut payload: Map<String, Json>) -> Result<Decoded, DecodeError> {
+fn unwrapped(
+    record: &SourceRecord,
+    opts: &DecodeOptions,
+    schema: Option<&ValueSchema>,
+    mut payload: Map<String, Json>,
+) -> Result<Decoded, DecodeError> {
     let lineage = &record.lineage;
     // add.fields names source fields `__source_<f>` when qualified, `__<f>` when not.
     let mut meta = Map::new();
@@ -418,10 +476,14 @@ fn unwrapped(record: &SourceRecord, opts: &DecodeOptions, schema: Option<&ValueS
     } else if meta.contains_key("lsn") {
         "postgresql"
     } else {
-        return Err(DecodeError::Unordered { lineage: lineage.clone(), detail: "an unwrapped record carries no source position (__source_commit_lsn or __source_lsn)".into() });
+        return Err(DecodeError::Unordered {
+            lineage: lineage.clone(),
+            detail: "an unwrapped record carries no source position (__source_commit_lsn or __source_lsn)".into(),
+        });
     };
     meta.insert("connector".into(), Json::String(connector.into()));
-    let position = SourcePosition::from_source(&meta).map_err(|source| DecodeError::Position { lineage: lineage.clone(), source })?;
+    let position = SourcePosition::from_source(&meta)
+        .map_err(|source| DecodeError::Position { lineage: lineage.clone(), source })?;
     let deleted = meta.get("deleted").and_then(Json::as_str) == Some("true");
     let op = match meta.get("op").and_then(Json::as_str) {
         Some("c") => Op::Create,
@@ -434,7 +496,8 @@ fn unwrapped(record: &SourceRecord, opts: &DecodeOptions, schema: Option<&ValueS
     };
     let op = if deleted { Op::Delete } else { op };
     let fields = schema.and_then(|s| s.fields.clone());
-    let image = row(payload, fields.as_deref()).map_err(|source| DecodeError::Value { lineage: lineage.clone(), source })?;
+    let image =
+        row(payload, fields.as_deref()).map_err(|source| DecodeError::Value { lineage: lineage.clone(), source })?;
     let (after, before) = if op == Op::Delete { (None, Some(image)) } else { (Some(image), None) };
     let key = decode_key(record, opts)?;
     let source_ts_ms = meta.get("ts_ms").and_then(Json::as_i64);
@@ -443,15 +506,24 @@ fn unwrapped(record: &SourceRecord, opts: &DecodeOptions, schema: Option<&ValueS
 }
 
 /// The error for bytes that are not JSON, saying whether they look like Avro.
-fn not_json(lineage: &Lineage, part: avro::Part, e: serde_json::Error, bytes: &[u8], opts: &DecodeOptions) -> DecodeError {
+fn not_json(
+    lineage: &Lineage,
+    part: avro::Part,
+    e: serde_json::Error,
+    bytes: &[u8],
+    opts: &DecodeOptions,
+) -> DecodeError {
     let mut detail = e.to_string();
     if opts.registry.is_some() && bytes.first() != Some(&b'{') {
         let why = avro::split_wire(bytes).err().unwrap_or_default();
-        let detail = format!("{why}, and it is not JSON either ({detail}); check the connector's {}.converter", part.as_str());
+        let detail =
+            format!("{why}, and it is not JSON either ({detail}); check the connector's {}.converter", part.as_str());
         return DecodeError::BadAvro { lineage: lineage.clone(), part: part.as_str(), detail };
     }
     if opts.registry.is_none() && avro::is_avro(bytes) {
-        detail.push_str("; it starts with the magic byte 0x00 of Confluent's Avro wire format: run with --schema-registry-url");
+        detail.push_str(
+            "; it starts with the magic byte 0x00 of Confluent's Avro wire format: run with --schema-registry-url",
+        );
     }
     match part {
         avro::Part::Value => DecodeError::InvalidJson { lineage: lineage.clone(), detail },
@@ -495,8 +567,13 @@ fn classify_other(payload: &Map<String, Json>) -> Option<&'static str> {
 }
 
 /// Field types of a schemaless row's columns, from the schema history.
-fn history_row_schema(history: &SchemaHistory, lineage: &Lineage, payload: &Map<String, Json>) -> Result<Vec<(String, FieldType)>, DecodeError> {
-    let missing = |what: String| DecodeError::NoSchema { lineage: lineage.clone(), history: history.topic().to_string(), what };
+fn history_row_schema(
+    history: &SchemaHistory,
+    lineage: &Lineage,
+    payload: &Map<String, Json>,
+) -> Result<Vec<(String, FieldType)>, DecodeError> {
+    let missing =
+        |what: String| DecodeError::NoSchema { lineage: lineage.clone(), history: history.topic().to_string(), what };
     if !history.knows(&lineage.topic) {
         return Err(missing("this table".into()));
     }
@@ -564,7 +641,9 @@ fn decode_key(record: &SourceRecord, opts: &DecodeOptions) -> Result<Row, Decode
             (Some(schema), payload)
         }
         None => {
-            let (schema, payload) = split_schema(serde_json::from_slice(bytes).map_err(|e| not_json(lineage, avro::Part::Key, e, bytes, opts))?);
+            let (schema, payload) = split_schema(
+                serde_json::from_slice(bytes).map_err(|e| not_json(lineage, avro::Part::Key, e, bytes, opts))?,
+            );
             if let Some(schema) = &schema {
                 opts.schemas.learn(avro::Part::Key, &lineage.topic, bytes, schema);
             }
@@ -573,9 +652,14 @@ fn decode_key(record: &SourceRecord, opts: &DecodeOptions) -> Result<Row, Decode
     };
     let fields = schema.as_ref().and_then(struct_fields);
     match payload {
-        Json::Object(m) if !m.is_empty() => row(m, fields.as_deref()).map_err(|source| DecodeError::Value { lineage: lineage.clone(), source }),
+        Json::Object(m) if !m.is_empty() => {
+            row(m, fields.as_deref()).map_err(|source| DecodeError::Value { lineage: lineage.clone(), source })
+        }
         Json::Null => Err(DecodeError::MissingKey { lineage: lineage.clone() }),
-        other => Err(DecodeError::InvalidKey { lineage: lineage.clone(), detail: format!("key is {}, expected a struct of primary-key columns", kind_of(&other)) }),
+        other => Err(DecodeError::InvalidKey {
+            lineage: lineage.clone(),
+            detail: format!("key is {}, expected a struct of primary-key columns", kind_of(&other)),
+        }),
     }
 }
 

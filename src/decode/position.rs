@@ -70,7 +70,11 @@ impl SourcePosition {
     /// (the decoder's fast path): `change_lsn` is `None` when it was not a
     /// string, `serial` is 0 when `event_serial_no` was absent or null.
     /// Same result as [`SourcePosition::from_source`] on those fields.
-    pub(crate) fn sqlserver_parts(commit_lsn: &str, change_lsn: Option<&str>, serial: u64) -> Result<Self, PositionError> {
+    pub(crate) fn sqlserver_parts(
+        commit_lsn: &str,
+        change_lsn: Option<&str>,
+        serial: u64,
+    ) -> Result<Self, PositionError> {
         let mut out = String::with_capacity(2 * LSN_HEX + 16);
         push_lsn(&mut out, "commit_lsn", commit_lsn)?;
         match change_lsn {
@@ -170,7 +174,8 @@ mod tests {
     }
 
     fn ss(commit: &str, change: Option<&str>, serial: Option<u64>) -> SourcePosition {
-        pos(json!({"connector": "sqlserver", "commit_lsn": commit, "change_lsn": change, "event_serial_no": serial})).unwrap()
+        pos(json!({"connector": "sqlserver", "commit_lsn": commit, "change_lsn": change, "event_serial_no": serial}))
+            .unwrap()
     }
 
     #[test]
@@ -234,7 +239,10 @@ mod tests {
         assert_eq!(SourcePosition::sqlserver_parts("A:B1:c", Some("0000002a:00000310:0003"), 300).unwrap(), p);
         assert_eq!(SourcePosition::sqlserver_parts("A:B1:c", None, 0).unwrap(), ss("A:B1:c", None, None));
         for bad in ["1:2", "1:2:3:4", "1::3", "123456789:0:0", "1:2:12345", "g:0:0"] {
-            assert!(matches!(pos(json!({"connector": "sqlserver", "commit_lsn": bad})), Err(PositionError::BadLsn { .. })), "{bad}");
+            assert!(
+                matches!(pos(json!({"connector": "sqlserver", "commit_lsn": bad})), Err(PositionError::BadLsn { .. })),
+                "{bad}"
+            );
         }
     }
 

@@ -55,7 +55,9 @@ pub struct SchemaHistory {
 
 /// Reading the schema-change topic failed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read schema-change topic {topic}: {detail}; check `schema_changes:` in the read model and that the connector has include.schema.changes=true")]
+#[error(
+    "cannot read schema-change topic {topic}: {detail}; check `schema_changes:` in the read model and that the connector has include.schema.changes=true"
+)]
 pub struct HistoryError {
     pub topic: String,
     pub detail: String,
@@ -78,7 +80,8 @@ impl SchemaHistory {
         let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
         for change in changes {
             let Some(id) = change.get("id").and_then(Json::as_str) else { continue };
-            let topic = format!("{}.{}", self.topic, id.split('.').map(|p| p.trim_matches('"')).collect::<Vec<_>>().join("."));
+            let topic =
+                format!("{}.{}", self.topic, id.split('.').map(|p| p.trim_matches('"')).collect::<Vec<_>>().join("."));
             if change.get("type").and_then(Json::as_str) == Some("DROP") {
                 tables.remove(&topic);
                 continue;
@@ -158,7 +161,12 @@ impl SchemaHistory {
 
 /// SQL Server type name → the Connect type the connector emits.
 pub fn connect_type(info: &ColumnInfo, precision: TimePrecision) -> FieldType {
-    let named = |connect: &str, name: &str| FieldType { connect: connect.into(), name: Some(name.into()), scale: None, precision: None };
+    let named = |connect: &str, name: &str| FieldType {
+        connect: connect.into(),
+        name: Some(name.into()),
+        scale: None,
+        precision: None,
+    };
     let plain = |connect: &str| FieldType { connect: connect.into(), name: None, scale: None, precision: None };
     let frac = info.scale.or(info.length).unwrap_or(7);
     let adaptive = precision == TimePrecision::Adaptive;
@@ -213,15 +221,18 @@ mod tests {
     #[test]
     fn table_changes_give_scale_and_precision() {
         let h = SchemaHistory::new("vexere", "unused:9092", TimePrecision::Adaptive);
-        h.apply(&change("CREATE", json!([
-            {"name": "TripId", "typeName": "int", "length": 10, "scale": 0},
-            {"name": "Fare", "typeName": "decimal", "length": 12, "scale": 2},
-            {"name": "Fee", "typeName": "money", "length": 19, "scale": 4},
-            {"name": "DepartAt", "typeName": "datetime2", "length": 27, "scale": 7},
-            {"name": "BookedAt", "typeName": "datetime2", "length": 23, "scale": 3},
-            {"name": "Leg", "typeName": "time", "length": 15, "scale": 6},
-            {"name": "Offset", "typeName": "datetimeoffset", "length": 34, "scale": 7}
-        ])));
+        h.apply(&change(
+            "CREATE",
+            json!([
+                {"name": "TripId", "typeName": "int", "length": 10, "scale": 0},
+                {"name": "Fare", "typeName": "decimal", "length": 12, "scale": 2},
+                {"name": "Fee", "typeName": "money", "length": 19, "scale": 4},
+                {"name": "DepartAt", "typeName": "datetime2", "length": 27, "scale": 7},
+                {"name": "BookedAt", "typeName": "datetime2", "length": 23, "scale": 3},
+                {"name": "Leg", "typeName": "time", "length": 15, "scale": 6},
+                {"name": "Offset", "typeName": "datetimeoffset", "length": 34, "scale": 7}
+            ]),
+        ));
         let t = "vexere.vexere.dbo.Trips";
         assert!(h.knows(t));
         assert_eq!(h.field_type(t, "Fare").unwrap().scale, Some(2));
@@ -240,7 +251,11 @@ mod tests {
         h.apply(&change("CREATE", json!([{"name": "TripId", "typeName": "int"}])));
         h.apply(&json!({"schema": {}, "payload": change("ALTER", json!([{"name": "TripId", "typeName": "int"}, {"name": "DepartAt", "typeName": "datetime2", "scale": 7}]))}));
         let t = "vexere.vexere.dbo.Trips";
-        assert_eq!(h.field_type(t, "DepartAt").unwrap().name.as_deref(), Some("org.apache.kafka.connect.data.Timestamp"), "connect mode: ms");
+        assert_eq!(
+            h.field_type(t, "DepartAt").unwrap().name.as_deref(),
+            Some("org.apache.kafka.connect.data.Timestamp"),
+            "connect mode: ms"
+        );
         h.apply(&change("DROP", json!([])));
         assert!(!h.knows(t));
     }

@@ -37,7 +37,8 @@ fn create_with_schema_types_every_column() {
     let mut t = Timeline::default();
     for schemas in [true, false] {
         let at = t.commit(1);
-        let ev = change(&source_record(&db.trips.event('c', None, Some(&trip(7, 35_000_000, 1)), at, t.ts_ms, schemas), 0));
+        let ev =
+            change(&source_record(&db.trips.event('c', None, Some(&trip(7, 35_000_000, 1)), at, t.ts_ms, schemas), 0));
         assert_eq!(ev.op, Op::Create);
         assert_eq!(ev.key.columns, vec![("TripId".to_string(), Value::Int(7))]);
         let after = ev.after.unwrap();
@@ -59,9 +60,22 @@ fn update_and_delete_carry_images_and_order() {
     let db = BusBooking::new("vexere");
     let mut t = Timeline::default();
     let u_at = t.commit(2);
-    let u = change(&source_record(&db.bookings.event('u', Some(&booking(1, 1, 3, "held")), Some(&booking(1, 1, 3, "confirmed")), u_at, t.ts_ms, true), 1));
+    let u = change(&source_record(
+        &db.bookings.event(
+            'u',
+            Some(&booking(1, 1, 3, "held")),
+            Some(&booking(1, 1, 3, "confirmed")),
+            u_at,
+            t.ts_ms,
+            true,
+        ),
+        1,
+    ));
     let d_at = t.commit(1);
-    let d = change(&source_record(&db.bookings.event('d', Some(&booking(1, 1, 3, "confirmed")), None, d_at, t.ts_ms, true), 2));
+    let d = change(&source_record(
+        &db.bookings.event('d', Some(&booking(1, 1, 3, "confirmed")), None, d_at, t.ts_ms, true),
+        2,
+    ));
     assert_eq!(u.op, Op::Update);
     assert_eq!(u.before.unwrap().get("Status"), Some(&Value::String("held".into())));
     assert_eq!(d.op, Op::Delete);
@@ -77,7 +91,8 @@ fn snapshot_read_has_position_from_commit_lsn_only() {
     let snap = t.snapshot();
     let r = change(&source_record(&db.trips.event('r', None, Some(&trip(1, 1, 1)), snap, t.ts_ms, true), 0));
     let at = t.commit(2);
-    let u = change(&source_record(&db.trips.event('u', Some(&trip(1, 1, 1)), Some(&trip(1, 2, 1)), at, t.ts_ms, true), 1));
+    let u =
+        change(&source_record(&db.trips.event('u', Some(&trip(1, 1, 1)), Some(&trip(1, 2, 1)), at, t.ts_ms, true), 1));
     assert_eq!(r.op, Op::Read);
     assert!(r.position < u.position);
 }
@@ -97,9 +112,19 @@ fn tombstone_and_other_topics_are_not_changes() {
     let db = BusBooking::new("vexere");
     let tomb = source_record(&db.trips.tombstone(&trip(1, 1, 1), true), 3);
     assert!(matches!(decode(&tomb, &DecodeOptions::default()).unwrap(), Decoded::Tombstone));
-    let ddl = raw("vexere", Some(r#"{"databaseName":"vexere"}"#), Some(r#"{"source":{},"ts_ms":1,"databaseName":"vexere","schemaName":"dbo","ddl":"N/A","tableChanges":[]}"#));
+    let ddl = raw(
+        "vexere",
+        Some(r#"{"databaseName":"vexere"}"#),
+        Some(r#"{"source":{},"ts_ms":1,"databaseName":"vexere","schemaName":"dbo","ddl":"N/A","tableChanges":[]}"#),
+    );
     assert!(matches!(decode(&ddl, &DecodeOptions::default()).unwrap(), Decoded::NotAChange("schema change")));
-    let tx = raw("vexere.transaction", Some(r#"{"id":"1"}"#), Some(r#"{"status":"BEGIN","id":"00000025:00000d08:0025","event_count":null,"data_collections":null,"ts_ms":1}"#));
+    let tx = raw(
+        "vexere.transaction",
+        Some(r#"{"id":"1"}"#),
+        Some(
+            r#"{"status":"BEGIN","id":"00000025:00000d08:0025","event_count":null,"data_collections":null,"ts_ms":1}"#,
+        ),
+    );
     assert!(matches!(decode(&tx, &DecodeOptions::default()).unwrap(), Decoded::NotAChange("transaction metadata")));
     let hb = raw("__debezium-heartbeat.vexere", Some(r#"{"serverName":"vexere"}"#), Some(r#"{"ts_ms":1}"#));
     assert!(matches!(decode(&hb, &DecodeOptions::default()).unwrap(), Decoded::NotAChange("heartbeat")));
@@ -110,10 +135,28 @@ fn bad_records_name_topic_partition_offset() {
     let cases = [
         (Some(r#"{"TripId":1}"#), Some("{not json"), "invalid_json"),
         (Some(r#"{"TripId":1}"#), Some(r#"{"after":{"TripId":1}}"#), "not_an_envelope"),
-        (Some(r#"{"TripId":1}"#), Some(r#"{"op":"x","source":{"connector":"sqlserver","commit_lsn":"00000001:00000001:0001"},"after":{}}"#), "unknown_op"),
-        (None, Some(r#"{"op":"c","source":{"connector":"sqlserver","commit_lsn":"00000001:00000001:0001"},"after":{"TripId":1}}"#), "missing_key"),
-        (Some(r#"{"TripId":1}"#), Some(r#"{"op":"c","source":{"connector":"sqlserver","commit_lsn":"nope"},"after":{"TripId":1}}"#), "bad_position"),
-        (Some(r#"{"TripId":1}"#), Some(r#"{"op":"c","source":{"connector":"sqlserver","commit_lsn":"00000001:00000001:0001"}}"#), "not_an_envelope"),
+        (
+            Some(r#"{"TripId":1}"#),
+            Some(r#"{"op":"x","source":{"connector":"sqlserver","commit_lsn":"00000001:00000001:0001"},"after":{}}"#),
+            "unknown_op",
+        ),
+        (
+            None,
+            Some(
+                r#"{"op":"c","source":{"connector":"sqlserver","commit_lsn":"00000001:00000001:0001"},"after":{"TripId":1}}"#,
+            ),
+            "missing_key",
+        ),
+        (
+            Some(r#"{"TripId":1}"#),
+            Some(r#"{"op":"c","source":{"connector":"sqlserver","commit_lsn":"nope"},"after":{"TripId":1}}"#),
+            "bad_position",
+        ),
+        (
+            Some(r#"{"TripId":1}"#),
+            Some(r#"{"op":"c","source":{"connector":"sqlserver","commit_lsn":"00000001:00000001:0001"}}"#),
+            "not_an_envelope",
+        ),
     ];
     for (key, value, kind) in cases {
         let err = decode(&raw("vexere.vexere.dbo.Trips", key, value), &DecodeOptions::default()).unwrap_err();
@@ -132,7 +175,11 @@ fn wrong_typed_value_is_an_error_not_a_guess() {
 
 #[test]
 fn oversized_record_is_refused() {
-    let err = decode(&raw("t", Some("{}"), Some(&"x".repeat(100))), &DecodeOptions { max_record_bytes: 10, ..Default::default() }).unwrap_err();
+    let err = decode(
+        &raw("t", Some("{}"), Some(&"x".repeat(100))),
+        &DecodeOptions { max_record_bytes: 10, ..Default::default() },
+    )
+    .unwrap_err();
     assert_eq!(err.kind(), "too_large");
 }
 
@@ -143,19 +190,31 @@ fn unwrapped_value(extra: &str) -> String {
 #[test]
 fn extract_new_record_state_rewrite_mode_is_ordered_and_deletes() {
     let pos = r#","__source_commit_lsn":"0000002a:00000310:0003","__source_change_lsn":"0000002a:00000308:0002","__source_event_serial_no":2,"__source_ts_ms":1782000000000"#;
-    let up = raw("vexere.vexere.dbo.Trips", Some(r#"{"TripId":7}"#), Some(&unwrapped_value(&format!(r#","__deleted":"false","__op":"u"{pos}"#))));
+    let up = raw(
+        "vexere.vexere.dbo.Trips",
+        Some(r#"{"TripId":7}"#),
+        Some(&unwrapped_value(&format!(r#","__deleted":"false","__op":"u"{pos}"#))),
+    );
     let ev = change(&up);
     assert_eq!(ev.op, Op::Update);
     let after = ev.after.unwrap();
     assert!(after.get("__deleted").is_none() && after.get("__op").is_none(), "bookkeeping fields are not columns");
     assert_eq!(after.get("Route"), Some(&Value::String("Da Nang → Hue".into())));
     assert_eq!(ev.source_ts_ms, Some(1_782_000_000_000));
-    let del = raw("vexere.vexere.dbo.Trips", Some(r#"{"TripId":7}"#), Some(&unwrapped_value(&format!(r#","__deleted":"true"{pos}"#))));
+    let del = raw(
+        "vexere.vexere.dbo.Trips",
+        Some(r#"{"TripId":7}"#),
+        Some(&unwrapped_value(&format!(r#","__deleted":"true"{pos}"#))),
+    );
     let d = change(&del);
     assert_eq!(d.op, Op::Delete);
     assert_eq!(d.position, ev.position);
     // Unqualified add.fields names (`__commit_lsn`) work too.
-    let short = raw("t", Some(r#"{"TripId":7}"#), Some(&unwrapped_value(r#","__op":"c","__commit_lsn":"0000002a:00000310:0003""#)));
+    let short = raw(
+        "t",
+        Some(r#"{"TripId":7}"#),
+        Some(&unwrapped_value(r#","__op":"c","__commit_lsn":"0000002a:00000310:0003""#)),
+    );
     assert_eq!(change(&short).op, Op::Create);
 }
 
@@ -177,20 +236,53 @@ fn unwrapped_records_without_a_position_say_how_to_configure_the_connector() {
 
 #[test]
 fn decimal_handling_modes_double_and_string() {
-    let schema = |ty: &str| format!(r#"{{"type":"struct","fields":[{{"field":"before","type":"struct","optional":true,"fields":[]}},{{"field":"after","type":"struct","optional":true,"fields":[{{"field":"Fare","type":"{ty}"}}]}}]}}"#);
-    let env = |ty: &str, v: &str| format!(r#"{{"schema":{},"payload":{{"op":"c","source":{{"connector":"sqlserver","commit_lsn":"00000001:00000001:0001"}},"after":{{"Fare":{v}}}}}}}"#, schema(ty));
+    let schema = |ty: &str| {
+        format!(
+            r#"{{"type":"struct","fields":[{{"field":"before","type":"struct","optional":true,"fields":[]}},{{"field":"after","type":"struct","optional":true,"fields":[{{"field":"Fare","type":"{ty}"}}]}}]}}"#
+        )
+    };
+    let env = |ty: &str, v: &str| {
+        format!(
+            r#"{{"schema":{},"payload":{{"op":"c","source":{{"connector":"sqlserver","commit_lsn":"00000001:00000001:0001"}},"after":{{"Fare":{v}}}}}}}"#,
+            schema(ty)
+        )
+    };
     let d = change(&raw("t", Some(r#"{"TripId":1}"#), Some(&env("double", "350000.5"))));
     assert_eq!(d.after.unwrap().get("Fare"), Some(&Value::Float(350000.5)));
     let s = change(&raw("t", Some(r#"{"TripId":1}"#), Some(&env("string", "\"350000.50\""))));
-    assert_eq!(s.after.unwrap().get("Fare"), Some(&Value::String("350000.50".into())), "string mode stays text unless the mapping declares source_type decimal");
+    assert_eq!(
+        s.after.unwrap().get("Fare"),
+        Some(&Value::String("350000.50".into())),
+        "string mode stays text unless the mapping declares source_type decimal"
+    );
 }
 
 #[test]
 fn time_precision_connect_mode() {
     use crate::decode::value::FieldType;
-    let ts = value::typed("t", &FieldType { connect: "int64".into(), name: Some("org.apache.kafka.connect.data.Timestamp".into()), scale: None, precision: None }, &serde_json::json!(1_000)).unwrap();
+    let ts = value::typed(
+        "t",
+        &FieldType {
+            connect: "int64".into(),
+            name: Some("org.apache.kafka.connect.data.Timestamp".into()),
+            scale: None,
+            precision: None,
+        },
+        &serde_json::json!(1_000),
+    )
+    .unwrap();
     assert_eq!(ts, Value::Timestamp(1_000_000_000));
-    let time = value::typed("t", &FieldType { connect: "int32".into(), name: Some("org.apache.kafka.connect.data.Time".into()), scale: None, precision: None }, &serde_json::json!(1_500)).unwrap();
+    let time = value::typed(
+        "t",
+        &FieldType {
+            connect: "int32".into(),
+            name: Some("org.apache.kafka.connect.data.Time".into()),
+            scale: None,
+            precision: None,
+        },
+        &serde_json::json!(1_500),
+    )
+    .unwrap();
     assert_eq!(time, Value::Time(1_500_000_000));
 }
 
@@ -228,7 +320,8 @@ fn schemaless_records_are_typed_from_the_schema_change_topic() {
     let err = decode(&rec, &opts).unwrap_err();
     assert_eq!(err.kind(), "no_schema", "{err}");
     assert!(err.to_string().contains("include.schema.changes"), "{err}");
-    let ddl: serde_json::Value = serde_json::from_slice(db.trips.schema_change("CREATE", t.ts_ms, false).value.as_deref().unwrap()).unwrap();
+    let ddl: serde_json::Value =
+        serde_json::from_slice(db.trips.schema_change("CREATE", t.ts_ms, false).value.as_deref().unwrap()).unwrap();
     history.apply(&ddl);
     let after = change_with(&rec, &opts).after.unwrap();
     assert_eq!(after.get("Fare"), Some(&Value::Decimal { unscaled: 35_000_000, scale: 2 }));
@@ -251,7 +344,11 @@ fn real_fixture(name: &str) -> SourceRecord {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debezium-postgres").join(name);
     let f: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     SourceRecord {
-        lineage: Lineage { topic: f["topic"].as_str().unwrap().into(), partition: 0, offset: f["offset"].as_i64().unwrap() },
+        lineage: Lineage {
+            topic: f["topic"].as_str().unwrap().into(),
+            partition: 0,
+            offset: f["offset"].as_i64().unwrap(),
+        },
         key: Some(serde_json::to_vec(&f["key"]).unwrap()),
         value: (!f["value"].is_null()).then(|| serde_json::to_vec(&f["value"]).unwrap()),
         headers: vec![],
@@ -275,11 +372,36 @@ fn real_debezium_postgres_output_decodes_exactly() {
     assert_eq!(a.get("small"), Some(&Value::Int(-3)));
     assert_eq!(a.get("ratio"), Some(&Value::Float(1.5)));
     assert_eq!(a.get("active"), Some(&Value::Null));
-    assert_eq!(a.get("created_at").map(|v| match v { Value::Timestamp(n) => value::timestamp_text(*n), _ => String::new() }).as_deref(), Some("2026-11-27T10:11:12.123456"), "timestamp: wall clock kept");
+    assert_eq!(
+        a.get("created_at")
+            .map(|v| match v {
+                Value::Timestamp(n) => value::timestamp_text(*n),
+                _ => String::new(),
+            })
+            .as_deref(),
+        Some("2026-11-27T10:11:12.123456"),
+        "timestamp: wall clock kept"
+    );
     assert_eq!(a.get("created_ms"), Some(&Value::Timestamp(1_795_774_272_123_000_000)));
     assert_eq!(a.get("updated_at"), Some(&Value::ZonedTimestamp("2026-11-27T08:11:12.123456Z".into())));
-    assert_eq!(a.get("day").map(|v| match v { Value::Date(d) => value::date_text(*d), _ => String::new() }).as_deref(), Some("2026-11-27"));
-    assert_eq!(a.get("at_time").map(|v| match v { Value::Time(n) => value::time_text(*n), _ => String::new() }).as_deref(), Some("10:11:12.5"));
+    assert_eq!(
+        a.get("day")
+            .map(|v| match v {
+                Value::Date(d) => value::date_text(*d),
+                _ => String::new(),
+            })
+            .as_deref(),
+        Some("2026-11-27")
+    );
+    assert_eq!(
+        a.get("at_time")
+            .map(|v| match v {
+                Value::Time(n) => value::time_text(*n),
+                _ => String::new(),
+            })
+            .as_deref(),
+        Some("10:11:12.5")
+    );
     assert_eq!(a.get("uid"), Some(&Value::String("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into())));
     assert_eq!(a.get("data"), Some(&Value::Bytes(vec![0xde, 0xad, 0xbe, 0xef])));
     assert_eq!(a.get("doc"), Some(&Value::Json(serde_json::json!({"a": [1, "x"], "b": 2}))));
@@ -309,7 +431,10 @@ fn repeated_schemas_are_reused_and_a_changed_schema_replaces_them() {
     change_with(&first, &opts);
     // The second record of the same schema takes the cached path and types the same.
     let second = source_record(&db.trips.event('c', None, Some(&trip(2, 12_345, 1)), t.commit(1), t.ts_ms, true), 1);
-    assert!(opts.schemas.split(avro::Part::Value, &second.lineage.topic, second.value.as_deref().unwrap()).is_some(), "the schema was learned");
+    assert!(
+        opts.schemas.split(avro::Part::Value, &second.lineage.topic, second.value.as_deref().unwrap()).is_some(),
+        "the schema was learned"
+    );
     let ev = change_with(&second, &opts);
     assert_eq!(ev.after.unwrap().get("Fare"), Some(&Value::Decimal { unscaled: 12_345, scale: 2 }));
     // The column is retyped to scale 4: the cache misses and the new schema wins.
@@ -319,7 +444,11 @@ fn repeated_schemas_are_reused_and_a_changed_schema_replaces_them() {
     let ev = change_with(&third, &opts);
     assert_eq!(ev.after.unwrap().get("Fare"), Some(&Value::Decimal { unscaled: 12_345, scale: 4 }));
     let ev = change_with(&third, &opts);
-    assert_eq!(ev.after.unwrap().get("Fare"), Some(&Value::Decimal { unscaled: 12_345, scale: 4 }), "and is cached in turn");
+    assert_eq!(
+        ev.after.unwrap().get("Fare"),
+        Some(&Value::Decimal { unscaled: 12_345, scale: 4 }),
+        "and is cached in turn"
+    );
 }
 
 #[test]
@@ -381,7 +510,14 @@ fn fast_path_row(id: i64, version: i64, note: serde_json::Value) -> crate::demo:
         ("BookingId", json!(id)),
         ("SeatNo", json!(id % 40 + 1)),
         ("Customer", json!(["Nguyễn Văn An", "Tran \"Binh\" \\ \u{1F68C}", "Le\nMinh"][id as usize % 3])),
-        ("Amount", json!(crate::demo::sqlserver::decimal_base64(if id % 2 == 0 { 35_000_000 + version as i128 * 5_000 } else { -(1_i128 << 70) }))),
+        (
+            "Amount",
+            json!(crate::demo::sqlserver::decimal_base64(if id % 2 == 0 {
+                35_000_000 + version as i128 * 5_000
+            } else {
+                -(1_i128 << 70)
+            })),
+        ),
         ("BookedAt", json!(1_782_000_000_000_i64 + id * 1_000)),
         ("UpdatedAt", json!(-1_782_000_000_000_000_000_i64 + version)),
         ("Paid", json!(version % 2 == 0)),
@@ -446,17 +582,35 @@ fn fast_path_decodes_exactly_like_the_general_path() {
     let mut t = Timeline::default();
     let snap = t.snapshot();
     let read = source_record(&table.event('r', None, Some(&fast_path_row(3, 1, json!(null))), snap, t.ts_ms, true), 0);
-    let create = source_record(&table.event('c', None, Some(&fast_path_row(4, 1, json!("first"))), t.commit(1), t.ts_ms, true), 1);
+    let create = source_record(
+        &table.event('c', None, Some(&fast_path_row(4, 1, json!("first"))), t.commit(1), t.ts_ms, true),
+        1,
+    );
     // An update whose before-image has a LOB the connector could not read.
-    let update = source_record(&table.event('u', Some(&fast_path_row(5, 1, json!(UNAVAILABLE_PLACEHOLDER))), Some(&fast_path_row(5, 2, json!("second"))), t.commit(12), t.ts_ms, true), 2);
-    let delete = source_record(&table.event('d', Some(&fast_path_row(6, 3, json!("gone"))), None, t.commit(1), t.ts_ms, true), 3);
+    let update = source_record(
+        &table.event(
+            'u',
+            Some(&fast_path_row(5, 1, json!(UNAVAILABLE_PLACEHOLDER))),
+            Some(&fast_path_row(5, 2, json!("second"))),
+            t.commit(12),
+            t.ts_ms,
+            true,
+        ),
+        2,
+    );
+    let delete = source_record(
+        &table.event('d', Some(&fast_path_row(6, 3, json!("gone"))), None, t.commit(1), t.ts_ms, true),
+        3,
+    );
     for r in [&read, &create, &update, &delete] {
         // The fast path really takes these records (it is not falling back).
         let warmed = DecodeOptions::default();
         decode(r, &warmed).unwrap();
-        let (schema, payload) = warmed.schemas.split(avro::Part::Value, &r.lineage.topic, r.value.as_deref().unwrap()).unwrap();
+        let (schema, payload) =
+            warmed.schemas.split(avro::Part::Value, &r.lineage.topic, r.value.as_deref().unwrap()).unwrap();
         assert!(fast::envelope(payload, schema.fast_row().unwrap()).is_some(), "{:?}", r.lineage);
-        let (schema, payload) = warmed.schemas.split(avro::Part::Key, &r.lineage.topic, r.key.as_deref().unwrap()).unwrap();
+        let (schema, payload) =
+            warmed.schemas.split(avro::Part::Key, &r.lineage.topic, r.key.as_deref().unwrap()).unwrap();
         assert!(fast::key(payload, schema.fast_fields().unwrap()).is_some());
         fast_and_general_agree(&create, r).unwrap();
     }
@@ -479,26 +633,45 @@ fn fast_path_decodes_exactly_like_the_general_path() {
 fn unusual_payloads_leave_the_fast_path_with_the_same_result() {
     let table = fast_path_table();
     let mut t = Timeline::default();
-    let good = source_record(&table.event('c', None, Some(&fast_path_row(4, 1, serde_json::json!("n"))), t.commit(1), t.ts_ms, true), 1);
+    let good = source_record(
+        &table.event('c', None, Some(&fast_path_row(4, 1, serde_json::json!("n"))), t.commit(1), t.ts_ms, true),
+        1,
+    );
     let (_, payload) = schema_and_payload(&good);
     let src = r#""source":{"connector":"sqlserver","table":"Bookings","commit_lsn":"0000002a:00000310:0003","change_lsn":"0000002a:00000308:0002","event_serial_no":2,"ts_ms":5}"#;
     let row = r#"{"BookingId":1,"SeatNo":2,"Customer":"x","Amount":"AhYOwA==","BookedAt":1,"UpdatedAt":2,"Paid":true,"Rating":null,"Departs":1,"Day":1,"Zoned":"z","PromoCode":null,"Note":null}"#;
     let cases = [
         // Field and value variations that decode.
         format!(r#"{{"before":null,"after":{row},{src},"op":"c"}}"#),
-        format!(r#"{{"after":{row},{src},"op":"c","transaction":{{"id":"1","total_order":[1,2.5e3,{{}}]}},"ts_ms":1}}"#),
+        format!(
+            r#"{{"after":{row},{src},"op":"c","transaction":{{"id":"1","total_order":[1,2.5e3,{{}}]}},"ts_ms":1}}"#
+        ),
         format!(r#"{{"after":{row},{src},"op":"u","before":{{"BookingId":1}}}}"#),
-        format!(r#"{{"after":{row},"source":{{"connector":"sqlserver","commit_lsn":"1:2:3","change_lsn":7,"event_serial_no":"9","ts_ms":-1}},"op":"r"}}"#),
+        format!(
+            r#"{{"after":{row},"source":{{"connector":"sqlserver","commit_lsn":"1:2:3","change_lsn":7,"event_serial_no":"9","ts_ms":-1}},"op":"r"}}"#
+        ),
         format!(r#"{{"after":{row},"source":{{"connector":"postgresql","lsn":"42","ts_ms":1.5}},"op":"c"}}"#),
-        format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""Customer":"x""#, r#""Customer":"\u0041\ud83d\ude8c""#)),
-        format!(r#"{{"after":{},{src},"\u006fp":"c"}}"#, row.replace(r#""BookingId":1"#, r#""BookingId":9223372036854775807"#)),
+        format!(
+            r#"{{"after":{},{src},"op":"c"}}"#,
+            row.replace(r#""Customer":"x""#, r#""Customer":"\u0041\ud83d\ude8c""#)
+        ),
+        format!(
+            r#"{{"after":{},{src},"\u006fp":"c"}}"#,
+            row.replace(r#""BookingId":1"#, r#""BookingId":9223372036854775807"#)
+        ),
         // Left to the general path: duplicates, order, types it reports on.
         format!(r#"{{"after":{row},{src},"op":"c","op":"u"}}"#),
         format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""Paid":true"#, r#""Paid":true,"Paid":false"#)),
-        format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""BookingId":1,"SeatNo":2"#, r#""SeatNo":2,"BookingId":1"#)),
+        format!(
+            r#"{{"after":{},{src},"op":"c"}}"#,
+            row.replace(r#""BookingId":1,"SeatNo":2"#, r#""SeatNo":2,"BookingId":1"#)
+        ),
         format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""Note":null"#, r#""Note":null,"Extra":[1]"#)),
         format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""BookingId":1"#, r#""BookingId":1.0"#)),
-        format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""BookingId":1"#, r#""BookingId":9223372036854775808"#)),
+        format!(
+            r#"{{"after":{},{src},"op":"c"}}"#,
+            row.replace(r#""BookingId":1"#, r#""BookingId":9223372036854775808"#)
+        ),
         format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""Amount":"AhYOwA==""#, r#""Amount":"%%""#)),
         format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""Amount":"AhYOwA==""#, r#""Amount":12.5"#)),
         format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""Customer":"x""#, r#""Customer":7"#)),
@@ -508,9 +681,15 @@ fn unusual_payloads_leave_the_fast_path_with_the_same_result() {
         format!(r#"{{"after":null,{src},"op":"c"}}"#),
         format!(r#"{{"after":[],{src},"op":"c"}}"#),
         format!(r#"{{"after":{row},"source":["sqlserver"],"op":"c"}}"#),
-        format!(r#"{{"after":{row},"source":{{"connector":"sqlserver","table":"DEBEZIUM_SIGNAL","commit_lsn":"1:2:3"}},"op":"c"}}"#),
-        format!(r#"{{"after":{row},"source":{{"connector":"sqlserver","commit_lsn":"1:2:3","commit_lsn":"4:5:6"}},"op":"c"}}"#),
-        format!(r#"{{"after":{row},"source":{{"connector":"sqlserver","commit_lsn":"1:2:3","event_serial_no":-1}},"op":"c"}}"#),
+        format!(
+            r#"{{"after":{row},"source":{{"connector":"sqlserver","table":"DEBEZIUM_SIGNAL","commit_lsn":"1:2:3"}},"op":"c"}}"#
+        ),
+        format!(
+            r#"{{"after":{row},"source":{{"connector":"sqlserver","commit_lsn":"1:2:3","commit_lsn":"4:5:6"}},"op":"c"}}"#
+        ),
+        format!(
+            r#"{{"after":{row},"source":{{"connector":"sqlserver","commit_lsn":"1:2:3","event_serial_no":-1}},"op":"c"}}"#
+        ),
         format!(r#"{{"after":{row},"source":{{"connector":"sqlserver","commit_lsn":"1:2"}},"op":"c"}}"#),
         format!(r#"{{"after":{row},"source":{{"connector":"mysql"}},"op":"c"}}"#),
         format!(r#"{{"after":{row},{src},"op":"c","ts_ms":1e400}}"#),
@@ -532,14 +711,28 @@ fn unusual_payloads_leave_the_fast_path_with_the_same_result() {
     let at = bytes.windows(9).position(|w| w == b"\"version\"").unwrap() + 3;
     bytes[at] = 0xff;
     let bad = SourceRecord { value: Some(bytes), ..good.clone() };
-    assert_eq!(fast_and_general_agree(&good, &bad).map(|_| ()).unwrap_err(), decode(&bad, &DecodeOptions::default()).unwrap_err().to_string());
+    assert_eq!(
+        fast_and_general_agree(&good, &bad).map(|_| ()).unwrap_err(),
+        decode(&bad, &DecodeOptions::default()).unwrap_err().to_string()
+    );
     // Keys: same schema, other payloads.
     let (key_schema, _) = {
         let k = SourceRecord { value: good.key.clone(), ..good.clone() };
         schema_and_payload(&k)
     };
-    for key in [r#"{"BookingId":1,"SeatNo":2}"#, r#"{"BookingId":1}"#, r#"{"SeatNo":2,"BookingId":1}"#, "{}", "null", r#"{"BookingId":null,"SeatNo":2}"#, r#"{"BookingId":"1","SeatNo":2}"#] {
-        let r = SourceRecord { key: Some(format!(r#"{{"schema":{key_schema},"payload":{key}}}"#).into_bytes()), ..good.clone() };
+    for key in [
+        r#"{"BookingId":1,"SeatNo":2}"#,
+        r#"{"BookingId":1}"#,
+        r#"{"SeatNo":2,"BookingId":1}"#,
+        "{}",
+        "null",
+        r#"{"BookingId":null,"SeatNo":2}"#,
+        r#"{"BookingId":"1","SeatNo":2}"#,
+    ] {
+        let r = SourceRecord {
+            key: Some(format!(r#"{{"schema":{key_schema},"payload":{key}}}"#).into_bytes()),
+            ..good.clone()
+        };
         let _ = fast_and_general_agree(&good, &r);
     }
 }

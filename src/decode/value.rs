@@ -18,7 +18,10 @@ pub enum Value {
     Int(i64),
     Float(f64),
     /// Exact decimal: `unscaled × 10^-scale`.
-    Decimal { unscaled: i128, scale: u32 },
+    Decimal {
+        unscaled: i128,
+        scale: u32,
+    },
     String(String),
     Bytes(Vec<u8>),
     /// Days since 1970-01-01.
@@ -106,7 +109,13 @@ pub fn typed(field: &str, ty: &FieldType, v: &Json) -> Result<Value, ValueError>
     let wrong = |expected: &'static str| ValueError::WrongType { field: field.to_string(), expected, found: found(v) };
     let int = || v.as_i64().ok_or_else(|| wrong("an integer"));
     // Scales a time past midnight to nanoseconds; out of range is bad data, not a wrap.
-    let time = |factor: i64| int()?.checked_mul(factor).filter(|n| (0..=86_400_000_000_000).contains(n)).map(Value::Time).ok_or_else(|| wrong("a time of day"));
+    let time = |factor: i64| {
+        int()?
+            .checked_mul(factor)
+            .filter(|n| (0..=86_400_000_000_000).contains(n))
+            .map(Value::Time)
+            .ok_or_else(|| wrong("a time of day"))
+    };
     match ty.name.as_deref() {
         Some("org.apache.kafka.connect.data.Decimal") => {
             let scale = ty.scale.ok_or_else(|| ValueError::MissingScale { field: field.to_string() })?;
@@ -131,7 +140,10 @@ pub fn typed(field: &str, ty: &FieldType, v: &Json) -> Result<Value, ValueError>
         Some("io.debezium.time.MicroTimestamp") => return Ok(Value::Timestamp(int()? as i128 * 1_000)),
         Some("io.debezium.time.NanoTimestamp") => return Ok(Value::Timestamp(int()? as i128)),
         Some("io.debezium.time.ZonedTimestamp") => {
-            return v.as_str().map(|s| Value::ZonedTimestamp(s.to_string())).ok_or_else(|| wrong("a zoned timestamp string"));
+            return v
+                .as_str()
+                .map(|s| Value::ZonedTimestamp(s.to_string()))
+                .ok_or_else(|| wrong("a zoned timestamp string"));
         }
         // PostgreSQL `numeric` without a declared scale: {"scale": n, "value": base64}.
         Some("io.debezium.data.VariableScaleDecimal") => {
@@ -214,7 +226,10 @@ pub fn parse_decimal_text(s: &str) -> Option<Value> {
         None => (false, s),
     };
     let (int_part, frac_part) = digits.split_once('.').unwrap_or((digits, ""));
-    if int_part.is_empty() || !int_part.bytes().all(|b| b.is_ascii_digit()) || !frac_part.bytes().all(|b| b.is_ascii_digit()) {
+    if int_part.is_empty()
+        || !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let mut unscaled: i128 = 0;
@@ -298,7 +313,9 @@ mod tests {
     #[test]
     fn decimal_base64_is_exact() {
         // 350000.00 at scale 2 = 35000000 = 0x0216_0EC0
-        let v = typed("Price", &ty("bytes", Some("org.apache.kafka.connect.data.Decimal"), Some(2)), &json!("AhYOwA==")).unwrap();
+        let v =
+            typed("Price", &ty("bytes", Some("org.apache.kafka.connect.data.Decimal"), Some(2)), &json!("AhYOwA=="))
+                .unwrap();
         assert_eq!(v, Value::Decimal { unscaled: 35_000_000, scale: 2 });
         let Value::Decimal { unscaled, scale } = v else { unreachable!() };
         assert_eq!(decimal_text(unscaled, scale), "350000.00");
@@ -307,7 +324,8 @@ mod tests {
     #[test]
     fn negative_decimal_sign_extends() {
         // -1 as one byte 0xff, scale 4 -> -0.0001
-        let v = typed("Fee", &ty("bytes", Some("org.apache.kafka.connect.data.Decimal"), Some(4)), &json!("/w==")).unwrap();
+        let v =
+            typed("Fee", &ty("bytes", Some("org.apache.kafka.connect.data.Decimal"), Some(4)), &json!("/w==")).unwrap();
         assert_eq!(v, Value::Decimal { unscaled: -1, scale: 4 });
         assert_eq!(decimal_text(-1, 4), "-0.0001");
     }
@@ -317,16 +335,19 @@ mod tests {
         // 10^38 - 1 (38 nines) needs 17 bytes? No: it is < 2^127, so 16 bytes.
         let n: i128 = 99_999_999_999_999_999_999_999_999_999_999_999_999;
         let b64 = base64::engine::general_purpose::STANDARD.encode(n.to_be_bytes());
-        let v = typed("Big", &ty("bytes", Some("org.apache.kafka.connect.data.Decimal"), Some(10)), &json!(b64)).unwrap();
+        let v =
+            typed("Big", &ty("bytes", Some("org.apache.kafka.connect.data.Decimal"), Some(10)), &json!(b64)).unwrap();
         assert_eq!(v, Value::Decimal { unscaled: n, scale: 10 });
         assert_eq!(decimal_text(n, 10), "9999999999999999999999999999.9999999999");
     }
 
     #[test]
     fn bad_decimal_is_named() {
-        let err = typed("Price", &ty("bytes", Some("org.apache.kafka.connect.data.Decimal"), Some(2)), &json!("%%%")).unwrap_err();
+        let err = typed("Price", &ty("bytes", Some("org.apache.kafka.connect.data.Decimal"), Some(2)), &json!("%%%"))
+            .unwrap_err();
         assert!(matches!(err, ValueError::BadDecimal { ref field, .. } if field == "Price"));
-        let err = typed("Price", &ty("bytes", Some("org.apache.kafka.connect.data.Decimal"), None), &json!("AQ==")).unwrap_err();
+        let err = typed("Price", &ty("bytes", Some("org.apache.kafka.connect.data.Decimal"), None), &json!("AQ=="))
+            .unwrap_err();
         assert_eq!(err, ValueError::MissingScale { field: "Price".into() });
     }
 
@@ -338,23 +359,67 @@ mod tests {
 
     #[test]
     fn temporal_types_scale_to_nanos() {
-        let nano = typed("t", &ty("int64", Some("io.debezium.time.NanoTimestamp"), None), &json!(1_700_000_000_123_456_789_i64)).unwrap();
-        assert_eq!(timestamp_text(match nano { Value::Timestamp(n) => n, _ => 0 }), "2023-11-14T22:13:20.123456789");
-        let milli = typed("t", &ty("int64", Some("io.debezium.time.Timestamp"), None), &json!(1_700_000_000_120_i64)).unwrap();
+        let nano = typed(
+            "t",
+            &ty("int64", Some("io.debezium.time.NanoTimestamp"), None),
+            &json!(1_700_000_000_123_456_789_i64),
+        )
+        .unwrap();
+        assert_eq!(
+            timestamp_text(match nano {
+                Value::Timestamp(n) => n,
+                _ => 0,
+            }),
+            "2023-11-14T22:13:20.123456789"
+        );
+        let milli =
+            typed("t", &ty("int64", Some("io.debezium.time.Timestamp"), None), &json!(1_700_000_000_120_i64)).unwrap();
         assert_eq!(milli, Value::Timestamp(1_700_000_000_120_000_000));
         let date = typed("d", &ty("int32", Some("io.debezium.time.Date"), None), &json!(19_000)).unwrap();
-        assert_eq!(date_text(match date { Value::Date(d) => d, _ => 0 }), "2022-01-08");
-        let time = typed("t", &ty("int64", Some("io.debezium.time.MicroTime"), None), &json!(3_723_000_001_i64)).unwrap();
-        assert_eq!(time_text(match time { Value::Time(n) => n, _ => 0 }), "01:02:03.000001");
+        assert_eq!(
+            date_text(match date {
+                Value::Date(d) => d,
+                _ => 0,
+            }),
+            "2022-01-08"
+        );
+        let time =
+            typed("t", &ty("int64", Some("io.debezium.time.MicroTime"), None), &json!(3_723_000_001_i64)).unwrap();
+        assert_eq!(
+            time_text(match time {
+                Value::Time(n) => n,
+                _ => 0,
+            }),
+            "01:02:03.000001"
+        );
     }
 
     #[test]
     fn far_dates_fit_and_absurd_values_are_errors_not_wraps() {
         // datetime2(3) 9999-12-31T23:59:59.999, the usual "no end date" sentinel.
-        let end = typed("ValidTo", &ty("int64", Some("io.debezium.time.Timestamp"), None), &json!(253_402_300_799_999_i64)).unwrap();
-        assert_eq!(timestamp_text(match end { Value::Timestamp(n) => n, _ => 0 }), "9999-12-31T23:59:59.999");
-        let start = typed("ValidFrom", &ty("int64", Some("io.debezium.time.MicroTimestamp"), None), &json!(-62_135_596_800_000_000_i64)).unwrap();
-        assert_eq!(timestamp_text(match start { Value::Timestamp(n) => n, _ => 0 }), "0001-01-01T00:00:00");
+        let end =
+            typed("ValidTo", &ty("int64", Some("io.debezium.time.Timestamp"), None), &json!(253_402_300_799_999_i64))
+                .unwrap();
+        assert_eq!(
+            timestamp_text(match end {
+                Value::Timestamp(n) => n,
+                _ => 0,
+            }),
+            "9999-12-31T23:59:59.999"
+        );
+        let start = typed(
+            "ValidFrom",
+            &ty("int64", Some("io.debezium.time.MicroTimestamp"), None),
+            &json!(-62_135_596_800_000_000_i64),
+        )
+        .unwrap();
+        assert_eq!(
+            timestamp_text(match start {
+                Value::Timestamp(n) => n,
+                _ => 0,
+            }),
+            "0001-01-01T00:00:00"
+        );
         assert!(typed("t", &ty("int32", Some("io.debezium.time.Time"), None), &json!(i64::MAX)).is_err());
         assert!(typed("d", &ty("int32", Some("io.debezium.time.Date"), None), &json!(i64::MAX)).is_err());
     }
@@ -373,19 +438,35 @@ mod tests {
 
     #[test]
     fn placeholder_is_unavailable_not_data() {
-        assert_eq!(typed("Note", &ty("string", None, None), &json!(UNAVAILABLE_PLACEHOLDER)).unwrap(), Value::Unavailable);
+        assert_eq!(
+            typed("Note", &ty("string", None, None), &json!(UNAVAILABLE_PLACEHOLDER)).unwrap(),
+            Value::Unavailable
+        );
         assert_eq!(untyped(&json!(UNAVAILABLE_PLACEHOLDER)), Value::Unavailable);
     }
 
     #[test]
     fn postgres_semantic_types() {
-        let vsd = typed("amount", &ty("struct", Some("io.debezium.data.VariableScaleDecimal"), None), &json!({"scale": 5, "value": "BMsv"})).unwrap();
+        let vsd = typed(
+            "amount",
+            &ty("struct", Some("io.debezium.data.VariableScaleDecimal"), None),
+            &json!({"scale": 5, "value": "BMsv"}),
+        )
+        .unwrap();
         assert_eq!(vsd, Value::Decimal { unscaled: 0x04cb2f, scale: 5 });
-        let doc = typed("doc", &ty("string", Some("io.debezium.data.Json"), None), &json!("{\"a\": [1, \"x\"]}")).unwrap();
+        let doc =
+            typed("doc", &ty("string", Some("io.debezium.data.Json"), None), &json!("{\"a\": [1, \"x\"]}")).unwrap();
         assert_eq!(doc, Value::Json(json!({"a": [1, "x"]})));
-        assert_eq!(typed("span", &ty("int64", Some("io.debezium.time.MicroDuration"), None), &json!(93_784_000_000_i64)).unwrap(), Value::Int(93_784_000_000));
+        assert_eq!(
+            typed("span", &ty("int64", Some("io.debezium.time.MicroDuration"), None), &json!(93_784_000_000_i64))
+                .unwrap(),
+            Value::Int(93_784_000_000)
+        );
         assert!(matches!(typed("r", &ty("double", None, None), &json!("NaN")).unwrap(), Value::Float(f) if f.is_nan()));
-        assert_eq!(typed("tags", &ty("array", None, None), &json!(["red", "blue"])).unwrap(), Value::Json(json!(["red", "blue"])));
+        assert_eq!(
+            typed("tags", &ty("array", None, None), &json!(["red", "blue"])).unwrap(),
+            Value::Json(json!(["red", "blue"]))
+        );
     }
 
     #[test]

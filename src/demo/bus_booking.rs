@@ -145,16 +145,37 @@ pub fn demo_story(db: &BusBooking, clock: &mut Timeline, trips: i32, schemas: bo
     let mut out = Vec::new();
     let snap = clock.snapshot();
     for id in 1..=trips {
-        out.push(db.trips.event('r', None, Some(&trip(id, 35_000_000 + id as i128 * 1000, 1)), snap, clock.ts_ms, schemas));
+        out.push(db.trips.event(
+            'r',
+            None,
+            Some(&trip(id, 35_000_000 + id as i128 * 1000, 1)),
+            snap,
+            clock.ts_ms,
+            schemas,
+        ));
     }
     for id in 1..=(trips as i64 * 2) {
         let trip_id = (id as i32 % trips) + 1;
         let at = clock.commit(1);
-        out.push(db.bookings.event('c', None, Some(&booking(id, trip_id, (id % 40) as i16 + 1, "confirmed")), at, clock.ts_ms, schemas));
+        out.push(db.bookings.event(
+            'c',
+            None,
+            Some(&booking(id, trip_id, (id % 40) as i16 + 1, "confirmed")),
+            at,
+            clock.ts_ms,
+            schemas,
+        ));
     }
     // A fare change on trip 1.
     let at = clock.commit(2);
-    out.push(db.trips.event('u', Some(&trip(1, 35_001_000, 1)), Some(&trip(1, 39_900_000, 1)), at, clock.ts_ms, schemas));
+    out.push(db.trips.event(
+        'u',
+        Some(&trip(1, 35_001_000, 1)),
+        Some(&trip(1, 39_900_000, 1)),
+        at,
+        clock.ts_ms,
+        schemas,
+    ));
     // Trip `trips` is cancelled and removed.
     let gone = trip(trips, 35_000_000 + trips as i128 * 1000, 1);
     let at = clock.commit(1);

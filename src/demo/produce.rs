@@ -31,9 +31,13 @@ impl FixtureProducer {
 
     /// Creates topics (ignoring "already exists").
     pub async fn create_topics(&self, topics: &[String], partitions: i32) -> anyhow::Result<()> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &self.brokers).create()?;
-        let new: Vec<NewTopic<'_>> = topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
-        for r in admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))).await? {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &self.brokers).create()?;
+        let new: Vec<NewTopic<'_>> =
+            topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+        for r in
+            admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))).await?
+        {
             match r {
                 Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((t, e)) => anyhow::bail!("cannot create topic {t}: {e}"),
@@ -56,7 +60,10 @@ impl FixtureProducer {
                         acks.push(f);
                         break;
                     }
-                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        back,
+                    )) => {
                         rec = back;
                         self.producer.poll(Duration::from_millis(50));
                     }
@@ -65,7 +72,9 @@ impl FixtureProducer {
             }
         }
         for a in acks {
-            a.await.map_err(|_| anyhow::anyhow!("producer dropped"))?.map_err(|(e, _)| anyhow::anyhow!("record not acknowledged: {e}"))?;
+            a.await
+                .map_err(|_| anyhow::anyhow!("producer dropped"))?
+                .map_err(|(e, _)| anyhow::anyhow!("record not acknowledged: {e}"))?;
         }
         self.producer.flush(Duration::from_secs(30))?;
         Ok(())

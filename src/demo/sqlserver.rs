@@ -189,7 +189,15 @@ impl Table {
     }
 
     /// One change event. `ts_ms` is the source commit time.
-    pub fn event(&self, op: char, before: Option<&Image>, after: Option<&Image>, at: Lsns, ts_ms: i64, schemas: bool) -> Record {
+    pub fn event(
+        &self,
+        op: char,
+        before: Option<&Image>,
+        after: Option<&Image>,
+        at: Lsns,
+        ts_ms: i64,
+        schemas: bool,
+    ) -> Record {
         let key_image = after.or(before).expect("an event has a row image");
         let snapshot = if op == 'r' { "true" } else { "false" };
         let payload = json!({
@@ -219,11 +227,18 @@ impl Table {
         });
         let key = self.key_of(key_image);
         let (key, value) = if schemas {
-            (json!({"schema": self.key_schema(), "payload": key}), json!({"schema": self.envelope_schema(), "payload": payload}))
+            (
+                json!({"schema": self.key_schema(), "payload": key}),
+                json!({"schema": self.envelope_schema(), "payload": payload}),
+            )
         } else {
             (key, payload)
         };
-        Record { topic: self.topic(), key: serde_json::to_vec(&key).unwrap(), value: Some(serde_json::to_vec(&value).unwrap()) }
+        Record {
+            topic: self.topic(),
+            key: serde_json::to_vec(&key).unwrap(),
+            value: Some(serde_json::to_vec(&value).unwrap()),
+        }
     }
 
     /// The record the connector writes to the schema-change topic
@@ -251,12 +266,18 @@ impl Table {
         });
         let key = json!({"databaseName": self.database});
         let (key, value) = if schemas {
-            (json!({"schema": {"type": "struct", "fields": [{"type": "string", "optional": false, "field": "databaseName"}], "optional": false, "name": "io.debezium.connector.sqlserver.SchemaChangeKey"}, "payload": key}),
-             json!({"schema": {"type": "struct", "optional": false, "name": "io.debezium.connector.sqlserver.SchemaChangeValue"}, "payload": payload}))
+            (
+                json!({"schema": {"type": "struct", "fields": [{"type": "string", "optional": false, "field": "databaseName"}], "optional": false, "name": "io.debezium.connector.sqlserver.SchemaChangeKey"}, "payload": key}),
+                json!({"schema": {"type": "struct", "optional": false, "name": "io.debezium.connector.sqlserver.SchemaChangeValue"}, "payload": payload}),
+            )
         } else {
             (key, payload)
         };
-        Record { topic: self.prefix.to_string(), key: serde_json::to_vec(&key).unwrap(), value: Some(serde_json::to_vec(&value).unwrap()) }
+        Record {
+            topic: self.prefix.to_string(),
+            key: serde_json::to_vec(&key).unwrap(),
+            value: Some(serde_json::to_vec(&value).unwrap()),
+        }
     }
 
     /// The Kafka-null tombstone that follows a delete.

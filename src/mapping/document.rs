@@ -42,7 +42,9 @@ impl Document {
 /// A change that could not be mapped.
 #[derive(Debug, thiserror::Error)]
 pub enum MappingError {
-    #[error("{lineage}: key column {column:?} has a value that cannot form a document id ({found}); use scalar, non-null key columns")]
+    #[error(
+        "{lineage}: key column {column:?} has a value that cannot form a document id ({found}); use scalar, non-null key columns"
+    )]
     BadKey { lineage: Lineage, column: String, found: String },
     #[error("{lineage}: key column {column:?} (from the mapping's `key:`) is not in the row; check the column name")]
     MissingKeyColumn { lineage: Lineage, column: String },
@@ -73,7 +75,11 @@ impl TableMapping {
             let mut row = row.clone();
             for (column, st) in &self.source_types {
                 if let Some(slot) = row.columns.iter_mut().find(|(n, _)| n == column) {
-                    slot.1 = retyped(column, st, &slot.1).map_err(|detail| MappingError::SourceType { lineage: lineage.clone(), column: column.clone(), detail })?;
+                    slot.1 = retyped(column, st, &slot.1).map_err(|detail| MappingError::SourceType {
+                        lineage: lineage.clone(),
+                        column: column.clone(),
+                        detail,
+                    })?;
                 }
             }
             Ok(Cow::Owned(row))
@@ -85,16 +91,19 @@ impl TableMapping {
                 let image = after.as_deref().or(event.before.as_ref());
                 let mut key = Row::default();
                 for c in cols {
-                    let v = image
-                        .and_then(|r| r.get(c))
-                        .or_else(|| event.key.get(c))
-                        .ok_or_else(|| MappingError::MissingKeyColumn { lineage: lineage.clone(), column: c.clone() })?;
+                    let v = image.and_then(|r| r.get(c)).or_else(|| event.key.get(c)).ok_or_else(|| {
+                        MappingError::MissingKeyColumn { lineage: lineage.clone(), column: c.clone() }
+                    })?;
                     key.columns.push((c.clone(), v.clone()));
                 }
                 key
             }
         };
-        let id = document_id(&key).map_err(|(column, found)| MappingError::BadKey { lineage: lineage.clone(), column, found })?;
+        let id = document_id(&key).map_err(|(column, found)| MappingError::BadKey {
+            lineage: lineage.clone(),
+            column,
+            found,
+        })?;
         let body = match (event.op, after) {
             (Op::Delete, _) | (_, None) => None,
             (_, Some(row)) => {
@@ -136,7 +145,8 @@ impl TableMapping {
     /// constants. A row this mapping already owns (retyped) is moved, not copied.
     fn shape(&self, row: Cow<'_, Row>) -> Row {
         // Computed fields read the source row, which the output may take over.
-        let computed: Vec<(String, Value)> = self.computed.iter().map(|c| (c.name.clone(), c.expr.eval(&row))).collect();
+        let computed: Vec<(String, Value)> =
+            self.computed.iter().map(|c| (c.name.clone(), c.expr.eval(&row))).collect();
         let mut out = match &self.fields {
             // Unavailable values stay as markers: the sink keeps what it has.
             None => row.into_owned(),
@@ -177,7 +187,9 @@ fn retyped(column: &str, st: &SourceType, v: &Value) -> Result<Value, String> {
     let json = match v {
         Value::String(s) => serde_json::Value::String(s.clone()),
         Value::Int(i) => serde_json::Value::from(*i),
-        Value::Float(f) => serde_json::Number::from_f64(*f).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null),
+        Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
+        }
         _ => return Ok(v.clone()),
     };
     if let (SourceType::Decimal { scale, .. }, Value::String(s) | Value::ZonedTimestamp(s)) = (st, v) {
@@ -185,7 +197,10 @@ fn retyped(column: &str, st: &SourceType, v: &Value) -> Result<Value, String> {
         if let Some(Value::Decimal { unscaled, scale: written }) = value::parse_decimal_text(s) {
             if written <= *scale {
                 let factor = 10i128.checked_pow(scale - written).ok_or("decimal too wide")?;
-                return Ok(Value::Decimal { unscaled: unscaled.checked_mul(factor).ok_or("decimal too wide")?, scale: *scale });
+                return Ok(Value::Decimal {
+                    unscaled: unscaled.checked_mul(factor).ok_or("decimal too wide")?,
+                    scale: *scale,
+                });
             }
             return Err(format!("{s:?} has more than {scale} decimal places"));
         }
@@ -241,8 +256,14 @@ mod tests {
     #[test]
     fn schemaless_decimal_is_retyped_exactly() {
         let st = SourceType::Decimal { precision: 12, scale: 2 };
-        assert_eq!(retyped("Fare", &st, &Value::String("AhYOwA==".into())).unwrap(), Value::Decimal { unscaled: 35_000_000, scale: 2 });
-        assert_eq!(retyped("Fare", &st, &Value::String("350000.5".into())).unwrap(), Value::Decimal { unscaled: 35_000_050, scale: 2 });
+        assert_eq!(
+            retyped("Fare", &st, &Value::String("AhYOwA==".into())).unwrap(),
+            Value::Decimal { unscaled: 35_000_000, scale: 2 }
+        );
+        assert_eq!(
+            retyped("Fare", &st, &Value::String("350000.5".into())).unwrap(),
+            Value::Decimal { unscaled: 35_000_050, scale: 2 }
+        );
         assert!(retyped("Fare", &st, &Value::String("1.234".into())).is_err());
         let typed = Value::Decimal { unscaled: 1, scale: 2 };
         assert_eq!(retyped("Fare", &st, &typed).unwrap(), typed, "already typed values are kept");

@@ -96,7 +96,10 @@ fn tokenize(src: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
             continue;
         }
         if c == '`' {
-            let end = chars[i + 1..].iter().position(|&x| x == '`').ok_or_else(|| err(start, "unclosed `quoted column name`"))?;
+            let end = chars[i + 1..]
+                .iter()
+                .position(|&x| x == '`')
+                .ok_or_else(|| err(start, "unclosed `quoted column name`"))?;
             out.push((start, Tok::Ident(chars[i + 1..i + 1 + end].iter().collect())));
             i += end + 2;
             continue;
@@ -226,7 +229,14 @@ impl Parser {
     }
     fn cmp(&mut self) -> Result<Expr, ParseError> {
         let l = self.add()?;
-        for (s, op) in [("==", BinOp::Eq), ("!=", BinOp::Ne), ("<=", BinOp::Le), (">=", BinOp::Ge), ("<", BinOp::Lt), (">", BinOp::Gt)] {
+        for (s, op) in [
+            ("==", BinOp::Eq),
+            ("!=", BinOp::Ne),
+            ("<=", BinOp::Le),
+            (">=", BinOp::Ge),
+            ("<", BinOp::Lt),
+            (">", BinOp::Gt),
+        ] {
             if self.eat_sym(s) {
                 return Ok(Expr::Bin(Box::new(l), op, Box::new(self.add()?)));
             }
@@ -273,13 +283,17 @@ impl Parser {
                 if let Ok(i) = n.parse::<i64>() {
                     Ok(Expr::Lit(Value::Int(i)))
                 } else {
-                    value::parse_decimal_text(&n).map(Expr::Lit).ok_or_else(|| ParseError { at: self.at(), message: format!("{n} is not a number") })
+                    value::parse_decimal_text(&n)
+                        .map(Expr::Lit)
+                        .ok_or_else(|| ParseError { at: self.at(), message: format!("{n} is not a number") })
                 }
             }
             Tok::Str(s) => Ok(Expr::Lit(Value::String(s))),
             Tok::Sym("-") => match self.nested(|p| p.primary())? {
                 Expr::Lit(Value::Int(i)) => Ok(Expr::Lit(Value::Int(-i))),
-                Expr::Lit(Value::Decimal { unscaled, scale }) => Ok(Expr::Lit(Value::Decimal { unscaled: -unscaled, scale })),
+                Expr::Lit(Value::Decimal { unscaled, scale }) => {
+                    Ok(Expr::Lit(Value::Decimal { unscaled: -unscaled, scale }))
+                }
                 e => Ok(Expr::Bin(Box::new(Expr::Lit(Value::Int(0))), BinOp::Sub, Box::new(e))),
             },
             Tok::Sym("(") => {
@@ -303,7 +317,14 @@ impl Parser {
                         "coalesce" => Func::Coalesce,
                         "len" => Func::Len,
                         "str" => Func::Str,
-                        _ => return Err(ParseError { at: self.at(), message: format!("unknown function {id}(); use concat, lower, upper, trim, coalesce, len or str") }),
+                        _ => {
+                            return Err(ParseError {
+                                at: self.at(),
+                                message: format!(
+                                    "unknown function {id}(); use concat, lower, upper, trim, coalesce, len or str"
+                                ),
+                            });
+                        }
                     };
                     let args = self.list(")")?;
                     let arity_ok = match func {
@@ -311,7 +332,14 @@ impl Parser {
                         _ => args.len() == 1,
                     };
                     if !arity_ok {
-                        return Err(self.err(format!("{id}() takes {}", if matches!(func, Func::Concat | Func::Coalesce) { "one or more arguments" } else { "one argument" })));
+                        return Err(self.err(format!(
+                            "{id}() takes {}",
+                            if matches!(func, Func::Concat | Func::Coalesce) {
+                                "one or more arguments"
+                            } else {
+                                "one argument"
+                            }
+                        )));
                     }
                     Ok(Expr::Call(func, args))
                 } else {
@@ -354,7 +382,10 @@ pub fn parse_template(src: &str) -> Result<Expr, ParseError> {
                 i += 2;
             }
             '{' => {
-                let end = chars[i + 1..].iter().position(|&c| c == '}').ok_or(ParseError { at: i + 1, message: "unclosed '{' in template".into() })?;
+                let end = chars[i + 1..]
+                    .iter()
+                    .position(|&c| c == '}')
+                    .ok_or(ParseError { at: i + 1, message: "unclosed '{' in template".into() })?;
                 let inner: String = chars[i + 1..i + 1 + end].iter().collect();
                 let e = parse(&inner).map_err(|e| ParseError { at: i + 1 + e.at, message: e.message })?;
                 if !text.is_empty() {
@@ -363,7 +394,12 @@ pub fn parse_template(src: &str) -> Result<Expr, ParseError> {
                 parts.push(e);
                 i += end + 2;
             }
-            '}' => return Err(ParseError { at: i + 1, message: "unmatched '}' in template; write '}}' for a literal brace".into() }),
+            '}' => {
+                return Err(ParseError {
+                    at: i + 1,
+                    message: "unmatched '}' in template; write '}}' for a literal brace".into(),
+                });
+            }
             c => {
                 text.push(c);
                 i += 1;
@@ -504,7 +540,9 @@ fn binary(a: &Value, op: BinOp, b: &Value) -> Value {
                 let (Some(x), Some(y)) = (rescale(x, s), rescale(y, s)) else { return Value::Null };
                 let r = if op == BinOp::Add { x.checked_add(y) } else { x.checked_sub(y) };
                 return match (r, s) {
-                    (Some(r), 0) => i64::try_from(r).map(Value::Int).unwrap_or(Value::Decimal { unscaled: r, scale: 0 }),
+                    (Some(r), 0) => {
+                        i64::try_from(r).map(Value::Int).unwrap_or(Value::Decimal { unscaled: r, scale: 0 })
+                    }
                     (Some(r), s) => Value::Decimal { unscaled: r, scale: s },
                     (None, _) => Value::Null,
                 };
@@ -529,7 +567,9 @@ fn call(f: Func, args: Vec<Value>) -> Value {
     let first = args.first().cloned().unwrap_or(Value::Null);
     match f {
         Func::Concat => Value::String(args.iter().map(text).collect()),
-        Func::Coalesce => args.into_iter().find(|v| !matches!(v, Value::Null | Value::Unavailable)).unwrap_or(Value::Null),
+        Func::Coalesce => {
+            args.into_iter().find(|v| !matches!(v, Value::Null | Value::Unavailable)).unwrap_or(Value::Null)
+        }
         _ if matches!(first, Value::Null) => Value::Null,
         Func::Lower => Value::String(text(&first).to_lowercase()),
         Func::Upper => Value::String(text(&first).to_uppercase()),
@@ -607,8 +647,14 @@ mod tests {
 
     #[test]
     fn errors_point_at_the_character() {
-        assert_eq!(parse("Status = 1").unwrap_err(), ParseError { at: 8, message: "'=' is not an operator; compare with '=='".into() });
-        assert_eq!(parse("frob(Status)").unwrap_err().message, "unknown function frob(); use concat, lower, upper, trim, coalesce, len or str");
+        assert_eq!(
+            parse("Status = 1").unwrap_err(),
+            ParseError { at: 8, message: "'=' is not an operator; compare with '=='".into() }
+        );
+        assert_eq!(
+            parse("frob(Status)").unwrap_err().message,
+            "unknown function frob(); use concat, lower, upper, trim, coalesce, len or str"
+        );
         assert!(parse("Status ==").unwrap_err().message.contains("too early"));
         assert!(parse("'open").unwrap_err().message.contains("unclosed"));
         assert!(parse_template("{Status").unwrap_err().message.contains("unclosed"));

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
 #[derive(Deserialize)]
@@ -78,7 +78,9 @@ impl<'de> Deserialize<'de> for FileField {
         impl<'de> Visitor<'de> for V {
             type Value = FileField;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a column name, or a map with `column` and optional `as`, `source_type`, `values`, `default`")
+                f.write_str(
+                    "a column name, or a map with `column` and optional `as`, `source_type`, `values`, `default`",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<FileField, E> {
                 Ok(FileField::Column(v.to_string()))

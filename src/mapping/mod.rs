@@ -145,7 +145,8 @@ impl Checker {
 impl ReadModel {
     /// Reads and validates a read-model file.
     pub fn load(path: &Path) -> Result<ReadModel, ReadModelError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ReadModelError::Io { file: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ReadModelError::Io { file: path.to_path_buf(), source })?;
         Self::parse(path, &text)
     }
 
@@ -155,8 +156,15 @@ impl ReadModel {
         let parsed: FileModel = serde_saphyr::from_str(text).map_err(|e| {
             let line = e.location().map(|l| l.line()).unwrap_or(0);
             let first = e.to_string().lines().next().unwrap_or("").to_string();
-            let first = first.split_once(": ").filter(|(l, _)| l.starts_with("error")).map(|(_, m)| m.to_string()).unwrap_or(first);
-            invalid(vec![Problem { line, message: format!("{first} (hint: see mappings/README.md for the file format)") }])
+            let first = first
+                .split_once(": ")
+                .filter(|(l, _)| l.starts_with("error"))
+                .map(|(_, m)| m.to_string())
+                .unwrap_or(first);
+            invalid(vec![Problem {
+                line,
+                message: format!("{first} (hint: see mappings/README.md for the file format)"),
+            }])
         })?;
         let mut c = Checker::default();
         let name = parsed.read_model.value.trim().to_string();
@@ -171,20 +179,34 @@ impl ReadModel {
             let line = t.referenced.line();
             if let Some(table) = table(&mut c, line, t.value) {
                 if let Some(prev) = tables.iter().find(|p| p.topic == table.topic) {
-                    c.add(line, format!("topic {} is listed twice (first at line {}); merge the two entries", table.topic, prev.line));
+                    c.add(
+                        line,
+                        format!(
+                            "topic {} is listed twice (first at line {}); merge the two entries",
+                            table.topic, prev.line
+                        ),
+                    );
                 }
                 tables.push(table);
             }
         }
-        if !tables.is_empty() && tables.iter().all(|t| t.elasticsearch.is_none() && t.postgres.is_none() && t.bigquery.is_none()) {
+        if !tables.is_empty()
+            && tables.iter().all(|t| t.elasticsearch.is_none() && t.postgres.is_none() && t.bigquery.is_none())
+        {
             c.add(1, "no table has a sink: add `elasticsearch: { index: <name> }` (or postgres/bigquery) to at least one table");
         }
         let schema_changes = parsed.schema_changes.map(|s| s.value);
-        let time_precision = match parsed.time_precision_mode.as_ref().map(|m| (m.referenced.line(), m.value.as_str())) {
+        let time_precision = match parsed.time_precision_mode.as_ref().map(|m| (m.referenced.line(), m.value.as_str()))
+        {
             None | Some((_, "adaptive")) => TimePrecision::Adaptive,
             Some((_, "connect")) => TimePrecision::Connect,
             Some((line, other)) => {
-                c.add(line, format!("time_precision_mode {other:?} is not supported; use adaptive (Debezium's default) or connect"));
+                c.add(
+                    line,
+                    format!(
+                        "time_precision_mode {other:?} is not supported; use adaptive (Debezium's default) or connect"
+                    ),
+                );
                 TimePrecision::Adaptive
             }
         };
@@ -221,7 +243,10 @@ fn table(c: &mut Checker, line: u64, t: FileTable) -> Option<TableMapping> {
     let filter = t.filter.and_then(|f| match expr::parse(&f.value) {
         Ok(e) => Some((f.value.clone(), e)),
         Err(e) => {
-            c.add(f.referenced.line(), format!("where {:?}: {e} (hint: e.g. `Status != 9 and SeatCount > 0`)", f.value));
+            c.add(
+                f.referenced.line(),
+                format!("where {:?}: {e} (hint: e.g. `Status != 9 and SeatCount > 0`)", f.value),
+            );
             None
         }
     });
@@ -251,7 +276,13 @@ fn table(c: &mut Checker, line: u64, t: FileTable) -> Option<TableMapping> {
                 c.add(fl, "field has an empty column name");
             }
             if let Some(prev) = out.iter().find(|p| p.name == m.name) {
-                c.add(fl, format!("output field {:?} is defined twice (also from column {:?}); rename one with `as:`", m.name, prev.column));
+                c.add(
+                    fl,
+                    format!(
+                        "output field {:?} is defined twice (also from column {:?}); rename one with `as:`",
+                        m.name, prev.column
+                    ),
+                );
             }
             out.push(m);
         }
@@ -306,13 +337,36 @@ fn table(c: &mut Checker, line: u64, t: FileTable) -> Option<TableMapping> {
     });
     let postgres = t.postgres.and_then(|s| table_target(c, "postgres", s, &outputs, types::postgres_type));
     let bigquery = t.bigquery.and_then(|s| table_target(c, "bigquery", s, &outputs, types::bigquery_type));
-    Some(TableMapping { topic, line, key, filter, fields, source_types, computed, constants, elasticsearch, postgres, bigquery })
+    Some(TableMapping {
+        topic,
+        line,
+        key,
+        filter,
+        fields,
+        source_types,
+        computed,
+        constants,
+        elasticsearch,
+        postgres,
+        bigquery,
+    })
 }
 
 /// Output names known from the file (None when all columns pass through).
-fn output_names(fields: &Option<Vec<FieldMapping>>, computed: &[Computed], constants: &[(String, Value)]) -> Option<Vec<String>> {
+fn output_names(
+    fields: &Option<Vec<FieldMapping>>,
+    computed: &[Computed],
+    constants: &[(String, Value)],
+) -> Option<Vec<String>> {
     let fields = fields.as_ref()?;
-    Some(fields.iter().map(|f| f.name.clone()).chain(computed.iter().map(|c| c.name.clone())).chain(constants.iter().map(|c| c.0.clone())).collect())
+    Some(
+        fields
+            .iter()
+            .map(|f| f.name.clone())
+            .chain(computed.iter().map(|c| c.name.clone()))
+            .chain(constants.iter().map(|c| c.0.clone()))
+            .collect(),
+    )
 }
 
 fn sink_common(c: &mut Checker, sink: &str, s: &FileSink, outputs: &Option<Vec<String>>) {
@@ -324,7 +378,13 @@ fn sink_common(c: &mut Checker, sink: &str, s: &FileSink, outputs: &Option<Vec<S
     }
 }
 
-fn table_target(c: &mut Checker, sink: &str, s: Spanned<FileSink>, outputs: &Option<Vec<String>>, check: fn(&str) -> Result<String, String>) -> Option<TableTarget> {
+fn table_target(
+    c: &mut Checker,
+    sink: &str,
+    s: Spanned<FileSink>,
+    outputs: &Option<Vec<String>>,
+    check: fn(&str) -> Result<String, String>,
+) -> Option<TableTarget> {
     let sl = s.referenced.line();
     let s = s.value;
     let Some(table) = s.table.as_ref().map(|t| t.value.clone()) else {
@@ -345,7 +405,13 @@ fn table_target(c: &mut Checker, sink: &str, s: Spanned<FileSink>, outputs: &Opt
     if sink != "bigquery" && (s.partition_by.is_some() || s.cluster_by.is_some()) {
         c.add(sl, format!("partition_by and cluster_by are BigQuery options; remove them from {sink}"));
     }
-    Some(TableTarget { table, types, exclude: s.exclude, partition_by: s.partition_by.map(|p| p.value), cluster_by: s.cluster_by })
+    Some(TableTarget {
+        table,
+        types,
+        exclude: s.exclude,
+        partition_by: s.partition_by.map(|p| p.value),
+        cluster_by: s.cluster_by,
+    })
 }
 
 /// A YAML scalar from the file as a column value.
@@ -360,7 +426,9 @@ fn check_index_name(index: &str) -> Result<(), String> {
         || index.chars().any(|c| c.is_ascii_uppercase() || "\\/*?\"<>| ,#:".contains(c))
         || index.len() > 200;
     if bad {
-        Err(format!("index {index:?} is not a valid Elasticsearch index name: use lower case letters, digits, '-' and '_' (not first)"))
+        Err(format!(
+            "index {index:?} is not a valid Elasticsearch index name: use lower case letters, digits, '-' and '_' (not first)"
+        ))
     } else {
         Ok(())
     }

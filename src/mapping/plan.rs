@@ -11,20 +11,26 @@ use crate::sink::elasticsearch::mapping::index_mapping;
 pub fn render(model: &ReadModel) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "read model {} ({})", model.name, model.file.display());
-    let _ = writeln!(out, "consumer groups: projector.{}.<sink>   dead letters: projector.{}.dlq", model.name, model.name);
+    let _ =
+        writeln!(out, "consumer groups: projector.{}.<sink>   dead letters: projector.{}.dlq", model.name, model.name);
     if let Some(s) = &model.schema_changes {
         let _ = writeln!(out, "schema-change topic: {s}");
     }
     for t in &model.tables {
         let _ = writeln!(out, "\ntable {} (line {})", t.topic, t.line);
-        let _ = writeln!(out, "  key: {}", t.key.as_ref().map_or("the Debezium record key".to_string(), |k| k.join(", ")));
+        let _ =
+            writeln!(out, "  key: {}", t.key.as_ref().map_or("the Debezium record key".to_string(), |k| k.join(", ")));
         if let Some((src, _)) = &t.filter {
             let _ = writeln!(out, "  only rows where: {src}");
         }
         let _ = writeln!(out, "  fields: {}", fields(t));
         if let Some(es) = &t.elasticsearch {
             let mapping = index_mapping(es, &[]);
-            let _ = writeln!(out, "  elasticsearch: alias {} -> index {}_v1 (filter: not __projector.deleted)", es.index, es.index);
+            let _ = writeln!(
+                out,
+                "  elasticsearch: alias {} -> index {}_v1 (filter: not __projector.deleted)",
+                es.index, es.index
+            );
             let _ = writeln!(out, "    mapping (fields not listed are added from the first records' schema types):");
             for line in serde_json::to_string_pretty(&mapping).unwrap_or_default().lines() {
                 let _ = writeln!(out, "      {line}");
@@ -45,7 +51,8 @@ pub fn render(model: &ReadModel) -> String {
                 if let Some(c) = &tt.cluster_by {
                     let _ = writeln!(out, "    cluster by {}", c.join(", "));
                 }
-                let _ = writeln!(out, "    (other columns typed from the Debezium schema when they first carry a value)");
+                let _ =
+                    writeln!(out, "    (other columns typed from the Debezium schema when they first carry a value)");
             }
         }
     }

@@ -24,7 +24,8 @@ fn minimal_file_parses() {
 
 #[test]
 fn bad_index_name_points_at_its_line() {
-    let err = parse("read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    elasticsearch:\n      index: Trips\n").unwrap_err();
+    let err =
+        parse("read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    elasticsearch:\n      index: Trips\n").unwrap_err();
     let msg = err.to_string();
     assert!(msg.starts_with("mappings/test.yaml:5: index \"Trips\""), "{msg}");
 }
@@ -150,19 +151,29 @@ tables:
 
 #[test]
 fn a_row_that_stops_matching_the_filter_leaves_the_read_model() {
-    let m = parse("read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    where: Status != 9\n    elasticsearch: { index: t }\n").unwrap();
+    let m = parse(
+        "read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    where: Status != 9\n    elasticsearch: { index: t }\n",
+    )
+    .unwrap();
     let t = &m.tables[0];
-    let live = t.document(&event(Op::Update, Some(vec![("TripId", Value::Int(7)), ("Status", Value::Int(1))]))).unwrap();
+    let live =
+        t.document(&event(Op::Update, Some(vec![("TripId", Value::Int(7)), ("Status", Value::Int(1))]))).unwrap();
     assert!(live.body.is_some());
-    let gone = t.document(&event(Op::Update, Some(vec![("TripId", Value::Int(7)), ("Status", Value::Int(9))]))).unwrap();
+    let gone =
+        t.document(&event(Op::Update, Some(vec![("TripId", Value::Int(7)), ("Status", Value::Int(9))]))).unwrap();
     assert!(gone.body.is_none(), "filtered out = absent, written as a tombstone");
     assert_eq!(gone.id, "7");
 }
 
 #[test]
 fn key_override_reads_the_row() {
-    let m = parse("read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    key: [Code, TripId]\n    elasticsearch: { index: t }\n").unwrap();
-    let doc = m.tables[0].document(&event(Op::Create, Some(vec![("TripId", Value::Int(7)), ("Code", Value::String("HN".into()))]))).unwrap();
+    let m = parse(
+        "read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    key: [Code, TripId]\n    elasticsearch: { index: t }\n",
+    )
+    .unwrap();
+    let doc = m.tables[0]
+        .document(&event(Op::Create, Some(vec![("TripId", Value::Int(7)), ("Code", Value::String("HN".into()))])))
+        .unwrap();
     assert_eq!(doc.id, "HN|7");
     let err = m.tables[0].document(&event(Op::Create, Some(vec![("TripId", Value::Int(7))]))).unwrap_err();
     assert!(err.to_string().contains("\"Code\""), "{err}");
@@ -192,7 +203,12 @@ fn pass_through_keeps_every_column_then_computed_and_constants() {
         "read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    computed:\n      - name: code\n        expr: concat('T-', TripId)\n    constants:\n      source_system: vexere\n    elasticsearch: { index: t }\n",
     )
     .unwrap();
-    let cols = vec![("TripId", Value::Int(7)), ("Note", Value::Unavailable), ("Promo", Value::Null), ("Fare", Value::Decimal { unscaled: 1, scale: 2 })];
+    let cols = vec![
+        ("TripId", Value::Int(7)),
+        ("Note", Value::Unavailable),
+        ("Promo", Value::Null),
+        ("Fare", Value::Decimal { unscaled: 1, scale: 2 }),
+    ];
     let ev = event(Op::Update, Some(cols.clone()));
     let doc = m.tables[0].document(&ev).unwrap();
     let body = doc.body.unwrap();

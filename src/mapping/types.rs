@@ -39,8 +39,14 @@ impl SourceType {
             _ => Err(format!("unknown time unit in {s:?}; use (ms), (us) or (ns)")),
         };
         if let Some(args) = t.strip_prefix("decimal").or_else(|| t.strip_prefix("numeric")) {
-            let inner = args.trim().strip_prefix('(').and_then(|a| a.strip_suffix(')')).ok_or_else(|| format!("{s:?}: write decimal(precision,scale), e.g. decimal(12,2)"))?;
-            let (p, sc) = inner.split_once(',').ok_or_else(|| format!("{s:?}: write decimal(precision,scale), e.g. decimal(12,2)"))?;
+            let inner = args
+                .trim()
+                .strip_prefix('(')
+                .and_then(|a| a.strip_suffix(')'))
+                .ok_or_else(|| format!("{s:?}: write decimal(precision,scale), e.g. decimal(12,2)"))?;
+            let (p, sc) = inner
+                .split_once(',')
+                .ok_or_else(|| format!("{s:?}: write decimal(precision,scale), e.g. decimal(12,2)"))?;
             let precision: u32 = p.trim().parse().map_err(|_| format!("{s:?}: precision is not a number"))?;
             let scale: u32 = sc.trim().parse().map_err(|_| format!("{s:?}: scale is not a number"))?;
             if precision == 0 || precision > 38 || scale > precision {
@@ -58,17 +64,27 @@ impl SourceType {
             "date" => Ok(SourceType::Date),
             "zoned_timestamp" | "datetimeoffset" => Ok(SourceType::ZonedTimestamp),
             "bytes" | "binary" => Ok(SourceType::Bytes),
-            _ => Err(format!("unknown source_type {s:?}; use decimal(p,s), timestamp(ms|us|ns), date, time(ms|us|ns), zoned_timestamp or bytes")),
+            _ => Err(format!(
+                "unknown source_type {s:?}; use decimal(p,s), timestamp(ms|us|ns), date, time(ms|us|ns), zoned_timestamp or bytes"
+            )),
         }
     }
 
     /// The Connect field type this declaration stands for.
     pub fn field_type(&self) -> FieldType {
-        let named = |connect: &str, name: &str| FieldType { connect: connect.into(), name: Some(name.into()), scale: None, precision: None };
+        let named = |connect: &str, name: &str| FieldType {
+            connect: connect.into(),
+            name: Some(name.into()),
+            scale: None,
+            precision: None,
+        };
         match self {
-            SourceType::Decimal { scale, precision } => {
-                FieldType { connect: "bytes".into(), name: Some("org.apache.kafka.connect.data.Decimal".into()), scale: Some(*scale), precision: Some(*precision) }
-            }
+            SourceType::Decimal { scale, precision } => FieldType {
+                connect: "bytes".into(),
+                name: Some("org.apache.kafka.connect.data.Decimal".into()),
+                scale: Some(*scale),
+                precision: Some(*precision),
+            },
             SourceType::Timestamp(TimeUnit::Millis) => named("int64", "io.debezium.time.Timestamp"),
             SourceType::Timestamp(TimeUnit::Micros) => named("int64", "io.debezium.time.MicroTimestamp"),
             SourceType::Timestamp(TimeUnit::Nanos) => named("int64", "io.debezium.time.NanoTimestamp"),
@@ -86,14 +102,30 @@ impl SourceType {
 pub fn elasticsearch_type(s: &str) -> Result<serde_json::Value, String> {
     let t = s.trim();
     if let Some(args) = t.strip_prefix("scaled_float") {
-        let factor = args.trim().strip_prefix('(').and_then(|a| a.strip_suffix(')')).and_then(|a| a.trim().parse::<f64>().ok());
+        let factor =
+            args.trim().strip_prefix('(').and_then(|a| a.strip_suffix(')')).and_then(|a| a.trim().parse::<f64>().ok());
         return match factor {
             Some(f) if f > 0.0 => Ok(serde_json::json!({"type": "scaled_float", "scaling_factor": f})),
             _ => Err(format!("{s:?}: write scaled_float(<factor>), e.g. scaled_float(100) for 2 decimal places")),
         };
     }
     const KNOWN: [&str; 16] = [
-        "keyword", "text", "long", "integer", "short", "byte", "double", "float", "half_float", "boolean", "date", "date_nanos", "binary", "ip", "object", "flattened",
+        "keyword",
+        "text",
+        "long",
+        "integer",
+        "short",
+        "byte",
+        "double",
+        "float",
+        "half_float",
+        "boolean",
+        "date",
+        "date_nanos",
+        "binary",
+        "ip",
+        "object",
+        "flattened",
     ];
     if KNOWN.contains(&t) {
         Ok(serde_json::json!({"type": t}))
@@ -105,21 +137,65 @@ pub fn elasticsearch_type(s: &str) -> Result<serde_json::Value, String> {
 /// Checks a PostgreSQL column type (base name, optional modifiers, optional `[]`).
 pub fn postgres_type(s: &str) -> Result<String, String> {
     const KNOWN: [&str; 22] = [
-        "smallint", "integer", "int", "bigint", "real", "double precision", "numeric", "decimal", "boolean", "text", "varchar", "char", "uuid", "bytea", "date", "time",
-        "timestamp", "timestamptz", "jsonb", "json", "xml", "interval",
+        "smallint",
+        "integer",
+        "int",
+        "bigint",
+        "real",
+        "double precision",
+        "numeric",
+        "decimal",
+        "boolean",
+        "text",
+        "varchar",
+        "char",
+        "uuid",
+        "bytea",
+        "date",
+        "time",
+        "timestamp",
+        "timestamptz",
+        "jsonb",
+        "json",
+        "xml",
+        "interval",
     ];
     let t = s.trim().to_ascii_lowercase();
     let base = t.trim_end_matches("[]");
     let base = base.split('(').next().unwrap_or("").trim();
-    if KNOWN.contains(&base) { Ok(t) } else { Err(format!("unknown PostgreSQL type {s:?}; use one of {}", KNOWN.join(", "))) }
+    if KNOWN.contains(&base) {
+        Ok(t)
+    } else {
+        Err(format!("unknown PostgreSQL type {s:?}; use one of {}", KNOWN.join(", ")))
+    }
 }
 
 /// Checks a BigQuery column type.
 pub fn bigquery_type(s: &str) -> Result<String, String> {
-    const KNOWN: [&str; 15] = ["STRING", "BYTES", "INT64", "INTEGER", "FLOAT64", "FLOAT", "NUMERIC", "BIGNUMERIC", "BOOL", "BOOLEAN", "TIMESTAMP", "DATE", "TIME", "DATETIME", "JSON"];
+    const KNOWN: [&str; 15] = [
+        "STRING",
+        "BYTES",
+        "INT64",
+        "INTEGER",
+        "FLOAT64",
+        "FLOAT",
+        "NUMERIC",
+        "BIGNUMERIC",
+        "BOOL",
+        "BOOLEAN",
+        "TIMESTAMP",
+        "DATE",
+        "TIME",
+        "DATETIME",
+        "JSON",
+    ];
     let t = s.trim().to_ascii_uppercase();
     let base = t.split('(').next().unwrap_or("").trim();
-    if KNOWN.contains(&base) { Ok(t) } else { Err(format!("unknown BigQuery type {s:?}; use one of {}", KNOWN.join(", "))) }
+    if KNOWN.contains(&base) {
+        Ok(t)
+    } else {
+        Err(format!("unknown BigQuery type {s:?}; use one of {}", KNOWN.join(", ")))
+    }
 }
 
 #[cfg(test)]

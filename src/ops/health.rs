@@ -36,7 +36,10 @@ fn now_ms() -> u128 {
 impl Health {
     /// Registers a sink as starting (not ready until its first success).
     pub fn register(&self, sink: &str) {
-        self.lock().insert(sink.to_string(), SinkHealth { up: false, detail: "starting".into(), since_ms: now_ms(), last_write_ms: None });
+        self.lock().insert(
+            sink.to_string(),
+            SinkHealth { up: false, detail: "starting".into(), since_ms: now_ms(), last_write_ms: None },
+        );
     }
 
     pub fn sink_up(&self, sink: &str) {
@@ -87,7 +90,12 @@ impl Health {
 /// was down (or unknown) and is now up.
 fn mark(m: &Mutex<BTreeMap<String, SinkHealth>>, name: &str, down: Option<&str>) -> bool {
     let mut m = lock(m);
-    let e = m.entry(name.to_string()).or_insert(SinkHealth { up: down.is_some(), detail: String::new(), since_ms: now_ms(), last_write_ms: None });
+    let e = m.entry(name.to_string()).or_insert(SinkHealth {
+        up: down.is_some(),
+        detail: String::new(),
+        since_ms: now_ms(),
+        last_write_ms: None,
+    });
     let came_up = !e.up && down.is_none();
     if e.up != down.is_none() {
         e.since_ms = now_ms();

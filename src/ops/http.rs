@@ -21,8 +21,8 @@ struct Ops {
 /// Bucket bounds of `projector_append_to_ack_seconds`: 1 ms to 5 min, about
 /// 1.25x apart up to 1 s, coarser above.
 const APPEND_TO_ACK_BUCKETS: &[f64] = &[
-    0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.010, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.125, 0.15, 0.2, 0.25,
-    0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+    0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.010, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.06, 0.08,
+    0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
 /// Installs the global metrics recorder. Call once, before any metric.
@@ -43,16 +43,17 @@ pub async fn serve(addr: SocketAddr, health: Health, metrics: PrometheusHandle) 
         .route("/health/live", get(|| async { "live\n" }))
         .route("/health/ready", get(ready))
         .with_state(Ops { health, metrics });
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for /metrics and /health: {e}; pick a free port with --http-addr"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {addr} for /metrics and /health: {e}; pick a free port with --http-addr")
+    })?;
     tracing::info!(%addr, "serving /metrics, /health/live, /health/ready");
     axum::serve(listener, app).await?;
     Ok(())
 }
 
 async fn ready(State(o): State<Ops>) -> impl IntoResponse {
-    let body = serde_json::json!({"ready": o.health.ready(), "sinks": o.health.snapshot(), "upstreams": o.health.upstreams()});
+    let body =
+        serde_json::json!({"ready": o.health.ready(), "sinks": o.health.snapshot(), "upstreams": o.health.upstreams()});
     let status = if o.health.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, [("content-type", "application/json")], body.to_string())
 }

@@ -35,7 +35,11 @@ pub enum Action {
     /// sink does not take.
     Skip(&'static str),
     /// Cannot be processed: send to the dead-letter queue.
-    DeadLetter { stage: &'static str, kind: &'static str, reason: String },
+    DeadLetter {
+        stage: &'static str,
+        kind: &'static str,
+        reason: String,
+    },
 }
 
 /// One record and what to do with it.
@@ -94,7 +98,8 @@ impl Batch {
     /// owner reads them again from the last committed offset.
     pub fn drop_partitions(&mut self, revoked: &[(String, i32)]) -> usize {
         let before = self.items.len();
-        self.items.retain(|i| !revoked.iter().any(|(t, p)| *t == i.record.lineage.topic && *p == i.record.lineage.partition));
+        self.items
+            .retain(|i| !revoked.iter().any(|(t, p)| *t == i.record.lineage.topic && *p == i.record.lineage.partition));
         self.bytes = self.items.iter().map(|i| i.record.size_bytes()).sum();
         if self.items.is_empty() {
             self.opened = None;
@@ -143,7 +148,13 @@ mod tests {
     use crate::source::Lineage;
 
     fn record(topic: &str, partition: i32, offset: i64) -> SourceRecord {
-        SourceRecord { lineage: Lineage { topic: topic.into(), partition, offset }, key: None, value: Some(vec![0; 10]), headers: vec![], timestamp_ms: None }
+        SourceRecord {
+            lineage: Lineage { topic: topic.into(), partition, offset },
+            key: None,
+            value: Some(vec![0; 10]),
+            headers: vec![],
+            timestamp_ms: None,
+        }
     }
 
     fn write(id: &str, pos: &str) -> Write {

@@ -73,5 +73,9 @@ pub trait Sink: Send + Sync + 'static {
     /// outcome per write, in order. `progress` is the next offset of each
     /// partition the batch covers, for sinks that record it atomically with
     /// the rows (Kafka's commit still follows the batch).
-    fn write(&self, writes: &[Write], progress: &[(String, i32, i64)]) -> impl Future<Output = Result<Vec<Outcome>, SinkError>> + Send;
+    fn write(
+        &self,
+        writes: &[Write],
+        progress: &[(String, i32, i64)],
+    ) -> impl Future<Output = Result<Vec<Outcome>, SinkError>> + Send;
 }

@@ -43,7 +43,9 @@ pub enum ErrorTolerance {
 /// A pipeline stopped for good.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("{sink}: stopped at {lineage} because errors.tolerance is none: {reason}. Fix the record or mapping, or run with --errors-tolerance all to dead-letter it")]
+    #[error(
+        "{sink}: stopped at {lineage} because errors.tolerance is none: {reason}. Fix the record or mapping, or run with --errors-tolerance all to dead-letter it"
+    )]
     Intolerable { sink: &'static str, lineage: Lineage, reason: String },
     #[error("{sink}: writer task failed: {0}", sink = .1)]
     Writer(String, &'static str),
@@ -118,7 +120,8 @@ impl<S: Sink> Pipeline<S> {
             // per batch and capped throughput at a few thousand events/s.
             // Full: a whole batch is waiting for a free writer (or the byte
             // bound is hit); taking more records would only add memory.
-            let full = batch.bytes() >= self.max_buffer_bytes || batch.len() >= self.limits.max_records || !held.is_empty();
+            let full =
+                batch.bytes() >= self.max_buffer_bytes || batch.len() >= self.limits.max_records || !held.is_empty();
             full_since = match (full, full_since) {
                 (false, _) => None,
                 (true, since) => Some(since.unwrap_or_else(tokio::time::Instant::now)),
@@ -126,7 +129,11 @@ impl<S: Sink> Pipeline<S> {
             let pause_at = full_since.map(|t| t + PAUSE_AFTER);
             let should_pause = pause_at.is_some_and(|t| t <= tokio::time::Instant::now());
             if should_pause != paused {
-                if should_pause { self.group.pause_all() } else { self.group.resume_all() }
+                if should_pause {
+                    self.group.pause_all()
+                } else {
+                    self.group.resume_all()
+                }
                 paused = should_pause;
                 tracing::debug!(sink = name, paused, "backpressure");
             }
@@ -221,7 +228,10 @@ impl<S: Sink> Pipeline<S> {
                 }
                 Err(_) => {
                     task.abort();
-                    tracing::warn!(sink = name, "shutdown grace period over; abandoning the unwritten batch (it stays uncommitted and is redone on restart)");
+                    tracing::warn!(
+                        sink = name,
+                        "shutdown grace period over; abandoning the unwritten batch (it stays uncommitted and is redone on restart)"
+                    );
                     break;
                 }
             }
@@ -239,13 +249,19 @@ impl<S: Sink> Pipeline<S> {
     /// Moves held records, oldest first, into the batch until one names an
     /// Avro schema that is not cached yet; for that one a fetch starts (the
     /// decode itself is synchronous and reads only the cache).
-    fn release_held(&self, held: &mut VecDeque<SourceRecord>, batch: &mut Batch, schema_fetch: &mut Option<SchemaFetch>) {
+    fn release_held(
+        &self,
+        held: &mut VecDeque<SourceRecord>,
+        batch: &mut Batch,
+        schema_fetch: &mut Option<SchemaFetch>,
+    ) {
         while let Some(record) = held.front() {
             if let Some(registry) = &self.decode.registry {
                 let wanted = registry.wanted(record);
                 if !wanted.is_empty() {
                     let (registry, lineage, health) = (registry.clone(), record.lineage.clone(), self.health.clone());
-                    *schema_fetch = Some(Box::pin(async move { registry.fetch_wanted(&wanted, &lineage, &health).await }));
+                    *schema_fetch =
+                        Some(Box::pin(async move { registry.fetch_wanted(&wanted, &lineage, &health).await }));
                     return;
                 }
             }
@@ -266,19 +282,21 @@ impl<S: Sink> Pipeline<S> {
             decoded = decode(&record, &self.decode);
         }
         let action = match decoded {
-            Ok(Decoded::Change(event)) => match (self.model.table(&event.lineage.topic), self.sink.target(&self.model, &event.lineage.topic)) {
-                (Some(table), Some(target)) => match table.document(&event) {
-                    Ok(mut doc) => {
-                        let excluded = self.sink.excluded(table);
-                        if let Some(body) = doc.body.as_mut().filter(|_| !excluded.is_empty()) {
-                            body.columns.retain(|(n, _)| !excluded.contains(n));
+            Ok(Decoded::Change(event)) => {
+                match (self.model.table(&event.lineage.topic), self.sink.target(&self.model, &event.lineage.topic)) {
+                    (Some(table), Some(target)) => match table.document(&event) {
+                        Ok(mut doc) => {
+                            let excluded = self.sink.excluded(table);
+                            if let Some(body) = doc.body.as_mut().filter(|_| !excluded.is_empty()) {
+                                body.columns.retain(|(n, _)| !excluded.contains(n));
+                            }
+                            Action::Write(Write { target, doc })
                         }
-                        Action::Write(Write { target, doc })
-                    }
-                    Err(e) => Action::DeadLetter { stage: "mapping", kind: e.kind(), reason: e.to_string() },
-                },
-                _ => Action::Skip("table not written by this sink"),
-            },
+                        Err(e) => Action::DeadLetter { stage: "mapping", kind: e.kind(), reason: e.to_string() },
+                    },
+                    _ => Action::Skip("table not written by this sink"),
+                }
+            }
             Ok(Decoded::Tombstone) => Action::Skip("tombstone"),
             Ok(Decoded::NotAChange(what)) => Action::Skip(what),
             Err(e) => Action::DeadLetter { stage: "decode", kind: e.kind(), reason: e.to_string() },
@@ -415,7 +433,8 @@ impl<S: Sink> Writer<S> {
                     Outcome::Applied => {
                         freshest = freshest.max(w.doc.source_ts_ms);
                         if let Some(ts) = records[i].timestamp_ms {
-                            metrics::histogram!("projector_append_to_ack_seconds", "sink" => name).record((now - ts).max(0) as f64 / 1000.0);
+                            metrics::histogram!("projector_append_to_ack_seconds", "sink" => name)
+                                .record((now - ts).max(0) as f64 / 1000.0);
                         }
                     }
                     Outcome::Stale => tracing::debug!(record = %w.doc.lineage, id = %w.doc.id, "stale event ignored"),
@@ -424,7 +443,14 @@ impl<S: Sink> Writer<S> {
                         again.push(w);
                         again_records.push(i);
                     }
-                    Outcome::Rejected(reason) => dead.push((i, Reason { stage: "sink", kind: "rejected", message: format!("{}: document {}: {reason}", records[i].lineage, w.doc.id) })),
+                    Outcome::Rejected(reason) => dead.push((
+                        i,
+                        Reason {
+                            stage: "sink",
+                            kind: "rejected",
+                            message: format!("{}: document {}: {reason}", records[i].lineage, w.doc.id),
+                        },
+                    )),
                 }
             }
             tally.count(name);
@@ -438,7 +464,11 @@ impl<S: Sink> Writer<S> {
         }
         for (i, reason) in dead {
             if self.tolerance == ErrorTolerance::None {
-                return Err(PipelineError::Intolerable { sink: name, lineage: records[i].lineage.clone(), reason: reason.message });
+                return Err(PipelineError::Intolerable {
+                    sink: name,
+                    lineage: records[i].lineage.clone(),
+                    reason: reason.message,
+                });
             }
             self.dead_letters.send(&records[i], name, &reason).await;
         }

@@ -47,7 +47,9 @@ impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.rebalances.fetch_add(1, Ordering::SeqCst);
         match rebalance {
-            Rebalance::Assign(tpl) => tracing::info!(member = %self.member, partitions = ?partitions(tpl), "partitions assigned"),
+            Rebalance::Assign(tpl) => {
+                tracing::info!(member = %self.member, partitions = ?partitions(tpl), "partitions assigned")
+            }
             Rebalance::Error(e) => tracing::warn!(member = %self.member, error = %e, "rebalance error"),
             Rebalance::Revoke(_) => {}
         }
@@ -102,7 +104,10 @@ impl ConsumerGroup {
             .set("auto.offset.reset", &settings.auto_offset_reset)
             .set("session.timeout.ms", settings.session_timeout.as_millis().to_string())
             .set("heartbeat.interval.ms", (settings.session_timeout.as_millis() / 3).max(500).to_string())
-            .set("max.poll.interval.ms", settings.max_poll_interval.max(settings.session_timeout).as_millis().to_string())
+            .set(
+                "max.poll.interval.ms",
+                settings.max_poll_interval.max(settings.session_timeout).as_millis().to_string(),
+            )
             .set("topic.metadata.refresh.interval.ms", "10000")
             // Backpressure is by pause/resume; keep librdkafka's own prefetch modest.
             .set("queued.max.messages.kbytes", "16384")
@@ -114,9 +119,11 @@ impl ConsumerGroup {
             .create_with_context(context)
             .map_err(|source| ConsumerError::Create { group: settings.group_id.clone(), source })?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&names)
-            .map_err(|source| ConsumerError::Subscribe { group: settings.group_id.clone(), topics: topics.to_vec(), source })?;
+        consumer.subscribe(&names).map_err(|source| ConsumerError::Subscribe {
+            group: settings.group_id.clone(),
+            topics: topics.to_vec(),
+            source,
+        })?;
         Ok(ConsumerGroup { consumer, group_id: settings.group_id.clone(), seen_rebalances: AtomicU64::new(0) })
     }
 
@@ -174,7 +181,9 @@ impl ConsumerGroup {
             Ok(()) => {}
             // Nothing stored since the last commit.
             Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => tracing::warn!(group = %self.group_id, error = %e, "final commit failed; uncommitted records will be re-read and re-checked"),
+            Err(e) => {
+                tracing::warn!(group = %self.group_id, error = %e, "final commit failed; uncommitted records will be re-read and re-checked")
+            }
         }
     }
 
@@ -241,8 +250,14 @@ impl PartitionLag {
 
 /// Reads a group's committed offsets and the log ends of `topics`. Blocking:
 /// call it from a blocking thread.
-pub fn group_lag(brokers: &str, group: &str, topics: &[String], timeout: Duration) -> Result<Vec<PartitionLag>, rdkafka::error::KafkaError> {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create()?;
+pub fn group_lag(
+    brokers: &str,
+    group: &str,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<PartitionLag>, rdkafka::error::KafkaError> {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create()?;
     let mut out = Vec::new();
     for topic in topics {
         let md = consumer.fetch_metadata(Some(topic), timeout)?;

@@ -21,7 +21,9 @@ pub async fn register(subject: &str, schema: &Json) -> u32 {
         .json(&json!({"schema": schema.to_string()}))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("schema registry at {} unreachable ({e}); is `scripts/stack up` running?", registry_url()));
+        .unwrap_or_else(|e| {
+            panic!("schema registry at {} unreachable ({e}); is `scripts/stack up` running?", registry_url())
+        });
     let status = resp.status();
     let body: Json = resp.json().await.unwrap();
     assert!(status.is_success(), "registering {subject}: {status} {body}");

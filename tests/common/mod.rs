@@ -29,12 +29,14 @@ pub fn es_url() -> String {
 }
 
 pub fn pg_url() -> String {
-    std::env::var("PROJECTOR_POSTGRES_URL").unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=projector".into())
+    std::env::var("PROJECTOR_POSTGRES_URL")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=projector".into())
 }
 
 /// A connection to the staging PostgreSQL.
 pub async fn pg() -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await.expect("PostgreSQL is up (scripts/stack up)");
+    let (client, conn) =
+        tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await.expect("PostgreSQL is up (scripts/stack up)");
     tokio::spawn(conn);
     client
 }
@@ -49,7 +51,8 @@ static PORT: AtomicU32 = AtomicU32::new(0);
 pub fn unique(stem: &str) -> String {
     static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let run = RUN.get_or_init(|| {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         format!("{:x}{:x}", (nanos / 1000) as u32, std::process::id())
     });
     let n = SEQ.fetch_add(1, Ordering::SeqCst);
@@ -81,7 +84,12 @@ impl World {
         let model_file = dir.path().join(format!("{name}.yaml"));
         let yaml = format!(
             "read_model: {name}\ntables:\n  - topic: {}\n    elasticsearch: {{ index: {} }}\n  - topic: {}\n    elasticsearch: {{ index: {} }}\n  - topic: {}\n    elasticsearch: {{ index: {} }}\n",
-            db.trips.topic(), indexes[0], db.bookings.topic(), indexes[1], db.seats.topic(), indexes[2]
+            db.trips.topic(),
+            indexes[0],
+            db.bookings.topic(),
+            indexes[1],
+            db.seats.topic(),
+            indexes[2]
         );
         std::fs::write(&model_file, yaml).unwrap();
         let producer = FixtureProducer::new(&brokers()).unwrap();
@@ -153,10 +161,14 @@ impl World {
 
     /// Live documents of one index (through the alias), id → source without bookkeeping.
     pub async fn docs(&self, index: &str) -> BTreeMap<String, Json> {
-        search_all(index).await.into_iter().map(|(id, mut src, _)| {
-            src.as_object_mut().unwrap().remove("__projector");
-            (id, src)
-        }).collect()
+        search_all(index)
+            .await
+            .into_iter()
+            .map(|(id, mut src, _)| {
+                src.as_object_mut().unwrap().remove("__projector");
+                (id, src)
+            })
+            .collect()
     }
 }
 
@@ -306,7 +318,11 @@ impl Drop for Projector {
         // A failing test unwinds through here: show what the service said,
         // since CI keeps nothing but the test output.
         if std::thread::panicking() {
-            eprintln!("---- projector log {} (last 60 lines) ----\n{}\n---- end of log ----", self.log.display(), log_tail(&self.log_text(), 60));
+            eprintln!(
+                "---- projector log {} (last 60 lines) ----\n{}\n---- end of log ----",
+                self.log.display(),
+                log_tail(&self.log_text(), 60)
+            );
         }
         if let Some(mut c) = self.child.take() {
             unsafe_kill(c.id() as i32, 15);
@@ -327,7 +343,10 @@ fn unsafe_kill(pid: i32, sig: i32) {
 pub fn sum_metric(text: &str, name: &str, filters: &[&str]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' ')))
+        .filter(|l| {
+            l.starts_with(name)
+                && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' '))
+        })
         .filter(|l| filters.iter().all(|f| l.contains(f)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -344,16 +363,30 @@ pub fn stack(args: &[&str]) {
 /// checks that Elasticsearch stays caught up meanwhile, that /health/ready
 /// names the down sink, and that the sink catches up once back. Returns the
 /// expected final fare (in cents) per trip id for the caller to compare.
-pub async fn sink_outage_under_load(w: &World, p: &Projector, service: &str, sink: &str, down_for: Duration) -> BTreeMap<String, i64> {
+pub async fn sink_outage_under_load(
+    w: &World,
+    p: &Projector,
+    service: &str,
+    sink: &str,
+    down_for: Duration,
+) -> BTreeMap<String, i64> {
     use projector::demo::bus_booking::{Timeline, trip};
-    wait_for(Duration::from_secs(60), "every sink ready", || async { p.ready().await.is_some_and(|(s, _)| s == 200) }).await;
+    wait_for(Duration::from_secs(60), "every sink ready", || async { p.ready().await.is_some_and(|(s, _)| s == 200) })
+        .await;
     let mut t = Timeline::default();
     let mut expect = BTreeMap::new();
     let produce_round = async |t: &mut Timeline, expect: &mut BTreeMap<String, i64>, round: i64| {
         let mut recs = Vec::new();
         for id in 1..=50 {
             let at = t.commit(if round == 0 { 1 } else { 2 });
-            recs.push(w.db.trips.event(if round == 0 { 'c' } else { 'u' }, None, Some(&trip(id, round as i128, 1)), at, t.ts_ms, true));
+            recs.push(w.db.trips.event(
+                if round == 0 { 'c' } else { 'u' },
+                None,
+                Some(&trip(id, round as i128, 1)),
+                at,
+                t.ts_ms,
+                true,
+            ));
             expect.insert(id.to_string(), round);
         }
         w.produce(&recs).await;
@@ -379,7 +412,8 @@ pub async fn sink_outage_under_load(w: &World, p: &Projector, service: &str, sin
         .await;
         fresh += caught.is_ok() as i64;
         if let Some((status, body)) = p.ready().await {
-            reported_down |= status == 503 && body["sinks"][sink]["up"] == false && body["sinks"]["elasticsearch"]["up"] == true;
+            reported_down |=
+                status == 503 && body["sinks"][sink]["up"] == false && body["sinks"]["elasticsearch"]["up"] == true;
         }
     }
     assert!(reported_down, "/health/ready named {sink} down and Elasticsearch up");
@@ -401,7 +435,10 @@ pub async fn bigquery_rows(sql: &str) -> Vec<Vec<Json>> {
         .await
         .unwrap();
     assert!(body.get("error").is_none(), "{sql}: {body}");
-    body["rows"].as_array().map(|rows| rows.iter().map(|r| r["f"].as_array().unwrap().iter().map(|c| c["v"].clone()).collect()).collect()).unwrap_or_default()
+    body["rows"]
+        .as_array()
+        .map(|rows| rows.iter().map(|r| r["f"].as_array().unwrap().iter().map(|c| c["v"].clone()).collect()).collect())
+        .unwrap_or_default()
 }
 
 /// Reads `n` dead letters from a DLQ topic: (source topic, source offset) →
@@ -422,10 +459,19 @@ pub async fn dead_letters(dlq_topic: &str, n: usize) -> BTreeMap<(String, i64), 
             panic!("expected {n} dead letters on {dlq_topic}, found {}: {out:#?}", out.len());
         };
         let m = m.unwrap();
-        let h: BTreeMap<String, String> = m.headers().unwrap().iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string())).collect();
+        let h: BTreeMap<String, String> = m
+            .headers()
+            .unwrap()
+            .iter()
+            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string()))
+            .collect();
         out.insert(
             (h["__connect.errors.topic"].clone(), h["__connect.errors.offset"].parse().unwrap()),
-            (h["__connect.errors.stage"].clone(), h["__connect.errors.exception.class.name"].clone(), h["__connect.errors.exception.message"].clone()),
+            (
+                h["__connect.errors.stage"].clone(),
+                h["__connect.errors.exception.class.name"].clone(),
+                h["__connect.errors.exception.message"].clone(),
+            ),
         );
     }
     out
@@ -434,20 +480,39 @@ pub async fn dead_letters(dlq_topic: &str, n: usize) -> BTreeMap<(String, i64), 
 /// Trips 1..=n created, their fares updated `rounds` times, every 5th
 /// deleted (with its tombstone) at the end; returns the records and the
 /// live fares (in cents) they leave.
-pub fn churn(w: &World, t: &mut projector::demo::bus_booking::Timeline, n: i32, rounds: i32) -> (Vec<Record>, BTreeMap<String, i64>) {
+pub fn churn(
+    w: &World,
+    t: &mut projector::demo::bus_booking::Timeline,
+    n: i32,
+    rounds: i32,
+) -> (Vec<Record>, BTreeMap<String, i64>) {
     let mut out = Vec::new();
     let mut expect = BTreeMap::new();
     for round in 0..=rounds {
         for id in 1..=n {
             let at = t.commit(if round == 0 { 1 } else { 2 });
             let before = (round > 0).then(|| projector::demo::bus_booking::trip(id, 1000 + round as i128 - 1, 1));
-            out.push(w.db.trips.event(if round == 0 { 'c' } else { 'u' }, before.as_ref(), Some(&projector::demo::bus_booking::trip(id, 1000 + round as i128, 1)), at, t.ts_ms, true));
+            out.push(w.db.trips.event(
+                if round == 0 { 'c' } else { 'u' },
+                before.as_ref(),
+                Some(&projector::demo::bus_booking::trip(id, 1000 + round as i128, 1)),
+                at,
+                t.ts_ms,
+                true,
+            ));
             expect.insert(id.to_string(), 1000 + round as i64);
         }
     }
     for id in (5..=n).step_by(5) {
         let at = t.commit(1);
-        out.push(w.db.trips.event('d', Some(&projector::demo::bus_booking::trip(id, 1000 + rounds as i128, 1)), None, at, t.ts_ms, true));
+        out.push(w.db.trips.event(
+            'd',
+            Some(&projector::demo::bus_booking::trip(id, 1000 + rounds as i128, 1)),
+            None,
+            at,
+            t.ts_ms,
+            true,
+        ));
         out.push(w.db.trips.tombstone(&projector::demo::bus_booking::trip(id, 0, 1), true));
         expect.remove(&id.to_string());
     }

@@ -72,14 +72,23 @@ impl TokenSource {
             Kind::None => return Ok(None),
             Kind::ServiceAccount { email, key_der, token_uri } => {
                 let jwt = signed_jwt(email, key_der, token_uri)?;
-                (token_uri, vec![("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer".into()), ("assertion", jwt)])
+                (
+                    token_uri,
+                    vec![("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer".into()), ("assertion", jwt)],
+                )
             }
             Kind::AuthorizedUser { client_id, client_secret, refresh_token, token_uri } => (
                 token_uri,
-                vec![("grant_type", "refresh_token".into()), ("client_id", client_id.clone()), ("client_secret", client_secret.clone()), ("refresh_token", refresh_token.clone())],
+                vec![
+                    ("grant_type", "refresh_token".into()),
+                    ("client_id", client_id.clone()),
+                    ("client_secret", client_secret.clone()),
+                    ("refresh_token", refresh_token.clone()),
+                ],
             ),
         };
-        let body = form.iter().map(|(k, v)| format!("{k}={}", super::client::urlencode(v))).collect::<Vec<_>>().join("&");
+        let body =
+            form.iter().map(|(k, v)| format!("{k}={}", super::client::urlencode(v))).collect::<Vec<_>>().join("&");
         let resp = http
             .post(uri)
             .header("content-type", "application/x-www-form-urlencoded")
@@ -97,24 +106,40 @@ impl TokenSource {
 }
 
 fn well_known_file() -> Option<PathBuf> {
-    let base = std::env::var_os("CLOUDSDK_CONFIG").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/gcloud")))?;
+    let base = std::env::var_os("CLOUDSDK_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/gcloud")))?;
     let p = base.join("application_default_credentials.json");
     p.exists().then_some(p)
 }
 
 fn from_file(path: &Path) -> Result<Kind, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read BigQuery credentials {}: {e}", path.display()))?;
-    let j: Json = serde_json::from_str(&text).map_err(|e| format!("BigQuery credentials {} are not JSON: {e}", path.display()))?;
-    let s = |k: &str| j[k].as_str().map(str::to_string).ok_or_else(|| format!("BigQuery credentials {}: missing \"{k}\"", path.display()));
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read BigQuery credentials {}: {e}", path.display()))?;
+    let j: Json = serde_json::from_str(&text)
+        .map_err(|e| format!("BigQuery credentials {} are not JSON: {e}", path.display()))?;
+    let s = |k: &str| {
+        j[k].as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("BigQuery credentials {}: missing \"{k}\"", path.display()))
+    };
     let token_uri = j["token_uri"].as_str().unwrap_or(DEFAULT_TOKEN_URI).to_string();
     match j["type"].as_str() {
         Some("service_account") => {
-            let key_der = pem_to_der(&s("private_key")?).map_err(|e| format!("BigQuery credentials {}: private_key {e}", path.display()))?;
+            let key_der = pem_to_der(&s("private_key")?)
+                .map_err(|e| format!("BigQuery credentials {}: private_key {e}", path.display()))?;
             // Fail now on an unusable key rather than at the first batch.
-            ring::signature::RsaKeyPair::from_pkcs8(&key_der).map_err(|e| format!("BigQuery credentials {}: private_key is not an RSA PKCS#8 key ({e})", path.display()))?;
+            ring::signature::RsaKeyPair::from_pkcs8(&key_der).map_err(|e| {
+                format!("BigQuery credentials {}: private_key is not an RSA PKCS#8 key ({e})", path.display())
+            })?;
             Ok(Kind::ServiceAccount { email: s("client_email")?, key_der, token_uri })
         }
-        Some("authorized_user") => Ok(Kind::AuthorizedUser { client_id: s("client_id")?, client_secret: s("client_secret")?, refresh_token: s("refresh_token")?, token_uri }),
+        Some("authorized_user") => Ok(Kind::AuthorizedUser {
+            client_id: s("client_id")?,
+            client_secret: s("client_secret")?,
+            refresh_token: s("refresh_token")?,
+            token_uri,
+        }),
         other => Err(format!(
             "BigQuery credentials {}: type {other:?} is not supported; use a service_account key or `gcloud auth application-default login` (authorized_user)",
             path.display()
@@ -137,7 +162,8 @@ fn signed_jwt(email: &str, key_der: &[u8], token_uri: &str) -> Result<String, St
     let header = json!({"alg": "RS256", "typ": "JWT"});
     let claims = json!({"iss": email, "scope": SCOPE, "aud": token_uri, "iat": now, "exp": now + 3600});
     let message = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
-    let key = ring::signature::RsaKeyPair::from_pkcs8(key_der).map_err(|e| format!("service-account key rejected: {e}"))?;
+    let key =
+        ring::signature::RsaKeyPair::from_pkcs8(key_der).map_err(|e| format!("service-account key rejected: {e}"))?;
     let mut sig = vec![0u8; key.public().modulus_len()];
     key.sign(&ring::signature::RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), message.as_bytes(), &mut sig)
         .map_err(|e| format!("signing the token request failed: {e}"))?;
@@ -152,7 +178,12 @@ mod tests {
     fn bad_key_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("key.json");
-        assert!(TokenSource::new(&Auth::ServiceAccountKey(p.clone())).err().unwrap().contains("cannot read BigQuery credentials"));
+        assert!(
+            TokenSource::new(&Auth::ServiceAccountKey(p.clone()))
+                .err()
+                .unwrap()
+                .contains("cannot read BigQuery credentials")
+        );
         std::fs::write(&p, r#"{"type": "external_account"}"#).unwrap();
         assert!(TokenSource::new(&Auth::ServiceAccountKey(p.clone())).err().unwrap().contains("not supported"));
         std::fs::write(&p, r#"{"type": "service_account", "client_email": "a@b", "private_key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}"#).unwrap();
@@ -163,7 +194,10 @@ mod tests {
     fn service_account_jwt_is_signed_rs256() {
         let dir = tempfile::tempdir().unwrap();
         let pem = dir.path().join("key.pem");
-        let made = std::process::Command::new("openssl").args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"]).arg(&pem).output();
+        let made = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+            .arg(&pem)
+            .output();
         if !made.as_ref().is_ok_and(|o| o.status.success()) {
             eprintln!("openssl not available; skipping the RS256 signing check");
             return;
@@ -176,12 +210,17 @@ mod tests {
         let jwt = signed_jwt(email, key_der, token_uri).unwrap();
         let parts: Vec<&str> = jwt.split('.').collect();
         assert_eq!(parts.len(), 3);
-        let claims: Json = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        let claims: Json =
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[1]).unwrap())
+                .unwrap();
         assert_eq!(claims["iss"], "sa@p.iam.gserviceaccount.com");
         assert_eq!(claims["aud"], "https://example.invalid/token");
         assert_eq!(claims["scope"], SCOPE);
         let pair = ring::signature::RsaKeyPair::from_pkcs8(key_der).unwrap();
-        let public = ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, ring::signature::KeyPair::public_key(&pair).as_ref().to_vec());
+        let public = ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            ring::signature::KeyPair::public_key(&pair).as_ref().to_vec(),
+        );
         let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
         public.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig).expect("signature verifies");
     }

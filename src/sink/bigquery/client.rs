@@ -56,7 +56,9 @@ fn params_json(params: &[Param<'_>]) -> Json {
         params
             .iter()
             .map(|p| match p {
-                Param::String(name, v) => json!({"name": name, "parameterType": {"type": "STRING"}, "parameterValue": {"value": v}}),
+                Param::String(name, v) => {
+                    json!({"name": name, "parameterType": {"type": "STRING"}, "parameterValue": {"value": v}})
+                }
                 Param::Strings(name, vs) => json!({
                     "name": name,
                     "parameterType": {"type": "ARRAY", "arrayType": {"type": "STRING"}},
@@ -83,11 +85,20 @@ fn classify(status: u16, reason: &str, message: String) -> BqError {
         return BqError::Transient(format!("{message}; another writer changed the table at the same time, will retry"));
     }
     match (status, reason) {
-        (_, "rateLimitExceeded" | "backendError" | "internalError" | "jobRateLimitExceeded" | "quotaExceeded" | "jobBackendError" | "jobInternalError") => {
-            BqError::Transient(format!("{message} ({reason}); will retry"))
-        }
+        (
+            _,
+            "rateLimitExceeded"
+            | "backendError"
+            | "internalError"
+            | "jobRateLimitExceeded"
+            | "quotaExceeded"
+            | "jobBackendError"
+            | "jobInternalError",
+        ) => BqError::Transient(format!("{message} ({reason}); will retry")),
         (404, _) | (_, "notFound") => BqError::NotFound(message),
-        (401 | 403, _) => BqError::Transient(format!("{message} (HTTP {status} {reason}); check the credentials and that the account has BigQuery Data Editor and Job User roles")),
+        (401 | 403, _) => BqError::Transient(format!(
+            "{message} (HTTP {status} {reason}); check the credentials and that the account has BigQuery Data Editor and Job User roles"
+        )),
         (400, _) | (_, "invalid" | "invalidQuery") => BqError::Data(format!("{message} ({reason})")),
         (429, _) | (500.., _) => BqError::Transient(format!("{message} (HTTP {status}); will retry")),
         _ => BqError::Transient(format!("{message} (HTTP {status} {reason})")),
@@ -120,10 +131,17 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| BqError::Transient(format!("{url} unreachable: {e}; is BigQuery (or the emulator) up?")))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| BqError::Transient(format!("{url} unreachable: {e}; is BigQuery (or the emulator) up?")))?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(|e| BqError::Transient(format!("{url}: reading response: {e}")))?;
-        let json = if bytes.is_empty() { Json::Null } else { serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"message": String::from_utf8_lossy(&bytes)})) };
+        let json = if bytes.is_empty() {
+            Json::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"message": String::from_utf8_lossy(&bytes)}))
+        };
         Ok((status, json))
     }
 
@@ -158,7 +176,16 @@ impl Client {
             200 => Ok(Some(
                 b["schema"]["fields"]
                     .as_array()
-                    .map(|fs| fs.iter().map(|f| (f["name"].as_str().unwrap_or("").to_string(), f["type"].as_str().unwrap_or("STRING").to_string())).collect())
+                    .map(|fs| {
+                        fs.iter()
+                            .map(|f| {
+                                (
+                                    f["name"].as_str().unwrap_or("").to_string(),
+                                    f["type"].as_str().unwrap_or("STRING").to_string(),
+                                )
+                            })
+                            .collect()
+                    })
                     .unwrap_or_default(),
             )),
             404 => Ok(None),
@@ -250,7 +277,9 @@ impl Client {
                 return Ok(job);
             }
             if started.elapsed() > Duration::from_secs(600) {
-                return Err(BqError::Transient(format!("job {job_id} did not finish within 10 min; it will be looked up again by its id")));
+                return Err(BqError::Transient(format!(
+                    "job {job_id} did not finish within 10 min; it will be looked up again by its id"
+                )));
             }
             if !job.is_null() {
                 tokio::time::sleep(delay).await;
@@ -273,7 +302,16 @@ impl Client {
 fn cells(b: &Json) -> Vec<Vec<Option<String>>> {
     b["rows"]
         .as_array()
-        .map(|rows| rows.iter().map(|r| r["f"].as_array().map(|fs| fs.iter().map(|c| c["v"].as_str().map(str::to_string)).collect()).unwrap_or_default()).collect())
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    r["f"]
+                        .as_array()
+                        .map(|fs| fs.iter().map(|c| c["v"].as_str().map(str::to_string)).collect())
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -302,8 +340,12 @@ mod tests {
         assert!(matches!(classify(403, "rateLimitExceeded", "x".into()), BqError::Transient(_)));
         assert!(matches!(classify(404, "notFound", "x".into()), BqError::NotFound(_)));
         assert!(matches!(classify(400, "jobInternalError", "x".into()), BqError::Transient(_)));
-        assert!(matches!(classify(400, "invalidQuery", "Could not serialize access to table p:d.t due to concurrent update".into()), BqError::Transient(_)));
-        let body = json!({"error": {"code": 400, "message": "Could not convert", "errors": [{"reason": "invalidQuery"}]}});
+        assert!(matches!(
+            classify(400, "invalidQuery", "Could not serialize access to table p:d.t due to concurrent update".into()),
+            BqError::Transient(_)
+        ));
+        let body =
+            json!({"error": {"code": 400, "message": "Could not convert", "errors": [{"reason": "invalidQuery"}]}});
         assert_eq!(reason_of(&body), ("invalidQuery".into(), "Could not convert".into()));
     }
 

@@ -99,16 +99,26 @@ fn is_meta(name: &str) -> bool {
 impl BigQuery {
     /// `base_url` is `https://bigquery.googleapis.com` (or the emulator's
     /// `http://127.0.0.1:9050`); `/bigquery/v2` is added when missing.
-    pub fn new(base_url: &str, project: &str, dataset: &str, model: Arc<ReadModel>, auth: Auth) -> Result<BigQuery, SinkError> {
-        if dataset.is_empty() || dataset.len() > 1024 || !dataset.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(err(format!("dataset {dataset:?} is not a valid BigQuery dataset id: use letters, digits and '_'")));
+    pub fn new(
+        base_url: &str,
+        project: &str,
+        dataset: &str,
+        model: Arc<ReadModel>,
+        auth: Auth,
+    ) -> Result<BigQuery, SinkError> {
+        if dataset.is_empty() || dataset.len() > 1024 || !dataset.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(err(format!(
+                "dataset {dataset:?} is not a valid BigQuery dataset id: use letters, digits and '_'"
+            )));
         }
         if project.is_empty() {
             return Err(err("no BigQuery project id: set the project (e.g. projector-local for the emulator)"));
         }
         for t in &model.tables {
             if let Some(bq) = &t.bigquery {
-                sql::check_table_name(&bq.table).map_err(|e| err(format!("{}:{}: {e}", model.file.display(), t.line)))?;
+                sql::check_table_name(&bq.table)
+                    .map_err(|e| err(format!("{}:{}: {e}", model.file.display(), t.line)))?;
             }
         }
         let tokens = auth::TokenSource::new(&auth).map_err(err)?;
@@ -134,7 +144,11 @@ impl BigQuery {
     async fn create_table(&self, target: &str, columns: &[(String, String)]) -> Result<bool, BqError> {
         let bq = self.table_for(target).and_then(|t| t.bigquery.as_ref());
         let type_of = |name: &str| -> Option<String> {
-            sql::META.iter().find(|(m, _)| *m == name).map(|(_, t)| t.to_string()).or_else(|| columns.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, t)| t.clone()))
+            sql::META
+                .iter()
+                .find(|(m, _)| *m == name)
+                .map(|(_, t)| t.to_string())
+                .or_else(|| columns.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, t)| t.clone()))
         };
         let partition = match bq.and_then(|b| b.partition_by.as_deref()) {
             None => None,
@@ -159,7 +173,9 @@ impl BigQuery {
         let table = self.table_for(target);
         let declared = table.and_then(|t| t.bigquery.as_ref()).map(|b| b.types.as_slice()).unwrap_or(&[]);
         let mut added: Vec<(String, String)> = Vec::new();
-        let seen = |name: &str, added: &Vec<(String, String)>| is_meta(name) || known.iter().chain(added.iter()).any(|(n, _)| n.eq_ignore_ascii_case(name));
+        let seen = |name: &str, added: &Vec<(String, String)>| {
+            is_meta(name) || known.iter().chain(added.iter()).any(|(n, _)| n.eq_ignore_ascii_case(name))
+        };
         for w in writes {
             let body = w.doc.body.as_ref().map(|b| b.columns.as_slice()).unwrap_or(&[]);
             for (name, v) in body.iter().chain(w.doc.key.columns.iter()) {
@@ -170,7 +186,11 @@ impl BigQuery {
                     .iter()
                     .find(|(f, _)| f == name)
                     .map(|(_, t)| t.clone())
-                    .or_else(|| table.and_then(|t| t.output_type(name, w.doc.source_types.as_deref())).map(|ft| sql::type_of_field(&ft)))
+                    .or_else(|| {
+                        table
+                            .and_then(|t| t.output_type(name, w.doc.source_types.as_deref()))
+                            .map(|ft| sql::type_of_field(&ft))
+                    })
                     .or_else(|| sql::type_of_value(v));
                 if let Some(ty) = ty {
                     added.push((name.clone(), ty));
@@ -213,14 +233,19 @@ impl BigQuery {
                 }
                 let tref = self.tref(target);
                 self.client.query(&sql::add_columns(&tref, &added), &[]).await.map_err(|e| match e {
-                    BqError::Data(m) => BqError::Data(format!("adding columns {:?} to table {target}: {m}", added.iter().map(|(n, _)| n).collect::<Vec<_>>())),
+                    BqError::Data(m) => BqError::Data(format!(
+                        "adding columns {:?} to table {target}: {m}",
+                        added.iter().map(|(n, _)| n).collect::<Vec<_>>()
+                    )),
                     other => other,
                 })?;
                 self.client.query(&sql::live_view(&self.view_ref(target), &tref), &[]).await?;
                 tracing::info!(sink = SINK, table = target, columns = ?added, "added columns");
             }
         }
-        let cols = self.client.table_columns(&self.dataset, target).await?.ok_or_else(|| BqError::NotFound(format!("table {target} vanished right after it was created or altered")))?;
+        let cols = self.client.table_columns(&self.dataset, target).await?.ok_or_else(|| {
+            BqError::NotFound(format!("table {target} vanished right after it was created or altered"))
+        })?;
         columns.insert(target.to_string(), cols.clone());
         Ok(cols)
     }
@@ -234,12 +259,19 @@ impl BigQuery {
     /// One staging row (JSON): bookkeeping values and one text cell per data column.
     fn stage_row(w: &Write, data: &[(String, String)]) -> String {
         let d = &w.doc;
-        let find = |row: &crate::decode::Row, n: &str| row.columns.iter().find(|(c, _)| c.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+        let find = |row: &crate::decode::Row, n: &str| {
+            row.columns.iter().find(|(c, _)| c.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone())
+        };
         let mut m = Map::new();
         m.insert("id".into(), Json::String(d.id.clone()));
         m.insert("pos".into(), Json::String(d.position.as_str().to_string()));
         m.insert("del".into(), Json::String(d.body.is_none().to_string()));
-        m.insert("ts".into(), d.source_ts_ms.map(|ms| Json::String(format!("{}Z", timestamp_text(ms as i128 * 1_000_000)))).unwrap_or(Json::Null));
+        m.insert(
+            "ts".into(),
+            d.source_ts_ms
+                .map(|ms| Json::String(format!("{}Z", timestamp_text(ms as i128 * 1_000_000))))
+                .unwrap_or(Json::Null),
+        );
         let mut keep = String::from(",");
         for (i, (n, ty)) in data.iter().enumerate() {
             let v = match &d.body {
@@ -262,7 +294,10 @@ impl BigQuery {
     async fn job(&self, id: &str, statement: &str, params: &[Param<'_>]) -> Result<bool, BqError> {
         match self.client.run_job(id, statement, params).await {
             Err(BqError::FailedBefore(m)) => {
-                let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
                 tracing::warn!(sink = SINK, job = id, error = %m, "an earlier run of this job failed; running it again under a new id");
                 self.client.run_job(&format!("{id}_r{nanos}"), statement, params).await
             }
@@ -314,7 +349,13 @@ impl BigQuery {
 
     /// Stages some fresh writes and MERGEs them, each step a job with a
     /// deterministic id (see the module doc), then drops the staging table.
-    async fn stage_and_merge(&self, target: &str, fresh: &[&Write], rows: &[String], data: &[(String, String)]) -> Result<(), BqError> {
+    async fn stage_and_merge(
+        &self,
+        target: &str,
+        fresh: &[&Write],
+        rows: &[String],
+        data: &[(String, String)],
+    ) -> Result<(), BqError> {
         let mut parts: Vec<&str> = vec![&self.model.name, target];
         for w in fresh {
             parts.push(&w.doc.id);
@@ -333,14 +374,24 @@ impl BigQuery {
         match self.job(&merge_id, &merge_sql, &[]).await {
             Ok(dup) => {
                 if dup {
-                    tracing::info!(sink = SINK, table = target, job = merge_id, "MERGE of this batch already ran (job id exists); not applying it again");
+                    tracing::info!(
+                        sink = SINK,
+                        table = target,
+                        job = merge_id,
+                        "MERGE of this batch already ran (job id exists); not applying it again"
+                    );
                 }
             }
             // The staged table is gone (an earlier attempt staged it, and it
             // expired or was dropped): stage again under a fresh id.
             Err(BqError::NotFound(_)) if stage_dup => {
-                let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-                self.client.run_job(&format!("{stage_id}_r{nanos}"), &stage_sql, &[Param::String("rows", rows)]).await?;
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                self.client
+                    .run_job(&format!("{stage_id}_r{nanos}"), &stage_sql, &[Param::String("rows", rows)])
+                    .await?;
                 self.client.run_job(&format!("{merge_id}_r{nanos}"), &merge_sql, &[]).await?;
             }
             Err(e) => return Err(e),
@@ -370,13 +421,18 @@ impl Sink for BigQuery {
     }
 
     async fn prepare(&self, model: &ReadModel) -> Result<(), SinkError> {
-        let location = self.client.ensure_dataset(&self.dataset).await.map_err(|e| err(format!("creating dataset {}: {}", self.dataset, e.message())))?;
+        let location = self
+            .client
+            .ensure_dataset(&self.dataset)
+            .await
+            .map_err(|e| err(format!("creating dataset {}: {}", self.dataset, e.message())))?;
         if let (Some(l), Ok(mut slot)) = (location, self.client.location.write()) {
             *slot = Some(l);
         }
         for t in &model.tables {
             let Some(bq) = &t.bigquery else { continue };
-            let existing = self.client.table_columns(&self.dataset, &bq.table).await.map_err(|e| self.transient(&bq.table, e))?;
+            let existing =
+                self.client.table_columns(&self.dataset, &bq.table).await.map_err(|e| self.transient(&bq.table, e))?;
             match existing {
                 Some(cols) => {
                     self.columns.lock().await.insert(bq.table.clone(), cols);
@@ -385,7 +441,12 @@ impl Sink for BigQuery {
                 // fields; otherwise with the first batch, once fields are typed.
                 None => {
                     if self.create_table(&bq.table, &bq.types).await.map_err(|e| self.transient(&bq.table, e))? {
-                        let cols = self.client.table_columns(&self.dataset, &bq.table).await.map_err(|e| self.transient(&bq.table, e))?.unwrap_or_default();
+                        let cols = self
+                            .client
+                            .table_columns(&self.dataset, &bq.table)
+                            .await
+                            .map_err(|e| self.transient(&bq.table, e))?
+                            .unwrap_or_default();
                         self.columns.lock().await.insert(bq.table.clone(), cols);
                     }
                 }
@@ -434,6 +495,9 @@ impl Sink for BigQuery {
                 }
             }
         }
-        Ok(writes.iter().map(|w| outcomes.remove(&(w.target.to_string(), w.doc.id.clone())).unwrap_or(Outcome::Stale)).collect())
+        Ok(writes
+            .iter()
+            .map(|w| outcomes.remove(&(w.target.to_string(), w.doc.id.clone())).unwrap_or(Outcome::Stale))
+            .collect())
     }
 }

@@ -65,8 +65,16 @@ pub fn literal(s: &str) -> String {
 /// `_`, `-`, spaces; at most 1024 bytes) so a bad name fails at start-up
 /// with a hint rather than as an opaque 400 on the first batch.
 pub fn check_table_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty() && name.len() <= 1024 && name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == ' ');
-    if ok { Ok(()) } else { Err(format!("bigquery table {name:?} is not a valid BigQuery table name: use letters, digits, '_' , '-' or spaces (no dots or quotes), at most 1024 bytes")) }
+    let ok = !name.is_empty()
+        && name.len() <= 1024
+        && name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == ' ');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "bigquery table {name:?} is not a valid BigQuery table name: use letters, digits, '_' , '-' or spaces (no dots or quotes), at most 1024 bytes"
+        ))
+    }
 }
 
 /// The column type for a Connect field type, as faithful as BigQuery allows:
@@ -78,7 +86,10 @@ pub fn type_of_field(ft: &FieldType) -> String {
         Some("org.apache.kafka.connect.data.Decimal") => decimal_type(ft.precision, ft.scale),
         Some("io.debezium.data.VariableScaleDecimal") => "BIGNUMERIC".into(),
         Some("io.debezium.time.Date") | Some("org.apache.kafka.connect.data.Date") => "DATE".into(),
-        Some("io.debezium.time.Time") | Some("org.apache.kafka.connect.data.Time") | Some("io.debezium.time.MicroTime") | Some("io.debezium.time.NanoTime") => "TIME".into(),
+        Some("io.debezium.time.Time")
+        | Some("org.apache.kafka.connect.data.Time")
+        | Some("io.debezium.time.MicroTime")
+        | Some("io.debezium.time.NanoTime") => "TIME".into(),
         Some("io.debezium.time.Timestamp")
         | Some("org.apache.kafka.connect.data.Timestamp")
         | Some("io.debezium.time.MicroTimestamp")
@@ -118,22 +129,20 @@ pub fn decimal_type(precision: Option<u32>, scale: Option<u32>) -> String {
 
 /// The column type for a field known only by a decoded value; `None` for null.
 pub fn type_of_value(v: &Value) -> Option<String> {
-    Some(
-        match v {
-            Value::Null | Value::Unavailable => return None,
-            Value::Bool(_) => "BOOL".into(),
-            Value::Int(_) => "INT64".into(),
-            Value::Float(_) => "FLOAT64".into(),
-            Value::Decimal { scale, .. } => decimal_type(None, Some(*scale)),
-            Value::String(_) => "STRING".into(),
-            Value::Bytes(_) => "BYTES".into(),
-            Value::Date(_) => "DATE".into(),
-            Value::Time(_) => "TIME".into(),
-            Value::Timestamp(_) => "DATETIME".into(),
-            Value::ZonedTimestamp(_) => "TIMESTAMP".into(),
-            Value::Json(_) => "JSON".into(),
-        },
-    )
+    Some(match v {
+        Value::Null | Value::Unavailable => return None,
+        Value::Bool(_) => "BOOL".into(),
+        Value::Int(_) => "INT64".into(),
+        Value::Float(_) => "FLOAT64".into(),
+        Value::Decimal { scale, .. } => decimal_type(None, Some(*scale)),
+        Value::String(_) => "STRING".into(),
+        Value::Bytes(_) => "BYTES".into(),
+        Value::Date(_) => "DATE".into(),
+        Value::Time(_) => "TIME".into(),
+        Value::Timestamp(_) => "DATETIME".into(),
+        Value::ZonedTimestamp(_) => "TIMESTAMP".into(),
+        Value::Json(_) => "JSON".into(),
+    })
 }
 
 /// The base type of a column type as written in DDL or read back from
@@ -158,7 +167,9 @@ fn parse_expr(base: &str, json_path: &str) -> String {
         "STRING" => v,
         "BYTES" => format!("FROM_BASE64({v})"),
         "JSON" => format!("PARSE_JSON({v})"),
-        "INT64" | "FLOAT64" | "NUMERIC" | "BIGNUMERIC" | "BOOL" | "DATE" | "TIME" | "DATETIME" | "TIMESTAMP" => format!("CAST({v} AS {base})"),
+        "INT64" | "FLOAT64" | "NUMERIC" | "BIGNUMERIC" | "BOOL" | "DATE" | "TIME" | "DATETIME" | "TIMESTAMP" => {
+            format!("CAST({v} AS {base})")
+        }
         // GEOGRAPHY, INTERVAL, ...: BigQuery converts from text where it can.
         other => format!("CAST({v} AS {other})"),
     }
@@ -183,7 +194,13 @@ pub fn cell_text(v: &Value, base: &str) -> Option<String> {
         Value::Bool(b) => b.to_string(),
         Value::Int(i) => i.to_string(),
         Value::Float(f) if f.is_nan() => "NaN".into(),
-        Value::Float(f) if f.is_infinite() => if *f > 0.0 { "Infinity".into() } else { "-Infinity".into() },
+        Value::Float(f) if f.is_infinite() => {
+            if *f > 0.0 {
+                "Infinity".into()
+            } else {
+                "-Infinity".into()
+            }
+        }
         Value::Float(f) => f.to_string(),
         Value::Decimal { unscaled, scale } => decimal_text(*unscaled, *scale),
         Value::String(s) if base == "BYTES" => base64::engine::general_purpose::STANDARD.encode(s.as_bytes()),
@@ -213,7 +230,8 @@ pub fn create_table(table: &str, columns: &[(String, String)], partition: Option
     if let Some(p) = partition {
         sql.push_str(&format!(" PARTITION BY {p}"));
     }
-    let cluster: Vec<String> = if cluster.is_empty() { vec![quote("__id")] } else { cluster.iter().map(|c| quote(c)).collect() };
+    let cluster: Vec<String> =
+        if cluster.is_empty() { vec![quote("__id")] } else { cluster.iter().map(|c| quote(c)).collect() };
     sql.push_str(&format!(" CLUSTER BY {}", cluster.join(", ")));
     sql
 }
@@ -225,13 +243,16 @@ pub fn partition_expr(column: &str, ty: &str) -> Result<String, String> {
         "DATE" => Ok(c),
         "TIMESTAMP" => Ok(format!("TIMESTAMP_TRUNC({c}, DAY)")),
         "DATETIME" => Ok(format!("DATETIME_TRUNC({c}, DAY)")),
-        other => Err(format!("partition_by {column:?} is a {other} column; BigQuery partitions by a DATE, DATETIME or TIMESTAMP column (daily): choose one of those, or remove partition_by")),
+        other => Err(format!(
+            "partition_by {column:?} is a {other} column; BigQuery partitions by a DATE, DATETIME or TIMESTAMP column (daily): choose one of those, or remove partition_by"
+        )),
     }
 }
 
 /// `ALTER TABLE ... ADD COLUMN IF NOT EXISTS ...` for new columns.
 pub fn add_columns(table: &str, columns: &[(String, String)]) -> String {
-    let adds: Vec<String> = columns.iter().map(|(n, t)| format!("ADD COLUMN IF NOT EXISTS {} {}", quote(n), plain_type(t))).collect();
+    let adds: Vec<String> =
+        columns.iter().map(|(n, t)| format!("ADD COLUMN IF NOT EXISTS {} {}", quote(n), plain_type(t))).collect();
     format!("ALTER TABLE {table} {}", adds.join(", "))
 }
 
@@ -282,7 +303,13 @@ pub fn merge(target: &str, stage: &str, columns: &[String]) -> String {
         sets.push(format!("{c} = IF(STRPOS(COALESCE(S.{k}, ''), ',{i},') > 0, T.{c}, S.{c})", c = q(n), k = q(KEEP)));
     }
     let mut names = vec![q("__id"), q("__position"), q("__deleted"), q("__source_ts"), q("__written_at")];
-    let mut values = vec![format!("S.{}", q("__id")), format!("S.{}", q("__position")), format!("S.{}", q("__deleted")), format!("S.{}", q("__source_ts")), "CURRENT_TIMESTAMP()".to_string()];
+    let mut values = vec![
+        format!("S.{}", q("__id")),
+        format!("S.{}", q("__position")),
+        format!("S.{}", q("__deleted")),
+        format!("S.{}", q("__source_ts")),
+        "CURRENT_TIMESTAMP()".to_string(),
+    ];
     for n in columns {
         names.push(q(n));
         values.push(format!("S.{}", q(n)));
@@ -318,7 +345,12 @@ pub fn stable_hash(parts: &[&str]) -> String {
 
 /// A job id from a readable prefix and a hash: `[A-Za-z0-9_-]`, ≤ 1024 bytes.
 pub fn job_id(model: &str, target: &str, hash: &str, step: &str) -> String {
-    let clean = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).take(200).collect::<String>();
+    let clean = |s: &str| {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+            .take(200)
+            .collect::<String>()
+    };
     format!("projector_{}_{}_{hash}_{step}", clean(model), clean(target))
 }
 
@@ -379,9 +411,18 @@ mod tests {
     fn values_travel_as_exact_text() {
         assert_eq!(cell_text(&Value::Decimal { unscaled: 35_000_000, scale: 2 }, "NUMERIC").unwrap(), "350000.00");
         assert_eq!(cell_text(&Value::Decimal { unscaled: -1, scale: 4 }, "NUMERIC").unwrap(), "-0.0001");
-        assert_eq!(cell_text(&Value::Timestamp(1_700_000_000_123_456_789), "DATETIME").unwrap(), "2023-11-14T22:13:20.123456");
-        assert_eq!(cell_text(&Value::Timestamp(1_700_000_000_000_000_000), "TIMESTAMP").unwrap(), "2023-11-14T22:13:20Z");
-        assert_eq!(cell_text(&Value::ZonedTimestamp("2026-01-02T03:04:05.1234567+07:00".into()), "TIMESTAMP").unwrap(), "2026-01-02T03:04:05.123456+07:00");
+        assert_eq!(
+            cell_text(&Value::Timestamp(1_700_000_000_123_456_789), "DATETIME").unwrap(),
+            "2023-11-14T22:13:20.123456"
+        );
+        assert_eq!(
+            cell_text(&Value::Timestamp(1_700_000_000_000_000_000), "TIMESTAMP").unwrap(),
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(
+            cell_text(&Value::ZonedTimestamp("2026-01-02T03:04:05.1234567+07:00".into()), "TIMESTAMP").unwrap(),
+            "2026-01-02T03:04:05.123456+07:00"
+        );
         assert_eq!(cell_text(&Value::Time(3_723_000_001_999), "TIME").unwrap(), "01:02:03.000001");
         assert_eq!(cell_text(&Value::Bytes(vec![0, 1, 255]), "BYTES").unwrap(), "AAH/");
         assert_eq!(cell_text(&Value::Float(f64::NEG_INFINITY), "FLOAT64").unwrap(), "-Infinity");
@@ -392,7 +433,12 @@ mod tests {
 
     #[test]
     fn create_table_has_key_partition_and_cluster() {
-        let sql = create_table("`p`.`d`.`t`", &[("Fare".into(), "NUMERIC(12, 2)".into())], Some("DATETIME_TRUNC(`DepartAt`, DAY)"), &[]);
+        let sql = create_table(
+            "`p`.`d`.`t`",
+            &[("Fare".into(), "NUMERIC(12, 2)".into())],
+            Some("DATETIME_TRUNC(`DepartAt`, DAY)"),
+            &[],
+        );
         assert_eq!(
             sql,
             "CREATE TABLE IF NOT EXISTS `p`.`d`.`t` (`__id` STRING NOT NULL, `__position` STRING NOT NULL, `__deleted` BOOL NOT NULL, `__source_ts` TIMESTAMP, `__written_at` TIMESTAMP, `Fare` NUMERIC(12, 2), PRIMARY KEY (`__id`) NOT ENFORCED) PARTITION BY DATETIME_TRUNC(`DepartAt`, DAY) CLUSTER BY `__id`"
@@ -400,7 +446,10 @@ mod tests {
         assert!(create_table("t", &[], None, &["Trip`Id".into()]).ends_with("NOT ENFORCED) CLUSTER BY `Trip\\`Id`"));
         assert_eq!(partition_expr("d", "DATE").unwrap(), "`d`");
         assert!(partition_expr("n", "INTEGER").unwrap_err().contains("DATE, DATETIME or TIMESTAMP"));
-        assert_eq!(add_columns("t", &[("a b".into(), "INT64".into()), ("c".into(), "STRING NOT NULL".into())]), "ALTER TABLE t ADD COLUMN IF NOT EXISTS `a b` INT64, ADD COLUMN IF NOT EXISTS `c` STRING");
+        assert_eq!(
+            add_columns("t", &[("a b".into(), "INT64".into()), ("c".into(), "STRING NOT NULL".into())]),
+            "ALTER TABLE t ADD COLUMN IF NOT EXISTS `a b` INT64, ADD COLUMN IF NOT EXISTS `c` STRING"
+        );
         assert_eq!(live_view("`v`", "`t`"), "CREATE OR REPLACE VIEW `v` AS SELECT * FROM `t` WHERE NOT `__deleted`");
     }
 

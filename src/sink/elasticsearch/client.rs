@@ -52,17 +52,23 @@ impl Client {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> Result<(u16, Json), SinkError> {
-        let resp = req.send().await.map_err(|e| err(format!("{what}: {} unreachable: {e}; is the cluster up?", self.base)))?;
+        let resp =
+            req.send().await.map_err(|e| err(format!("{what}: {} unreachable: {e}; is the cluster up?", self.base)))?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(|e| err(format!("{what}: reading response: {e}")))?;
-        let body = if bytes.is_empty() { Json::Null } else { serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes))) };
+        let body = if bytes.is_empty() {
+            Json::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)))
+        };
         Ok((status, body))
     }
 
     /// `GET /_cluster/health`, proving the cluster answers. (`GET /` is not
     /// used: the integ-test-zip distribution lacks the module that serves it.)
     pub async fn health(&self) -> Result<Json, SinkError> {
-        let (status, body) = self.send(self.http.get(format!("{}/_cluster/health", self.base)), "cluster health").await?;
+        let (status, body) =
+            self.send(self.http.get(format!("{}/_cluster/health", self.base)), "cluster health").await?;
         if status != 200 {
             return Err(err(format!("cluster health: HTTP {status}: {body}")));
         }
@@ -79,14 +85,21 @@ impl Client {
         }
         let physical = format!("{alias}_v1");
         let body = json!({"mappings": mappings, "aliases": {alias: alias_definition()}});
-        let (status, resp) = self.send(self.http.put(format!("{}/{physical}", self.base)).json(&body), "index creation").await?;
+        let (status, resp) =
+            self.send(self.http.put(format!("{}/{physical}", self.base)).json(&body), "index creation").await?;
         match status {
             200 => Ok(()),
             // Another instance created it first, or it exists without the alias.
             400 if resp.to_string().contains("resource_already_exists_exception") => {
                 let actions = json!({"actions": [{"add": {"index": physical, "alias": alias, "is_write_index": true, "filter": alias_definition()["filter"]}}]});
-                let (status, resp) = self.send(self.http.post(format!("{}/_aliases", self.base)).json(&actions), "alias creation").await?;
-                if status == 200 { Ok(()) } else { Err(err(format!("adding alias {alias} to {physical}: HTTP {status}: {resp}"))) }
+                let (status, resp) = self
+                    .send(self.http.post(format!("{}/_aliases", self.base)).json(&actions), "alias creation")
+                    .await?;
+                if status == 200 {
+                    Ok(())
+                } else {
+                    Err(err(format!("adding alias {alias} to {physical}: HTTP {status}: {resp}")))
+                }
             }
             _ => {
                 let hint = if resp.to_string().contains("maximum normal shards open") {
@@ -101,7 +114,8 @@ impl Client {
 
     /// Names of the top-level fields in the mapping behind `alias`.
     pub async fn mapped_fields(&self, alias: &str) -> Result<std::collections::HashSet<String>, SinkError> {
-        let (status, body) = self.send(self.http.get(format!("{}/{alias}/_mapping", self.base)), "reading mapping").await?;
+        let (status, body) =
+            self.send(self.http.get(format!("{}/{alias}/_mapping", self.base)), "reading mapping").await?;
         if status != 200 {
             return Err(err(format!("reading mapping of {alias}: HTTP {status}: {body}")));
         }
@@ -119,8 +133,17 @@ impl Client {
     /// Adds field mappings to the index behind `alias` (additive only).
     pub async fn put_mapping(&self, alias: &str, fields: &[(String, Json)]) -> Result<(), SinkError> {
         let props: serde_json::Map<String, Json> = fields.iter().cloned().collect();
-        let (status, body) = self.send(self.http.put(format!("{}/{alias}/_mapping", self.base)).json(&json!({"properties": props})), "extending mapping").await?;
-        if status == 200 { Ok(()) } else { Err(err(format!("extending mapping of {alias}: HTTP {status}: {}", truncate(&body.to_string(), 400)))) }
+        let (status, body) = self
+            .send(
+                self.http.put(format!("{}/{alias}/_mapping", self.base)).json(&json!({"properties": props})),
+                "extending mapping",
+            )
+            .await?;
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(err(format!("extending mapping of {alias}: HTTP {status}: {}", truncate(&body.to_string(), 400))))
+        }
     }
 
     /// Reads the stored position, `_seq_no` and `_primary_term` of documents.
@@ -129,11 +152,15 @@ impl Client {
             return Ok(vec![]);
         }
         let url = format!("{}/{alias}/_mget?_source_includes={META_FIELD}.position&realtime=true", self.base);
-        let (status, body) = self.send(self.http.post(url).json(&json!({"ids": ids})), "reading current positions").await?;
+        let (status, body) =
+            self.send(self.http.post(url).json(&json!({"ids": ids})), "reading current positions").await?;
         if status != 200 {
             return Err(err(format!("_mget on {alias}: HTTP {status}: {body}")));
         }
-        let docs = body.get("docs").and_then(Json::as_array).ok_or_else(|| err(format!("_mget on {alias}: no docs in response")))?;
+        let docs = body
+            .get("docs")
+            .and_then(Json::as_array)
+            .ok_or_else(|| err(format!("_mget on {alias}: no docs in response")))?;
         if docs.len() != ids.len() {
             return Err(err(format!("_mget on {alias}: asked for {} ids, got {}", ids.len(), docs.len())));
         }
@@ -146,9 +173,18 @@ impl Client {
                     return Ok(None);
                 }
                 Ok(Some(Current {
-                    seq_no: d.get("_seq_no").and_then(Json::as_i64).ok_or_else(|| err("_mget: found document without _seq_no"))?,
-                    primary_term: d.get("_primary_term").and_then(Json::as_i64).ok_or_else(|| err("_mget: found document without _primary_term"))?,
-                    position: d.pointer(&format!("/_source/{META_FIELD}/position")).and_then(Json::as_str).map(str::to_string),
+                    seq_no: d
+                        .get("_seq_no")
+                        .and_then(Json::as_i64)
+                        .ok_or_else(|| err("_mget: found document without _seq_no"))?,
+                    primary_term: d
+                        .get("_primary_term")
+                        .and_then(Json::as_i64)
+                        .ok_or_else(|| err("_mget: found document without _primary_term"))?,
+                    position: d
+                        .pointer(&format!("/_source/{META_FIELD}/position"))
+                        .and_then(Json::as_str)
+                        .map(str::to_string),
                 }))
             })
             .collect()
@@ -156,13 +192,19 @@ impl Client {
 
     /// Sends an NDJSON bulk body; returns each item's result.
     pub async fn bulk(&self, body: Vec<u8>, expected_items: usize) -> Result<Vec<BulkItem>, SinkError> {
-        let url = format!("{}/_bulk?require_alias=true&filter_path=errors,items.*.status,items.*.error,items.*._seq_no,items.*._primary_term", self.base);
+        let url = format!(
+            "{}/_bulk?require_alias=true&filter_path=errors,items.*.status,items.*.error,items.*._seq_no,items.*._primary_term",
+            self.base
+        );
         let req = self.http.post(url).header("content-type", "application/x-ndjson").body(body);
         let (status, resp) = self.send(req, "bulk").await?;
         if status != 200 {
             return Err(err(format!("bulk: HTTP {status}: {}", truncate(&resp.to_string(), 500))));
         }
-        let items = resp.get("items").and_then(Json::as_array).ok_or_else(|| err(format!("bulk: response has no items: {}", truncate(&resp.to_string(), 500))))?;
+        let items = resp
+            .get("items")
+            .and_then(Json::as_array)
+            .ok_or_else(|| err(format!("bulk: response has no items: {}", truncate(&resp.to_string(), 500))))?;
         if items.len() != expected_items {
             return Err(err(format!("bulk: sent {expected_items} actions, got {} results", items.len())));
         }

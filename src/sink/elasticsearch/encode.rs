@@ -15,7 +15,11 @@ pub fn write(out: &mut Vec<u8>, w: &Write, current: Option<&Current>) {
     let id = serde_json::to_string(&w.doc.id).unwrap_or_default();
     match current {
         Some(c) if w.doc.is_partial() => {
-            let _ = writeln!(out, r#"{{"update":{{"_index":{index},"_id":{id},"if_seq_no":{},"if_primary_term":{}}}}}"#, c.seq_no, c.primary_term);
+            let _ = writeln!(
+                out,
+                r#"{{"update":{{"_index":{index},"_id":{id},"if_seq_no":{},"if_primary_term":{}}}}}"#,
+                c.seq_no, c.primary_term
+            );
             out.extend_from_slice(b"{\"doc\":");
             document(out, &w.doc);
             out.pop();
@@ -23,7 +27,11 @@ pub fn write(out: &mut Vec<u8>, w: &Write, current: Option<&Current>) {
             return;
         }
         Some(c) => {
-            let _ = writeln!(out, r#"{{"index":{{"_index":{index},"_id":{id},"if_seq_no":{},"if_primary_term":{}}}}}"#, c.seq_no, c.primary_term);
+            let _ = writeln!(
+                out,
+                r#"{{"index":{{"_index":{index},"_id":{id},"if_seq_no":{},"if_primary_term":{}}}}}"#,
+                c.seq_no, c.primary_term
+            );
         }
         None => {
             let _ = writeln!(out, r#"{{"create":{{"_index":{index},"_id":{id}}}}}"#);
@@ -49,7 +57,12 @@ pub fn document(out: &mut Vec<u8>, doc: &Document) {
         value_json(out, v);
         out.push(b',');
     }
-    let _ = write!(out, r#""{META_FIELD}":{{"position":"{}","deleted":{deleted},"op":"{}""#, doc.position.as_str(), doc.op.as_str());
+    let _ = write!(
+        out,
+        r#""{META_FIELD}":{{"position":"{}","deleted":{deleted},"op":"{}""#,
+        doc.position.as_str(),
+        doc.op.as_str()
+    );
     if let Some(ts) = doc.source_ts_ms {
         let _ = write!(out, r#","source_ts_ms":{ts}"#);
     }
@@ -66,7 +79,9 @@ pub fn value_json(out: &mut Vec<u8>, v: &Value) {
         Value::Float(_) => write!(out, "null"),
         // Exact digits as a JSON number: no f64 rounding on our side.
         Value::Decimal { unscaled, scale } => write!(out, "{}", value::decimal_text(*unscaled, *scale)),
-        Value::String(s) | Value::ZonedTimestamp(s) => serde_json::to_writer(&mut *out, s).map_err(std::io::Error::other),
+        Value::String(s) | Value::ZonedTimestamp(s) => {
+            serde_json::to_writer(&mut *out, s).map_err(std::io::Error::other)
+        }
         Value::Bytes(b) => {
             use base64::Engine;
             write!(out, "\"{}\"", base64::engine::general_purpose::STANDARD.encode(b))

@@ -37,8 +37,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Outcome, Sink, SinkError, Write};
-use crate::mapping::{ReadModel, TableMapping};
 use crate::decode::Op;
+use crate::mapping::{ReadModel, TableMapping};
 pub use client::{Client, Current, META_FIELD};
 
 /// Writes read-model documents to Elasticsearch or OpenSearch.
@@ -117,7 +117,13 @@ impl KnownDocs {
 
 impl Elasticsearch {
     pub fn new(url: &str) -> Result<Elasticsearch, SinkError> {
-        Ok(Elasticsearch { client: Client::new(url, Duration::from_secs(60))?, mapped: Mutex::default(), refused: Mutex::default(), in_flight: 1, known: Mutex::default() })
+        Ok(Elasticsearch {
+            client: Client::new(url, Duration::from_secs(60))?,
+            mapped: Mutex::default(),
+            refused: Mutex::default(),
+            in_flight: 1,
+            known: Mutex::default(),
+        })
     }
 
     /// Lets the pipeline write `n` batches at once. Safe for any `n`: each
@@ -216,7 +222,10 @@ impl Sink for Elasticsearch {
                 let body = mapping::index_mapping(es, &[]);
                 self.client.ensure_alias(&es.index, &body).await?;
                 let fields = self.client.mapped_fields(&es.index).await?;
-                self.mapped.lock().unwrap_or_else(|e| e.into_inner()).insert(es.index.clone(), fields.into_iter().collect());
+                self.mapped
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(es.index.clone(), fields.into_iter().collect());
             }
         }
         Ok(())
@@ -254,7 +263,13 @@ impl Elasticsearch {
     /// sent as `create` without looking (it fails with 409 if the document
     /// exists after all); everything else, and every later round, reads the
     /// stored positions with one `_mget` per target.
-    async fn write_round(&self, writes: &[Write], todo: &[usize], outcomes: &mut [Option<Outcome>], first: bool) -> Result<Vec<usize>, SinkError> {
+    async fn write_round(
+        &self,
+        writes: &[Write],
+        todo: &[usize],
+        outcomes: &mut [Option<Outcome>],
+        first: bool,
+    ) -> Result<Vec<usize>, SinkError> {
         let mut by_target: HashMap<&str, Vec<usize>> = HashMap::new();
         let mut current: HashMap<usize, Current> = HashMap::new();
         {
@@ -302,7 +317,11 @@ impl Elasticsearch {
                 let w = &writes[*i];
                 match (item.status, item.seq_no, item.primary_term) {
                     (200 | 201, Some(seq_no), Some(primary_term)) => {
-                        known.put(&w.target, &w.doc.id, Current { seq_no, primary_term, position: Some(w.doc.position.as_str().to_string()) });
+                        known.put(
+                            &w.target,
+                            &w.doc.id,
+                            Current { seq_no, primary_term, position: Some(w.doc.position.as_str().to_string()) },
+                        );
                     }
                     (409, ..) => {
                         known.forget(&w.target, &w.doc.id);
@@ -324,7 +343,12 @@ impl Elasticsearch {
         // Someone deleted the alias or index: recreate it before the retry.
         missing_alias.dedup();
         for alias in missing_alias {
-            self.client.ensure_alias(&alias, &serde_json::json!({"dynamic": false, "properties": {META_FIELD: mapping::meta_properties()}})).await?;
+            self.client
+                .ensure_alias(
+                    &alias,
+                    &serde_json::json!({"dynamic": false, "properties": {META_FIELD: mapping::meta_properties()}}),
+                )
+                .await?;
             self.mapped.lock().unwrap_or_else(|e| e.into_inner()).remove(&*alias);
         }
         Ok(conflicts)
@@ -397,6 +421,9 @@ mod tests {
         assert!(matches!(classify(429, None), Outcome::Retry(_)));
         assert!(matches!(classify(503, None), Outcome::Retry(_)));
         let e = json!({"type": "document_parsing_exception", "reason": "failed to parse field [Seats] of type [long]"});
-        assert_eq!(classify(400, Some(&e)), Outcome::Rejected("document_parsing_exception: failed to parse field [Seats] of type [long]".into()));
+        assert_eq!(
+            classify(400, Some(&e)),
+            Outcome::Rejected("document_parsing_exception: failed to parse field [Seats] of type [long]".into())
+        );
     }
 }

@@ -86,7 +86,9 @@ impl ToSql for Cell<'_> {
                 out.put_u8(1);
                 match v {
                     Value::Json(j) => out.put_slice(serde_json::to_string(j)?.as_bytes()),
-                    Value::String(s) if serde_json::from_str::<serde_json::Value>(s).is_ok() => out.put_slice(s.as_bytes()),
+                    Value::String(s) if serde_json::from_str::<serde_json::Value>(s).is_ok() => {
+                        out.put_slice(s.as_bytes())
+                    }
                     other => out.put_slice(serde_json::to_string(&expr::text(other))?.as_bytes()),
                 }
             }
@@ -148,7 +150,12 @@ fn numeric(out: &mut BytesMut, unscaled: i128, scale: u32) {
     let int_part = format!("{}{int_part}", "0".repeat(int_pad));
     let frac_pad = (4 - frac_part.len() % 4) % 4;
     let frac_part = format!("{frac_part}{}", "0".repeat(frac_pad));
-    let group = |s: &str| s.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap_or("0").parse::<i16>().unwrap_or(0)).collect::<Vec<_>>();
+    let group = |s: &str| {
+        s.as_bytes()
+            .chunks(4)
+            .map(|c| std::str::from_utf8(c).unwrap_or("0").parse::<i16>().unwrap_or(0))
+            .collect::<Vec<_>>()
+    };
     let mut groups = group(&int_part);
     let mut weight = groups.len() as i16 - 1;
     groups.extend(group(&frac_part));
@@ -212,7 +219,8 @@ pub fn zoned_micros(s: &str) -> Option<i64> {
     };
     let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
     let mut t = hms.split(':');
-    let (h, mi, sec): (i64, i64, i64) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?, t.next().unwrap_or("0").parse().ok()?);
+    let (h, mi, sec): (i64, i64, i64) =
+        (t.next()?.parse().ok()?, t.next()?.parse().ok()?, t.next().unwrap_or("0").parse().ok()?);
     let micros: i64 = if frac.is_empty() { 0 } else { format!("{:0<6}", &frac[..frac.len().min(6)]).parse().ok()? };
     let secs = days_from_civil(y, m, dd) * 86_400 + h * 3600 + mi * 60 + sec - offset_secs;
     Some(secs * 1_000_000 + micros)
@@ -231,11 +239,20 @@ mod tests {
     #[test]
     fn numeric_matches_postgres_binary_layout() {
         // 350000.00: digits [35, 0] weight 1, dscale 2 -> trailing zero group stripped -> [35] weight 1.
-        assert_eq!(enc(Value::Decimal { unscaled: 35_000_000, scale: 2 }, Type::NUMERIC), vec![0, 1, 0, 1, 0, 0, 0, 2, 0, 35]);
+        assert_eq!(
+            enc(Value::Decimal { unscaled: 35_000_000, scale: 2 }, Type::NUMERIC),
+            vec![0, 1, 0, 1, 0, 0, 0, 2, 0, 35]
+        );
         // -12.34: [12, 3400] weight 0, neg, dscale 2.
-        assert_eq!(enc(Value::Decimal { unscaled: -1234, scale: 2 }, Type::NUMERIC), vec![0, 2, 0, 0, 0x40, 0, 0, 2, 0, 12, 0x0d, 0x48]);
+        assert_eq!(
+            enc(Value::Decimal { unscaled: -1234, scale: 2 }, Type::NUMERIC),
+            vec![0, 2, 0, 0, 0x40, 0, 0, 2, 0, 12, 0x0d, 0x48]
+        );
         // 0.000001: [0, 0, 100] -> leading zero groups stripped: [100] weight -2, dscale 6.
-        assert_eq!(enc(Value::Decimal { unscaled: 1, scale: 6 }, Type::NUMERIC), vec![0, 1, 0xff, 0xfe, 0, 0, 0, 6, 0, 100]);
+        assert_eq!(
+            enc(Value::Decimal { unscaled: 1, scale: 6 }, Type::NUMERIC),
+            vec![0, 1, 0xff, 0xfe, 0, 0, 0, 6, 0, 100]
+        );
         assert_eq!(enc(Value::Decimal { unscaled: 0, scale: 2 }, Type::NUMERIC), vec![0, 0, 0, 0, 0, 0, 0, 2]);
     }
 

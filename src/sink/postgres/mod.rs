@@ -104,13 +104,17 @@ impl Postgres {
             )
             .await
             .map_err(|e| err(format!("reading columns of {target}: {e}")))?;
-        Ok(rows.iter().map(|r| (r.get::<_, String>(0), Type::from_oid(r.get::<_, u32>(1)).unwrap_or(Type::TEXT))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, String>(0), Type::from_oid(r.get::<_, u32>(1)).unwrap_or(Type::TEXT)))
+            .collect())
     }
 
     /// Adds columns for fields of this batch that the table lacks.
     async fn evolve(&self, client: &Client, target: &str, writes: &[&Write]) -> Result<Vec<(String, Type)>, SinkError> {
         let mut columns = self.columns.lock().await;
-        let known: HashSet<String> = columns.get(target).map(|c| c.iter().map(|(n, _)| n.clone()).collect()).unwrap_or_default();
+        let known: HashSet<String> =
+            columns.get(target).map(|c| c.iter().map(|(n, _)| n.clone()).collect()).unwrap_or_default();
         let table = self.table_for(target);
         let mut added: Vec<(String, String)> = Vec::new();
         for w in writes {
@@ -119,15 +123,21 @@ impl Postgres {
                 if known.contains(name) || added.iter().any(|(n, _)| n == name) {
                     continue;
                 }
-                let declared = table.and_then(|t| t.postgres.as_ref()).and_then(|p| p.types.iter().find(|(f, _)| f == name)).map(|(_, t)| t.clone());
-                let from_schema = table.and_then(|t| t.output_type(name, w.doc.source_types.as_deref())).map(|ft| pg_type_of_field(&ft));
+                let declared = table
+                    .and_then(|t| t.postgres.as_ref())
+                    .and_then(|p| p.types.iter().find(|(f, _)| f == name))
+                    .map(|(_, t)| t.clone());
+                let from_schema = table
+                    .and_then(|t| t.output_type(name, w.doc.source_types.as_deref()))
+                    .map(|ft| pg_type_of_field(&ft));
                 if let Some(ty) = declared.or(from_schema).or_else(|| pg_type_of_value(v)) {
                     added.push((name.clone(), ty));
                 }
             }
         }
         if !added.is_empty() {
-            let alters: Vec<String> = added.iter().map(|(n, t)| format!("ADD COLUMN IF NOT EXISTS {} {t}", quote(n))).collect();
+            let alters: Vec<String> =
+                added.iter().map(|(n, t)| format!("ADD COLUMN IF NOT EXISTS {} {t}", quote(n))).collect();
             // PostgreSQL expands `*` when a view is created: recreate the live view too.
             let sql = format!("ALTER TABLE {t} {}; {}", alters.join(", "), live_view(target), t = quote_table(target));
             client.batch_execute(&sql).await.map_err(|e| err(format!("adding columns to {target}: {e}")))?;
@@ -141,7 +151,13 @@ impl Postgres {
     }
 
     /// Applies writes to one table inside `tx`; returns the applied ids.
-    async fn apply(&self, tx: &tokio_postgres::Transaction<'_>, target: &str, writes: &[&Write], columns: &[(String, Type)]) -> Result<HashSet<String>, tokio_postgres::Error> {
+    async fn apply(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        target: &str,
+        writes: &[&Write],
+        columns: &[(String, Type)],
+    ) -> Result<HashSet<String>, tokio_postgres::Error> {
         let data: Vec<&(String, Type)> = columns.iter().filter(|(n, _)| !META.iter().any(|(m, _)| m == n)).collect();
         let tmp = "projector_batch";
         tx.batch_execute(&format!(
@@ -154,20 +170,44 @@ impl Postgres {
         let mut types = vec![Type::TEXT, Type::TEXT, Type::BOOL, Type::TIMESTAMPTZ, Type::TEXT_ARRAY];
         types.extend(data.iter().map(|(_, t)| t.clone()));
         let sink = tx
-            .copy_in(&format!("COPY {tmp} ({}) FROM STDIN (FORMAT binary)", copy_cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")))
+            .copy_in(&format!(
+                "COPY {tmp} ({}) FROM STDIN (FORMAT binary)",
+                copy_cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+            ))
             .await?;
         let writer = BinaryCopyInWriter::new(sink, &types);
         copy_rows(writer, writes, &data).await?;
         let data_list = data.iter().map(|(n, _)| quote(n)).collect::<Vec<_>>().join(", ");
-        let all = format!("__id, __position, __deleted, __source_ts{}{data_list}", if data.is_empty() { "" } else { ", " });
+        let all =
+            format!("__id, __position, __deleted, __source_ts{}{data_list}", if data.is_empty() { "" } else { ", " });
         let mut applied = HashSet::new();
-        for row in tx.query(&format!("INSERT INTO {t} ({all}) SELECT {all} FROM {tmp} ON CONFLICT (__id) DO NOTHING RETURNING __id", t = quote_table(target)), &[]).await? {
+        for row in tx
+            .query(
+                &format!(
+                    "INSERT INTO {t} ({all}) SELECT {all} FROM {tmp} ON CONFLICT (__id) DO NOTHING RETURNING __id",
+                    t = quote_table(target)
+                ),
+                &[],
+            )
+            .await?
+        {
             applied.insert(row.get::<_, String>(0));
         }
         let sets: Vec<String> = data
             .iter()
-            .map(|(n, _)| format!("{c} = CASE WHEN s.__unavailable @> ARRAY[{lit}]::text[] THEN t.{c} ELSE s.{c} END", c = quote(n), lit = literal(n)))
-            .chain(["__position = s.__position".into(), "__deleted = s.__deleted".into(), "__source_ts = s.__source_ts".into(), "__written_at = now()".into()])
+            .map(|(n, _)| {
+                format!(
+                    "{c} = CASE WHEN s.__unavailable @> ARRAY[{lit}]::text[] THEN t.{c} ELSE s.{c} END",
+                    c = quote(n),
+                    lit = literal(n)
+                )
+            })
+            .chain([
+                "__position = s.__position".into(),
+                "__deleted = s.__deleted".into(),
+                "__source_ts = s.__source_ts".into(),
+                "__written_at = now()".into(),
+            ])
             .collect();
         let update = format!(
             "UPDATE {t} AS t SET {} FROM {tmp} AS s WHERE t.__id = s.__id AND t.__position < s.__position RETURNING t.__id",
@@ -181,7 +221,12 @@ impl Postgres {
     }
 
     /// One transaction: every target's writes and the progress record.
-    async fn transaction(&self, client: &mut Client, writes: &[&Write], progress: &[(String, i32, i64)]) -> Result<HashSet<(String, String)>, TxError> {
+    async fn transaction(
+        &self,
+        client: &mut Client,
+        writes: &[&Write],
+        progress: &[(String, i32, i64)],
+    ) -> Result<HashSet<(String, String)>, TxError> {
         let mut by_target: Vec<(&str, Vec<&Write>)> = Vec::new();
         for w in writes {
             match by_target.iter_mut().find(|(t, _)| *t == &*w.target) {
@@ -225,17 +270,26 @@ pub fn meta_values(d: &Document) -> [Value; 4] {
 
 /// Writes every row of the batch into the COPY stream: the bookkeeping
 /// columns, the list of columns to leave as stored, then the data columns.
-async fn copy_rows(writer: BinaryCopyInWriter, writes: &[&Write], data: &[&(String, Type)]) -> Result<(), tokio_postgres::Error> {
+async fn copy_rows(
+    writer: BinaryCopyInWriter,
+    writes: &[&Write],
+    data: &[&(String, Type)],
+) -> Result<(), tokio_postgres::Error> {
     let mut writer = std::pin::pin!(writer);
     for w in writes {
         let d = &w.doc;
         let meta = meta_values(d);
         // A delete keeps the last values: every non-key column is left as stored.
         let unavailable: Vec<String> = match &d.body {
-            Some(body) => body.columns.iter().filter(|(_, v)| matches!(v, Value::Unavailable)).map(|(n, _)| n.clone()).collect(),
+            Some(body) => {
+                body.columns.iter().filter(|(_, v)| matches!(v, Value::Unavailable)).map(|(n, _)| n.clone()).collect()
+            }
             None => data.iter().map(|(n, _)| n.clone()).filter(|n| d.key.get(n).is_none()).collect(),
         };
-        let values: Vec<&Value> = data.iter().map(|(n, _)| d.body.as_ref().and_then(|b| b.get(n)).or_else(|| d.key.get(n)).unwrap_or(&Value::Null)).collect();
+        let values: Vec<&Value> = data
+            .iter()
+            .map(|(n, _)| d.body.as_ref().and_then(|b| b.get(n)).or_else(|| d.key.get(n)).unwrap_or(&Value::Null))
+            .collect();
         let meta_cells: Vec<Cell<'_>> = meta.iter().map(Cell).collect();
         let cells: Vec<Cell<'_>> = values.into_iter().map(Cell).collect();
         let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(5 + cells.len());
@@ -255,7 +309,11 @@ enum TxError {
 
 /// The view readers use: live rows only.
 fn live_view(table: &str) -> String {
-    format!("CREATE OR REPLACE VIEW {} AS SELECT * FROM {} WHERE NOT __deleted", quote_table(&format!("{table}_live")), quote_table(table))
+    format!(
+        "CREATE OR REPLACE VIEW {} AS SELECT * FROM {} WHERE NOT __deleted",
+        quote_table(&format!("{table}_live")),
+        quote_table(table)
+    )
 }
 
 /// A string as an SQL literal.
@@ -265,7 +323,10 @@ fn literal(s: &str) -> String {
 
 /// Hides a password in a connection string for messages.
 fn redact(url: &str) -> String {
-    url.split_whitespace().map(|kv| if kv.starts_with("password=") { "password=…" } else { kv }).collect::<Vec<_>>().join(" ")
+    url.split_whitespace()
+        .map(|kv| if kv.starts_with("password=") { "password=…" } else { kv })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Whether an error is about the data (retry row by row, reject the bad one)
@@ -294,7 +355,10 @@ impl Sink for Postgres {
 
     async fn prepare(&self, model: &ReadModel) -> Result<(), SinkError> {
         let mut client = self.connect().await?;
-        migrations::migrations::runner().run_async(&mut client).await.map_err(|e| err(format!("applying migrations/: {e}")))?;
+        migrations::migrations::runner()
+            .run_async(&mut client)
+            .await
+            .map_err(|e| err(format!("applying migrations/: {e}")))?;
         for t in &model.tables {
             let Some(pg) = &t.postgres else { continue };
             let table = quote_table(&pg.table);
@@ -323,7 +387,16 @@ impl Sink for Postgres {
         let client = guard.as_mut().ok_or_else(|| err("no connection"))?;
         let all: Vec<&Write> = writes.iter().collect();
         match self.transaction(client, &all, progress).await {
-            Ok(applied) => Ok(writes.iter().map(|w| if applied.contains(&(w.target.to_string(), w.doc.id.clone())) { Outcome::Applied } else { Outcome::Stale }).collect()),
+            Ok(applied) => Ok(writes
+                .iter()
+                .map(|w| {
+                    if applied.contains(&(w.target.to_string(), w.doc.id.clone())) {
+                        Outcome::Applied
+                    } else {
+                        Outcome::Stale
+                    }
+                })
+                .collect()),
             Err(TxError::Sink(e)) => {
                 *guard = None;
                 Err(e)
@@ -334,7 +407,13 @@ impl Sink for Postgres {
                 let mut out = Vec::with_capacity(writes.len());
                 for w in writes {
                     out.push(match self.transaction(client, &[w], progress).await {
-                        Ok(applied) => if applied.is_empty() { Outcome::Stale } else { Outcome::Applied },
+                        Ok(applied) => {
+                            if applied.is_empty() {
+                                Outcome::Stale
+                            } else {
+                                Outcome::Applied
+                            }
+                        }
                         Err(TxError::Pg(e)) if is_data_error(&e) => Outcome::Rejected(describe(&e)),
                         Err(TxError::Pg(e)) => Outcome::Retry(describe(&e)),
                         Err(TxError::Sink(e)) => Outcome::Retry(e.message),
@@ -353,7 +432,12 @@ impl Sink for Postgres {
 
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => format!("{} ({}){}", db.message(), db.code().code(), db.detail().map(|d| format!(": {d}")).unwrap_or_default()),
+        Some(db) => format!(
+            "{} ({}){}",
+            db.message(),
+            db.code().code(),
+            db.detail().map(|d| format!(": {d}")).unwrap_or_default()
+        ),
         None => {
             let mut s = e.to_string();
             let mut src = std::error::Error::source(e);

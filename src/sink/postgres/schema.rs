@@ -91,8 +91,16 @@ mod tests {
 
     #[test]
     fn debezium_types_map_faithfully() {
-        let ft = |connect: &str, name: Option<&str>, scale, precision| FieldType { connect: connect.into(), name: name.map(Into::into), scale, precision };
-        assert_eq!(pg_type_of_field(&ft("bytes", Some("org.apache.kafka.connect.data.Decimal"), Some(2), Some(12))), "numeric(12,2)");
+        let ft = |connect: &str, name: Option<&str>, scale, precision| FieldType {
+            connect: connect.into(),
+            name: name.map(Into::into),
+            scale,
+            precision,
+        };
+        assert_eq!(
+            pg_type_of_field(&ft("bytes", Some("org.apache.kafka.connect.data.Decimal"), Some(2), Some(12))),
+            "numeric(12,2)"
+        );
         assert_eq!(pg_type_of_field(&ft("int64", Some("io.debezium.time.NanoTimestamp"), None, None)), "timestamp(6)");
         assert_eq!(pg_type_of_field(&ft("string", Some("io.debezium.time.ZonedTimestamp"), None, None)), "timestamptz");
         assert_eq!(pg_type_of_field(&ft("int16", None, None, None)), "smallint");
