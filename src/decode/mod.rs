@@ -19,6 +19,7 @@
 pub mod avro;
 mod fast;
 pub mod position;
+pub mod registry;
 pub mod schema_history;
 pub mod value;
 
@@ -28,8 +29,8 @@ use std::sync::{Arc, Mutex};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
-pub use avro::SchemaRegistry;
 pub use position::{PositionError, SourcePosition};
+pub use registry::SchemaRegistry;
 pub use schema_history::SchemaHistory;
 pub use value::{FieldType, Value, ValueError};
 

@@ -1,9 +1,10 @@
 //! Avro test helpers: JsonConverter fixtures turned into AvroConverter
 //! output, with their schemas registered in the stack's real registry.
 
+pub mod fixture;
+
 use std::collections::HashMap;
 
-use projector::decode::avro::fixture;
 use projector::demo::sqlserver::Record;
 use serde_json::{Value as Json, json};
 
@@ -36,7 +37,7 @@ pub async fn to_avro(records: &[Record]) -> Vec<Record> {
     let mut ids: HashMap<(String, String), u32> = HashMap::new();
     let mut out = Vec::new();
     for r in records {
-        let parts = fixture::split(r).unwrap();
+        let parts = fixture::split(&r.topic, &r.key, r.value.as_deref()).unwrap();
         let mut encode = async |suffix: &str, (schema, payload): &(Json, Json)| {
             let subject = format!("{}-{suffix}", parts.topic);
             let id = match ids.get(&(subject.clone(), schema.to_string())) {
