@@ -1,12 +1,14 @@
 # Building projector, shared by scripts/test, scripts/demo and scripts/bench.
 #
 #   ensure_build_deps      installs the C toolchain and OpenSSL headers that
-#                          rdkafka's bundled librdkafka build needs (Debian)
+#                          rdkafka's bundled librdkafka build needs (Debian),
+#                          and the openssl command a unit test makes its RSA
+#                          key with (the test fails without it, never skips)
 #   cargo_build ARGS...    cargo build --locked ARGS, retried once
 
 ensure_build_deps() {
-    if ! dpkg -s libssl-dev >/dev/null 2>&1 || ! command -v make >/dev/null; then
-        apt-get update -qq && apt-get install -y -qq libssl-dev make gcc g++ pkg-config
+    if ! dpkg -s libssl-dev >/dev/null 2>&1 || ! command -v make >/dev/null || ! command -v openssl >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq libssl-dev make gcc g++ pkg-config openssl
     fi
 }
 
