@@ -41,10 +41,11 @@ async fn elasticsearch_down_for_30s_under_load_is_reported_retried_and_caught_up
     while down_at.elapsed() < Duration::from_secs(30) {
         round += 1;
         produce_round(&mut t, &mut expect, round).await;
-        if let Some((status, body)) = p.ready().await {
-            if status == 503 && body["sinks"]["elasticsearch"]["up"] == false {
-                saw_not_ready = true;
-            }
+        if let Some((status, body)) = p.ready().await
+            && status == 503
+            && body["sinks"]["elasticsearch"]["up"] == false
+        {
+            saw_not_ready = true;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -551,10 +551,10 @@ async fn report(
         a.cpu_events.min(a.events as usize)
     );
     let mut targets = Vec::new();
-    if let Some(es) = figures.iter().find(|f| f.sink == "elasticsearch") {
-        if let Some((_, v)) = &es.ceiling {
-            targets.push(format!("Elasticsearch {:.2}x its ceiling (target ≥ 0.9)", es.throughput() / v));
-        }
+    if let Some(es) = figures.iter().find(|f| f.sink == "elasticsearch")
+        && let Some((_, v)) = &es.ceiling
+    {
+        targets.push(format!("Elasticsearch {:.2}x its ceiling (target ≥ 0.9)", es.throughput() / v));
     }
     if let (Some(pg), Some(j)) = (figures.iter().find(|f| f.sink == "postgres"), jdbc) {
         targets

@@ -16,6 +16,8 @@ pub struct Timeline {
 }
 
 impl Default for Timeline {
+    // The LSN's digits are grouped as SQL Server writes an LSN (8:8:4 hex).
+    #[allow(clippy::unusual_byte_groupings)]
     fn default() -> Self {
         // Start well above zero so snapshot LSNs look real.
         Timeline { lsn: 0x0000002a_00000100_0001, ts_ms: 1_782_000_000_000 }

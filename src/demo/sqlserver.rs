@@ -315,6 +315,8 @@ mod tests {
     use super::*;
 
     #[test]
+    // Grouped as SQL Server writes an LSN (8:8:4 hex digits), like the text.
+    #[allow(clippy::unusual_byte_groupings)]
     fn lsn_text_matches_debezium_format() {
         assert_eq!(lsn_text(0x0000002a_00000310_0003), "0000002a:00000310:0003");
     }
