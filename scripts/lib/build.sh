@@ -33,10 +33,13 @@ cargo_build() {
 # cargo-deny is built from source, once per machine: 6.5 CPU-minutes (33
 # minutes of wall time on a loaded 2-core machine). cargo keeps it in
 # ~/.cargo/bin, so later runs skip this.
+# The version is pinned: ensure_advisory_db's directory name and deny.toml's
+# keys follow it.
+CARGO_DENY_VERSION=0.20.2
 ensure_cargo_deny() {
-    if ! cargo deny --version >/dev/null 2>&1; then
-        printf '[build] installing cargo-deny (cargo install --locked, a few minutes, once)\n' >&2
-        cargo install --locked cargo-deny
+    if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]; then
+        printf '[build] installing cargo-deny %s (cargo install --locked, minutes, once)\n' "$CARGO_DENY_VERSION" >&2
+        cargo install --locked cargo-deny --version "$CARGO_DENY_VERSION"
     fi
 }
 
@@ -61,7 +64,7 @@ ensure_advisory_db() {
     fi
     export PROJECTOR_ADVISORY_DB=${PROJECTOR_ADVISORY_DB:-/var/tmp/projector-advisory-db}
     # cargo-deny's directory name for https://github.com/rustsec/advisory-db
-    # (cargo-deny 0.20); `cargo deny check` names the path if this drifts.
+    # (cargo-deny $CARGO_DENY_VERSION); `cargo deny check` names the path if this drifts.
     local dir=$PROJECTOR_ADVISORY_DB/advisory-db-3157b0e258782691
     local head
     head=$(git bundle list-heads "$bundle" | awk '$2 == "HEAD" || $2 == "refs/heads/main" { print $1; exit }')
