@@ -13,12 +13,12 @@ use projector::demo::bus_booking::{BusBooking, Timeline, demo_story};
 use projector::demo::produce::FixtureProducer;
 use projector::mapping::ReadModel;
 use projector::ops::{Health, http};
+use projector::pipeline::batch::BatchLimits;
+use projector::pipeline::dead_letter::DeadLetters;
+use projector::pipeline::{ErrorTolerance, Pipeline, PipelineError, Shutdown};
 use projector::sink::Sink;
-use projector::sink::batch::BatchLimits;
 use projector::sink::bigquery::{Auth, BigQuery};
-use projector::sink::dead_letter::DeadLetters;
 use projector::sink::elasticsearch::Elasticsearch;
-use projector::sink::pipeline::{ErrorTolerance, Pipeline, PipelineError};
 use projector::sink::postgres::Postgres;
 use projector::source::consumer::{ConsumerGroup, GroupSettings};
 
@@ -406,7 +406,7 @@ impl PipelineParts<'_> {
             tolerance: self.args.errors_tolerance,
             shutdown_grace: Duration::from_millis(self.args.shutdown_grace_ms),
         };
-        Ok(tokio::spawn(pipeline.run(self.stop.clone())))
+        Ok(tokio::spawn(pipeline.run(Shutdown::new(self.stop.clone()))))
     }
 }
 

@@ -1,20 +1,18 @@
-//! Step 4 of the path: sinks. Every sink shares one contract: given a batch
-//! of [`Write`]s (already collapsed to one per key, see [`batch`]), apply the
-//! newer ones and report an [`Outcome`] for each. Batching, retries, dead
-//! letters and offset commits are the [`pipeline`]'s job, the same for all.
+//! Step 5 of the path: sinks. Every sink shares one contract: given a batch
+//! of [`Write`]s (already collapsed to one per key by the pipeline), apply
+//! the newer ones and report an [`Outcome`] for each. Batching, retries,
+//! dead letters and offset commits are the [`crate::pipeline`]'s job, the
+//! same for all.
 
-pub mod batch;
 pub mod bigquery;
-pub mod dead_letter;
 pub mod elasticsearch;
-pub mod pipeline;
 pub mod postgres;
-pub mod retry;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use crate::mapping::{Document, ReadModel, TableMapping};
+use crate::source::PartitionOffset;
 
 /// One document to apply to one target (index or table) of a sink.
 #[derive(Clone, Debug)]
@@ -76,6 +74,6 @@ pub trait Sink: Send + Sync + 'static {
     fn write(
         &self,
         writes: &[Write],
-        progress: &[(String, i32, i64)],
+        progress: &[PartitionOffset],
     ) -> impl Future<Output = Result<Vec<Outcome>, SinkError>> + Send;
 }

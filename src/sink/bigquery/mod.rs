@@ -71,6 +71,7 @@ use super::{Outcome, Sink, SinkError, Write};
 use crate::decode::Value;
 use crate::decode::value::timestamp_text;
 use crate::mapping::{ReadModel, TableMapping};
+use crate::source::PartitionOffset;
 pub use auth::Auth;
 use client::{BqError, Client, Param};
 
@@ -455,7 +456,7 @@ impl Sink for BigQuery {
         Ok(())
     }
 
-    async fn write(&self, writes: &[Write], _progress: &[(String, i32, i64)]) -> Result<Vec<Outcome>, SinkError> {
+    async fn write(&self, writes: &[Write], _progress: &[PartitionOffset]) -> Result<Vec<Outcome>, SinkError> {
         let mut by_target: Vec<(&str, Vec<&Write>)> = Vec::new();
         for w in writes {
             match by_target.iter_mut().find(|(t, _)| *t == &*w.target) {

@@ -39,6 +39,7 @@ use std::time::Duration;
 use super::{Outcome, Sink, SinkError, Write};
 use crate::decode::Op;
 use crate::mapping::{ReadModel, TableMapping};
+use crate::source::PartitionOffset;
 pub use client::{Client, Current, META_FIELD};
 
 /// Writes read-model documents to Elasticsearch or OpenSearch.
@@ -231,7 +232,7 @@ impl Sink for Elasticsearch {
         Ok(())
     }
 
-    async fn write(&self, writes: &[Write], _progress: &[(String, i32, i64)]) -> Result<Vec<Outcome>, SinkError> {
+    async fn write(&self, writes: &[Write], _progress: &[PartitionOffset]) -> Result<Vec<Outcome>, SinkError> {
         self.map_new_fields(writes).await?;
         let mut outcomes: Vec<Option<Outcome>> = vec![None; writes.len()];
         let mut todo: Vec<usize> = (0..writes.len()).collect();

@@ -43,6 +43,7 @@ use tokio_postgres::{Client, NoTls};
 use super::{Document, Outcome, Sink, SinkError, Write};
 use crate::decode::Value;
 use crate::mapping::{ReadModel, TableMapping};
+use crate::source::PartitionOffset;
 use binary::Cell;
 pub use schema::{pg_type_of_field, pg_type_of_value, quote, quote_table};
 
@@ -225,7 +226,7 @@ impl Postgres {
         &self,
         client: &mut Client,
         writes: &[&Write],
-        progress: &[(String, i32, i64)],
+        progress: &[PartitionOffset],
     ) -> Result<HashSet<(String, String)>, TxError> {
         let mut by_target: Vec<(&str, Vec<&Write>)> = Vec::new();
         for w in writes {
@@ -248,8 +249,8 @@ impl Postgres {
         if !progress.is_empty() {
             let stmt = "INSERT INTO projector.progress (read_model, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
                         ON CONFLICT (read_model, topic, partition) DO UPDATE SET next_offset = GREATEST(projector.progress.next_offset, EXCLUDED.next_offset), updated_at = now()";
-            for (topic, partition, next) in progress {
-                tx.execute(stmt, &[&self.model.name, topic, partition, next]).await.map_err(TxError::Pg)?;
+            for p in progress {
+                tx.execute(stmt, &[&self.model.name, &p.topic, &p.partition, &p.next]).await.map_err(TxError::Pg)?;
             }
         }
         tx.commit().await.map_err(TxError::Pg)?;
@@ -379,7 +380,7 @@ impl Sink for Postgres {
         Ok(())
     }
 
-    async fn write(&self, writes: &[Write], progress: &[(String, i32, i64)]) -> Result<Vec<Outcome>, SinkError> {
+    async fn write(&self, writes: &[Write], progress: &[PartitionOffset]) -> Result<Vec<Outcome>, SinkError> {
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
             *guard = Some(self.connect().await?);
