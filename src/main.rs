@@ -381,13 +381,8 @@ impl PipelineParts<'_> {
             session_timeout: Duration::from_millis(self.args.session_timeout_ms),
             max_poll_interval: Duration::from_millis(self.args.max_poll_interval_ms),
         };
-        let topics: Vec<String> = self
-            .model
-            .tables
-            .iter()
-            .filter(|t| sink.target(&self.model, &t.topic).is_some())
-            .map(|t| t.topic.clone())
-            .collect();
+        let topics: Vec<String> =
+            self.model.tables.iter().filter(|t| sink.target(t).is_some()).map(|t| t.topic.clone()).collect();
         let group = Arc::new(ConsumerGroup::join(&settings, &topics)?);
         tracing::info!(read_model = %self.model.name, sink = sink.name(), group = %settings.group_id, ?topics, "starting pipeline");
         let pipeline = Pipeline {

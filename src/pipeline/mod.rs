@@ -15,11 +15,15 @@
 
 //!
 //! The steps, one file each: [`batch`] (collecting records), [`writer`]
-//! (writing one batch), [`retry`] (backoff), [`dead_letter`] (the DLQ),
-//! [`offsets`] (storing offsets in order), [`shutdown`].
+//! (writing one batch), [`isolate`] (one target's share of it, splitting a
+//! refused call), [`fields`] (typing new fields), [`retry`] (retry or
+//! dead-letter, and backoff), [`dead_letter`] (the DLQ), [`offsets`]
+//! (storing offsets in order), [`shutdown`].
 
 pub mod batch;
 pub mod dead_letter;
+pub mod fields;
+pub mod isolate;
 pub mod offsets;
 pub mod retry;
 pub mod shutdown;
@@ -33,6 +37,7 @@ use tokio::task::JoinHandle;
 
 use batch::{Action, Batch, BatchLimits, Item};
 use dead_letter::DeadLetters;
+use fields::KnownFields;
 use offsets::{OrderedOffsets, WriteResult};
 pub use shutdown::Shutdown;
 use writer::Writer;
@@ -92,6 +97,7 @@ impl<S: Sink> Pipeline<S> {
     /// Runs until `shutdown` turns true, then flushes and commits.
     pub async fn run(self, mut shutdown: Shutdown) -> Result<(), PipelineError> {
         let name = self.sink.name();
+        let fields = KnownFields::default();
         self.health.register(name);
         if !self.prepare(&mut shutdown).await {
             self.group.close();
@@ -122,7 +128,7 @@ impl<S: Sink> Pipeline<S> {
                 self.group.pause_all();
             }
             if in_flight.len() < max_in_flight && batch.is_ready(&self.limits) {
-                in_flight.push(self.spawn_write(batch.take()));
+                in_flight.push(self.spawn_write(batch.take(), &fields));
             }
             // Backpressure. A full buffer first just stops taking records:
             // the write in flight usually makes room within milliseconds,
@@ -178,7 +184,7 @@ impl<S: Sink> Pipeline<S> {
             }
         }
         lag_task.abort();
-        self.finish(in_flight, batch).await
+        self.finish(in_flight, batch, &fields).await
     }
 
     /// Creates the sink's targets, retrying while the sink is down.
@@ -207,14 +213,19 @@ impl<S: Sink> Pipeline<S> {
     /// Shutdown: stop fetching, finish the batches in flight and then the
     /// buffered one, store and commit. A batch that cannot be written within
     /// the grace period is abandoned uncommitted; the next run redoes it.
-    async fn finish(self, mut in_flight: OrderedOffsets, batch: Batch) -> Result<(), PipelineError> {
+    async fn finish(
+        self,
+        mut in_flight: OrderedOffsets,
+        batch: Batch,
+        fields: &KnownFields,
+    ) -> Result<(), PipelineError> {
         let name = self.sink.name();
         self.group.pause_all();
         let deadline = tokio::time::Instant::now() + self.shutdown_grace;
         let mut result = in_flight.settle_all_by(deadline).await;
         // The buffered batch goes last, and only if everything before it settled.
         if matches!(result, Ok(true)) && !batch.is_empty() {
-            in_flight.push(self.spawn_write(batch));
+            in_flight.push(self.spawn_write(batch, fields));
             result = in_flight.settle_all_by(deadline).await;
         }
         self.group.commit_now();
@@ -260,18 +271,19 @@ impl<S: Sink> Pipeline<S> {
         }
         let action = match decoded {
             Ok(Decoded::Change(event)) => {
-                match (self.model.table(&event.lineage.topic), self.sink.target(&self.model, &event.lineage.topic)) {
-                    (Some(table), Some(target)) => match table.document(&event) {
+                let table = self.model.table(&event.lineage.topic);
+                match table.and_then(|t| Some((t, self.sink.target(t)?))) {
+                    Some((table, target)) => match table.document(&event) {
                         Ok(mut doc) => {
                             let excluded = self.sink.excluded(table);
                             if let Some(body) = doc.body.as_mut().filter(|_| !excluded.is_empty()) {
                                 body.columns.retain(|(n, _)| !excluded.contains(n));
                             }
-                            Action::Write(Write { target, doc })
+                            Action::Write(Write { target: Arc::from(target), doc })
                         }
                         Err(e) => Action::DeadLetter { stage: "mapping", kind: e.kind(), reason: e.to_string() },
                     },
-                    _ => Action::Skip("table not written by this sink"),
+                    None => Action::Skip("table not written by this sink"),
                 }
             }
             Ok(Decoded::Tombstone) => Action::Skip("tombstone"),
@@ -281,9 +293,11 @@ impl<S: Sink> Pipeline<S> {
         Item { record, action }
     }
 
-    fn spawn_write(&self, batch: Batch) -> JoinHandle<WriteResult> {
+    fn spawn_write(&self, batch: Batch, fields: &KnownFields) -> JoinHandle<WriteResult> {
         let writer = Writer {
             sink: self.sink.clone(),
+            model: self.model.clone(),
+            fields: fields.clone(),
             dead_letters: self.dead_letters.clone(),
             health: self.health.clone(),
             tolerance: self.tolerance,

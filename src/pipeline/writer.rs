@@ -1,22 +1,30 @@
 //! Writing one batch to completion, in small steps: sort the batch's items
-//! into writes and dead letters, keep the newest write per key, apply the
-//! writes (retrying what is transient, for as long as it lasts), then send
-//! the dead letters. Only then may the batch's offsets be stored.
+//! into writes and dead letters, keep the newest write per key, group the
+//! writes by target and apply each target's share (see [`super::isolate`];
+//! what the sink failed is retried for as long as it lasts, what the data
+//! caused is dead-lettered, decided by [`retry::decide`]), then send the
+//! dead letters. Only then may the batch's offsets be stored.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::batch::{Action, Batch, newest_per_key};
 use super::dead_letter::{DeadLetters, Reason};
+use super::fields::KnownFields;
+use super::isolate::TargetCall;
 use super::offsets::WriteResult;
+use super::retry::Decision;
 use super::{ErrorTolerance, PipelineError, retry};
+use crate::mapping::ReadModel;
 use crate::ops::Health;
-use crate::sink::{Outcome, Sink, Write};
+use crate::sink::{ErrorKind, Outcome, Sink, SinkError, Write};
 use crate::source::{PartitionOffset, SourceRecord};
 
 /// Writes one batch to completion.
 pub struct Writer<S: Sink> {
     pub sink: Arc<S>,
+    pub model: Arc<ReadModel>,
+    pub fields: KnownFields,
     pub dead_letters: DeadLetters,
     pub health: Health,
     pub tolerance: ErrorTolerance,
@@ -26,6 +34,33 @@ pub struct Writer<S: Sink> {
 struct Pending {
     write: Write,
     record: usize,
+}
+
+/// One target's writes; `records[i]` is the index of the record `writes[i]`
+/// came from (kept apart so the writes go to the sink as one slice).
+struct Share {
+    target: Arc<str>,
+    writes: Vec<Write>,
+    records: Vec<usize>,
+}
+
+impl Share {
+    /// Groups writes by target, targets in first-seen order.
+    fn by_target(pending: Vec<Pending>) -> Vec<Share> {
+        let mut shares: Vec<Share> = Vec::new();
+        for p in pending {
+            let share = match shares.iter().position(|s| s.target == p.write.target) {
+                Some(i) => &mut shares[i],
+                None => {
+                    shares.push(Share { target: p.write.target.clone(), writes: vec![], records: vec![] });
+                    shares.last_mut().expect("just pushed")
+                }
+            };
+            share.writes.push(p.write);
+            share.records.push(p.record);
+        }
+        shares
+    }
 }
 
 /// A record that goes to the dead-letter queue, by index, and why.
@@ -115,74 +150,113 @@ impl<S: Sink> Writer<S> {
         writes.into_iter().enumerate().filter(|(pos, _)| winners.next_if_eq(pos).is_some()).map(|(_, p)| p).collect()
     }
 
-    /// Applies the writes until each is applied, stale or refused (then it
-    /// joins `dead`). Returns the newest source timestamp applied.
+    /// Applies the writes, one target at a time, until each is applied,
+    /// stale or dead (then it joins `dead`). Returns the newest source
+    /// timestamp applied.
     async fn apply(
         &self,
-        mut pending: Vec<Pending>,
+        pending: Vec<Pending>,
+        offsets: &[PartitionOffset],
+        records: &[SourceRecord],
+        dead: &mut Vec<DeadLetter>,
+    ) -> Option<i64> {
+        let mut freshest = None;
+        for share in Share::by_target(pending) {
+            freshest = freshest.max(self.apply_share(share, offsets, records, dead).await);
+        }
+        freshest
+    }
+
+    /// Applies one target's writes, retrying what the sink failed (not the
+    /// data) with backoff for as long as it lasts.
+    async fn apply_share(
+        &self,
+        mut share: Share,
         offsets: &[PartitionOffset],
         records: &[SourceRecord],
         dead: &mut Vec<DeadLetter>,
     ) -> Option<i64> {
         let name = self.sink.name();
+        let Some(table) = share.writes.first().and_then(|w| self.model.table(&w.doc.lineage.topic)) else {
+            return None;
+        };
+        let target = share.target.clone();
+        let call = TargetCall { sink: &*self.sink, fields: &self.fields, table, target: &target, progress: offsets };
         let mut freshest: Option<i64> = None;
         let mut delays = retry::delays();
-        while !pending.is_empty() {
-            let call = Instant::now();
-            let writes: Vec<Write> = pending.iter().map(|p| p.write.clone()).collect();
-            let outcomes = match self.sink.write(&writes, offsets).await {
+        while !share.writes.is_empty() {
+            let started = Instant::now();
+            let outcomes = match call.write_isolating(&share.writes).await {
                 Ok(o) => o,
                 Err(e) => {
-                    self.health.sink_down(name, &e.to_string());
+                    self.retry_later(&e, &share.target, share.writes.len());
                     let wait = delays.next().unwrap_or(Duration::from_secs(30));
-                    metrics::counter!("projector_sink_retries_total", "sink" => name).increment(pending.len() as u64);
-                    tracing::warn!(sink = name, error = %e, items = pending.len(), retry_in = ?wait, "sink write failed; retrying");
+                    tracing::warn!(sink = name, target = %share.target, error = %e, items = share.writes.len(), retry_in = ?wait, "sink write failed; retrying");
                     tokio::time::sleep(wait).await;
                     continue;
                 }
             };
-            metrics::histogram!("projector_sink_request_seconds", "sink" => name).record(call.elapsed().as_secs_f64());
+            metrics::histogram!("projector_sink_request_seconds", "sink" => name)
+                .record(started.elapsed().as_secs_f64());
             self.health.sink_up(name);
-            let mut again = Vec::new();
-            let mut last_retry_reason = String::new();
+            let mut again = Share { target: share.target.clone(), writes: vec![], records: vec![] };
+            let mut last_failure = None;
             let mut tally = EventTally::default();
-            for (p, outcome) in pending.into_iter().zip(outcomes) {
-                tally.add(&p.write.doc.lineage.topic, p.write.doc.op.as_str(), label(&outcome));
+            for ((w, record), outcome) in share.writes.into_iter().zip(share.records).zip(outcomes) {
+                tally.add(&w.doc.lineage.topic, w.doc.op.as_str(), label(&outcome));
                 match outcome {
                     Outcome::Applied => {
-                        freshest = freshest.max(p.write.doc.source_ts_ms);
-                        if let Some(ts) = records[p.record].timestamp_ms {
+                        freshest = freshest.max(w.doc.source_ts_ms);
+                        if let Some(ts) = records[record].timestamp_ms {
                             metrics::histogram!("projector_append_to_ack_seconds", "sink" => name)
                                 .record((now_ms() - ts).max(0) as f64 / 1000.0);
                         }
                     }
-                    Outcome::Stale => {
-                        tracing::debug!(record = %p.write.doc.lineage, id = %p.write.doc.id, "stale event ignored")
-                    }
-                    Outcome::Retry(reason) => {
-                        last_retry_reason = reason;
-                        again.push(p);
-                    }
-                    Outcome::Rejected(reason) => dead.push(DeadLetter {
-                        record: p.record,
-                        reason: Reason {
-                            stage: "sink",
-                            kind: "rejected",
-                            message: format!("{}: document {}: {reason}", records[p.record].lineage, p.write.doc.id),
-                        },
-                    }),
+                    Outcome::Stale => tracing::debug!(record = %w.doc.lineage, id = %w.doc.id, "stale event ignored"),
+                    Outcome::Failed(e) => match retry::decide(e.kind) {
+                        Decision::DeadLetter => dead.push(DeadLetter {
+                            record,
+                            reason: Reason {
+                                stage: "sink",
+                                kind: "rejected",
+                                message: format!(
+                                    "{}: document {:?} refused by {} target {} ({}): {}",
+                                    records[record].lineage, w.doc.id, name, share.target, e.kind, e.message
+                                ),
+                            },
+                        }),
+                        Decision::Retry { .. } => {
+                            again.writes.push(w);
+                            again.records.push(record);
+                            last_failure = Some(e);
+                        }
+                    },
                 }
             }
             tally.count(name);
-            pending = again;
-            if !pending.is_empty() {
+            share = again;
+            if let Some(e) = last_failure {
+                self.retry_later(&e, &share.target, share.writes.len());
                 let wait = delays.next().unwrap_or(Duration::from_secs(30));
-                tracing::warn!(sink = name, items = pending.len(), reason = %last_retry_reason, retry_in = ?wait, "retrying items");
-                metrics::counter!("projector_sink_retries_total", "sink" => name).increment(pending.len() as u64);
+                tracing::warn!(sink = name, target = %share.target, items = share.writes.len(), error = %e, retry_in = ?wait, "retrying items");
                 tokio::time::sleep(wait).await;
             }
         }
         freshest
+    }
+
+    /// Books a retry: the sink is reported down unless the kind is mere
+    /// concurrency, and a missing target's fields are typed again.
+    fn retry_later(&self, e: &SinkError, target: &str, items: usize) {
+        let name = self.sink.name();
+        if e.kind == ErrorKind::NotFound {
+            self.fields.forget(target);
+        }
+        if let Decision::Retry { sink_down: true } = retry::decide(e.kind) {
+            self.health.sink_down(name, &e.to_string());
+        }
+        metrics::counter!("projector_sink_retries_total", "sink" => name, "kind" => e.kind.as_str())
+            .increment(items as u64);
     }
 
     /// Sends the dead letters, or stops the pipeline at the first one when
@@ -207,8 +281,8 @@ fn label(outcome: &Outcome) -> &'static str {
     match outcome {
         Outcome::Applied => "applied",
         Outcome::Stale => "stale",
-        Outcome::Retry(_) => "retry",
-        Outcome::Rejected(_) => "rejected",
+        Outcome::Failed(e) if e.kind.is_data() => "rejected",
+        Outcome::Failed(_) => "retry",
     }
 }
 
