@@ -27,7 +27,10 @@ impl KnownFields {
         writes: &[Write],
     ) -> Result<(), SinkError> {
         let new = self.type_new(sink, table, target, writes);
-        if new.is_empty() {
+        // A target seen for the first time (or found missing) is always
+        // handed to the sink, even with no typed field, so it can be created.
+        let seen = self.0.lock().unwrap_or_else(|e| e.into_inner()).contains_key(target);
+        if new.is_empty() && seen {
             return Ok(());
         }
         sink.add_fields(table, target, &new).await?;

@@ -177,9 +177,7 @@ impl<S: Sink> Writer<S> {
         dead: &mut Vec<DeadLetter>,
     ) -> Option<i64> {
         let name = self.sink.name();
-        let Some(table) = share.writes.first().and_then(|w| self.model.table(&w.doc.lineage.topic)) else {
-            return None;
-        };
+        let table = share.writes.first().and_then(|w| self.model.table(&w.doc.lineage.topic))?;
         let target = share.target.clone();
         let call = TargetCall { sink: &*self.sink, fields: &self.fields, table, target: &target, progress: offsets };
         let mut freshest: Option<i64> = None;
