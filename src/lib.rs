@@ -2,8 +2,10 @@
 //!
 //! The modules follow one change from Kafka record to sink write:
 //! [`source`] (consumer group) → [`decode`] (Debezium envelope → change
-//! event) → [`mapping`] (read-model file → document) → [`sink`] (batching,
-//! guard, write, commit). [`ops`] sits beside the path: health, metrics.
+//! event) → [`mapping`] (read-model file → document) → [`pipeline`]
+//! (batching, retry, dead letters, ordered offset commits) → [`sink`] (one
+//! target's writes, guarded by the source position). [`ops`] sits beside
+//! the path: health, metrics.
 //! [`demo`] makes SQL Server-shaped events for the demo and tests;
 //! [`bench`] measures the whole path against yardsticks.
 
@@ -12,6 +14,7 @@ pub mod decode;
 pub mod demo;
 pub mod mapping;
 pub mod ops;
+pub mod pipeline;
 pub mod sink;
 pub mod source;
 

@@ -13,12 +13,12 @@ use projector::demo::bus_booking::{BusBooking, Timeline, demo_story};
 use projector::demo::produce::FixtureProducer;
 use projector::mapping::ReadModel;
 use projector::ops::{Health, http};
+use projector::pipeline::batch::BatchLimits;
+use projector::pipeline::dead_letter::DeadLetters;
+use projector::pipeline::{ErrorTolerance, Pipeline, PipelineError, Shutdown};
 use projector::sink::Sink;
-use projector::sink::batch::BatchLimits;
 use projector::sink::bigquery::{Auth, BigQuery};
-use projector::sink::dead_letter::DeadLetters;
 use projector::sink::elasticsearch::Elasticsearch;
-use projector::sink::pipeline::{ErrorTolerance, Pipeline, PipelineError};
 use projector::sink::postgres::Postgres;
 use projector::source::consumer::{ConsumerGroup, GroupSettings};
 
@@ -381,13 +381,8 @@ impl PipelineParts<'_> {
             session_timeout: Duration::from_millis(self.args.session_timeout_ms),
             max_poll_interval: Duration::from_millis(self.args.max_poll_interval_ms),
         };
-        let topics: Vec<String> = self
-            .model
-            .tables
-            .iter()
-            .filter(|t| sink.target(&self.model, &t.topic).is_some())
-            .map(|t| t.topic.clone())
-            .collect();
+        let topics: Vec<String> =
+            self.model.tables.iter().filter(|t| sink.target(t).is_some()).map(|t| t.topic.clone()).collect();
         let group = Arc::new(ConsumerGroup::join(&settings, &topics)?);
         tracing::info!(read_model = %self.model.name, sink = sink.name(), group = %settings.group_id, ?topics, "starting pipeline");
         let pipeline = Pipeline {
@@ -406,7 +401,7 @@ impl PipelineParts<'_> {
             tolerance: self.args.errors_tolerance,
             shutdown_grace: Duration::from_millis(self.args.shutdown_grace_ms),
         };
-        Ok(tokio::spawn(pipeline.run(self.stop.clone())))
+        Ok(tokio::spawn(pipeline.run(Shutdown::new(self.stop.clone()))))
     }
 }
 

@@ -16,6 +16,8 @@ use projector::decode::{DecodeOptions, Decoded, decode};
 use projector::demo::bus_booking::{BusBooking, Timeline, trip};
 use projector::demo::sqlserver::{Column, Image, Record, Table, decimal_base64};
 use projector::mapping::ReadModel;
+use projector::pipeline::fields::KnownFields;
+use projector::pipeline::isolate::TargetCall;
 use projector::sink::bigquery::{Auth, BigQuery};
 use projector::sink::{Outcome, Sink, Write};
 use projector::source::{Lineage, SourceRecord};
@@ -35,6 +37,7 @@ struct Bq {
     dataset: String,
     model: Arc<ReadModel>,
     sink: BigQuery,
+    fields: KnownFields,
     offset: std::cell::Cell<i64>,
 }
 
@@ -45,7 +48,7 @@ impl Bq {
         let model = Arc::new(ReadModel::parse(Path::new("test.yaml"), &yaml).expect("valid read model"));
         let sink = BigQuery::new(&base_url(), PROJECT, &dataset, model.clone(), Auth::None).unwrap();
         sink.prepare(&model).await.expect("the BigQuery emulator is up (scripts/stack up)");
-        Bq { dataset, model, sink, offset: std::cell::Cell::new(0) }
+        Bq { dataset, model, sink, fields: KnownFields::default(), offset: std::cell::Cell::new(0) }
     }
 
     /// Decodes and maps fixture records into writes, as the pipeline does.
@@ -64,14 +67,19 @@ impl Bq {
             let Decoded::Change(ev) = decode(&rec, &DecodeOptions::default()).unwrap() else { continue };
             let table = self.model.table(&r.topic).unwrap();
             let doc = table.document(&ev).unwrap();
-            let target = self.sink.target(&self.model, &r.topic).unwrap();
-            out.push(Write { target, doc });
+            let target = self.sink.target(table).unwrap();
+            out.push(Write { target: target.into(), doc });
         }
         out
     }
 
+    /// Writes one table's writes as the pipeline does: new fields typed
+    /// and added first, a refused call split until the bad rows are alone.
     async fn write(&self, writes: &[Write]) -> Vec<Outcome> {
-        self.sink.write(writes, &[]).await.expect("batch written")
+        let table = &self.model.tables[0];
+        let target = self.sink.target(table).unwrap();
+        let call = TargetCall { sink: &self.sink, fields: &self.fields, table, target, progress: &[] };
+        call.write_isolating(writes).await.expect("batch written")
     }
 
     fn table(&self, t: &str) -> String {
@@ -282,7 +290,9 @@ async fn a_bad_value_rejects_only_its_row() {
     let out = bq.write(&bq.writes(&records)).await;
     assert_eq!(out[0], Outcome::Applied);
     assert_eq!(out[2], Outcome::Applied);
-    let Outcome::Rejected(why) = &out[1] else { panic!("row 2 should be rejected: {out:?}") };
+    let Outcome::Failed(e) = &out[1] else { panic!("row 2 should be rejected: {out:?}") };
+    assert!(e.kind.is_data(), "{e}");
+    let why = &e.message;
     assert!(why.contains("trips") && why.contains("\"2\""), "{why}");
     let ids: Vec<Json> = bq
         .query(&format!("SELECT __id FROM {} ORDER BY __id", bq.table("trips")))
@@ -401,7 +411,9 @@ async fn a_column_name_bigquery_cannot_hold_is_rejected_with_a_hint() {
     let at = t.commit(1);
     let img: Image = vec![("TripId", json!(1)), ("Seat \"No\"; --", json!("12A"))];
     let out = bq.write(&bq.writes(&[table.event('c', None, Some(&img), at, t.ts_ms, true)])).await;
-    let [Outcome::Rejected(why)] = out.as_slice() else { panic!("{out:?}") };
+    let [Outcome::Failed(e)] = out.as_slice() else { panic!("{out:?}") };
+    assert!(e.kind.is_data(), "{e}");
+    let why = &e.message;
     assert!(why.contains("Seat \"No\"; --") && why.contains("bigquery.exclude"), "{why}");
     bq.drop().await;
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use projector::demo::bus_booking::Timeline;
+use projector::demo::bus_booking::{Timeline, booking, trip};
 use projector::demo::sqlserver::{Column, Table};
 use serde_json::json;
 
@@ -168,4 +168,51 @@ async fn hostile_table_and_column_names_round_trip() {
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "12A");
+}
+
+/// Issue 7 item 3.1: a batch that spans two PostgreSQL tables is written
+/// table by table, each in its own transaction, so clean input never falls
+/// into the split-and-isolate path (it used to: a fixed temp-table name
+/// collided with itself, 42P07, and that was taken for bad data).
+#[tokio::test(flavor = "multi_thread")]
+async fn batches_spanning_two_tables_never_take_the_row_by_row_path() {
+    let w = World::new("pgtwo", 1).await;
+    let (trips, bookings) = (format!("{}_trips", w.name), format!("{}_bookings", w.name));
+    w.set_model(&format!(
+        "read_model: {}\ntables:\n  - topic: {}\n    postgres: {{ table: {trips} }}\n  - topic: {}\n    postgres: {{ table: {bookings} }}\n",
+        w.name,
+        w.db.trips.topic(),
+        w.db.bookings.topic(),
+    ));
+    let mut t = Timeline::default();
+    let mut records = Vec::new();
+    // Interleaved, so every batch holds writes to both tables.
+    for id in 1..=30 {
+        let at = t.commit(1);
+        records.push(w.db.trips.event('c', None, Some(&trip(id, 10_000 + i128::from(id), 1)), at, t.ts_ms, true));
+        let at = t.commit(1);
+        let b = booking(i64::from(id), id, 1, "confirmed");
+        records.push(w.db.bookings.event('c', None, Some(&b), at, t.ts_ms, true));
+    }
+    w.produce(&records).await;
+    let p = w.start(&w.group);
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    let db = pg().await;
+    for table in [&trips, &bookings] {
+        let n: i64 = db
+            .query_one(&format!("SELECT count(*) FROM {}", quote_table(&format!("{table}_live"))), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 30, "{table}: every row written");
+    }
+    assert_eq!(p.counter("projector_events_total", &["sink=\"postgres\"", "outcome=\"applied\""]).await, 60.0);
+    assert_eq!(p.counter("projector_sink_isolations_total", &[]).await, 0.0);
+    assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 0.0);
+    let log = p.log_text();
+    assert!(
+        !log.contains("row by row") && !log.contains("isolate the bad rows"),
+        "clean input took the isolation path: {}",
+        log_tail(&log, 20)
+    );
 }

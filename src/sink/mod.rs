@@ -1,20 +1,24 @@
-//! Step 4 of the path: sinks. Every sink shares one contract: given a batch
-//! of [`Write`]s (already collapsed to one per key, see [`batch`]), apply the
-//! newer ones and report an [`Outcome`] for each. Batching, retries, dead
-//! letters and offset commits are the [`pipeline`]'s job, the same for all.
+//! Step 5 of the path: sinks. Every sink shares one narrow contract: given
+//! one target's writes (already grouped by target and collapsed to one per
+//! key by the [`crate::pipeline`]), apply the newer ones and report an
+//! [`Outcome`] for each. Grouping, isolating the bad rows of a refused call,
+//! typing new fields, retry versus dead-letter and offset commits are the
+//! pipeline's, the same for every sink. A sink keeps what is its own: its
+//! targets, how to add typed fields to them, how to encode, send and read
+//! each item's outcome, and one table that maps its server's error codes to
+//! an [`ErrorKind`].
 
-pub mod batch;
 pub mod bigquery;
-pub mod dead_letter;
 pub mod elasticsearch;
-pub mod pipeline;
 pub mod postgres;
-pub mod retry;
 
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::decode::{FieldType, Value};
 use crate::mapping::{Document, ReadModel, TableMapping};
+use crate::source::PartitionOffset;
 
 /// One document to apply to one target (index or table) of a sink.
 #[derive(Clone, Debug)]
@@ -31,33 +35,119 @@ pub enum Outcome {
     Applied,
     /// The sink already held the same or a newer position; nothing changed.
     Stale,
-    /// A transient failure (overload, conflict, unavailable): try again.
-    Retry(String),
-    /// The sink refused this write for good (mapping conflict, bad value):
-    /// it goes to the dead-letter queue.
-    Rejected(String),
+    /// The sink did not apply it; the error's kind tells the pipeline
+    /// whether to retry it or dead-letter it.
+    Failed(SinkError),
 }
 
-/// A failure of the whole request (connection refused, timeout, 5xx on the
-/// batch). Always retried.
-#[derive(Debug, thiserror::Error)]
-#[error("{sink}: {message}")]
+/// What kind of failure a sink met: the one thing the pipeline's retry
+/// policy reads (`pipeline::retry::decide`). Only [`ErrorKind::RefusedRow`]
+/// and [`ErrorKind::BadData`] are about the data; every other kind is the
+/// sink (or its server) being wrong for now, so the write is retried with
+/// the sink reported down, never dead-lettered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The server is unreachable or not taking writes: connection refused,
+    /// timeout, 5xx, a read-only transaction or index, a closed index.
+    Unavailable,
+    /// The server refuses for load: HTTP 429, rejected execution, rate or
+    /// quota limits, too many connections.
+    Overloaded,
+    /// Another writer changed the same thing at once: a version conflict, a
+    /// serialization failure, a deadlock. Retrying decides again.
+    Conflict,
+    /// The server refused this one write for its values (a value that does
+    /// not fit its field's mapping or column). Dead-lettered once alone.
+    RefusedRow,
+    /// The server refused the call for the data it carried, without naming
+    /// the write: the pipeline splits the call until the bad write is alone.
+    BadData,
+    /// The sink is configured wrongly (URL, dataset, a read-model setting
+    /// the server refuses): fix the configuration; retried meanwhile.
+    Configuration,
+    /// Credentials are missing or lack a privilege: grant it; retried meanwhile.
+    Permission,
+    /// A table, column or index the sink owns is missing (dropped behind
+    /// its back): the sink re-creates it and the write is retried.
+    NotFound,
+}
+
+impl ErrorKind {
+    /// Whether the data caused it (the write is dead-lettered) rather than
+    /// the sink (the write is retried).
+    pub fn is_data(self) -> bool {
+        matches!(self, ErrorKind::RefusedRow | ErrorKind::BadData)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::RefusedRow => "refused_row",
+            ErrorKind::BadData => "bad_data",
+            ErrorKind::Configuration => "configuration",
+            ErrorKind::Permission => "permission",
+            ErrorKind::NotFound => "not_found",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure of a sink call or of one write in it.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{sink} ({kind}): {message}")]
 pub struct SinkError {
     pub sink: &'static str,
+    pub kind: ErrorKind,
     pub message: String,
 }
 
-/// What a sink implements: its name, how to prepare its targets, and how to
-/// apply a batch.
+impl SinkError {
+    pub fn new(sink: &'static str, kind: ErrorKind, message: impl Into<String>) -> SinkError {
+        SinkError { sink, kind, message: message.into() }
+    }
+}
+
+/// Where the type of a new field comes from, chosen by the pipeline in
+/// this order; the sink translates it into its own type vocabulary.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FieldSource {
+    /// The sink's own section of the read-model file declares it
+    /// (`postgres.types`, `bigquery.types`, `elasticsearch.types`).
+    Declared,
+    /// The Debezium schema's type of the column behind the field.
+    Schema(FieldType),
+    /// Neither: a non-null value of this batch.
+    Value(Value),
+}
+
+/// A field a target may lack, typed by the pipeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewField {
+    pub name: String,
+    pub source: FieldSource,
+}
+
+/// What a sink implements: its name and targets, how to prepare them, how
+/// to add typed fields to one, and how to apply one target's writes.
 pub trait Sink: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// The target a table's documents go to, or `None` if this sink does not
     /// take that table.
-    fn target(&self, model: &ReadModel, topic: &str) -> Option<Arc<str>>;
+    fn target<'m>(&self, table: &'m TableMapping) -> Option<&'m str>;
 
     /// Output fields of `table` this sink does not take (`exclude:`).
     fn excluded<'a>(&self, table: &'a TableMapping) -> &'a [String];
+
+    /// Whether this sink's section of `table` declares `field`'s type.
+    fn declares(&self, table: &TableMapping, field: &str) -> bool;
 
     /// How many batches the pipeline may write at once. Writes of different
     /// batches may overlap for the same key: only sinks whose guard settles
@@ -69,13 +159,25 @@ pub trait Sink: Send + Sync + 'static {
     /// Creates indexes/tables before the first write. Idempotent.
     fn prepare(&self, model: &ReadModel) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// Applies the writes (at most one per target and id) and returns one
+    /// Makes sure `target` (of `table`) has these fields, adding those it
+    /// lacks with the type their source gives (re-creating the target if it
+    /// is gone). Idempotent. A field it cannot type is left out.
+    fn add_fields(
+        &self,
+        table: &TableMapping,
+        target: &str,
+        fields: &[NewField],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Applies one target's writes (at most one per id) and returns one
     /// outcome per write, in order. `progress` is the next offset of each
-    /// partition the batch covers, for sinks that record it atomically with
-    /// the rows (Kafka's commit still follows the batch).
+    /// partition the batch covers, for sinks that record it beside the rows
+    /// (Kafka's commit still follows the batch). A data-kind error for the
+    /// whole call makes the pipeline split it to find the bad writes.
     fn write(
         &self,
+        target: &str,
         writes: &[Write],
-        progress: &[(String, i32, i64)],
+        progress: &[PartitionOffset],
     ) -> impl Future<Output = Result<Vec<Outcome>, SinkError>> + Send;
 }

@@ -23,7 +23,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientContext, TopicPartitionList as Tpl};
 
-use super::{Lineage, SourceRecord};
+use super::{Lineage, PartitionBacklog, PartitionOffset, SourceRecord};
 
 /// Rebalance bookkeeping shared between librdkafka's callbacks and the pipeline.
 #[derive(Default)]
@@ -162,12 +162,12 @@ impl ConsumerGroup {
 
     /// Marks records before these offsets as durably written. Partitions no
     /// longer assigned are skipped: their new owner will redo them.
-    pub fn store(&self, next_offsets: &[(String, i32, i64)]) {
+    pub fn store(&self, next_offsets: &[PartitionOffset]) {
         let assigned = self.assignment();
         let mut tpl = Tpl::new();
-        for (topic, partition, offset) in next_offsets {
-            if assigned.iter().any(|(t, p)| t == topic && p == partition) {
-                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        for o in next_offsets {
+            if assigned.iter().any(|(t, p)| *t == o.topic && *p == o.partition) {
+                let _ = tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.next));
             }
         }
         if tpl.count() == 0 {
@@ -211,7 +211,7 @@ impl ConsumerGroup {
 
     /// Records behind the log end per assigned partition: end − position.
     /// Blocking (asks the broker for watermarks): call from a blocking thread.
-    pub fn lag(&self, timeout: Duration) -> Vec<(String, i32, i64)> {
+    pub fn lag(&self, timeout: Duration) -> Vec<PartitionBacklog> {
         let Ok(positions) = self.consumer.position() else { return vec![] };
         positions
             .elements()
@@ -223,7 +223,11 @@ impl ConsumerGroup {
                     Offset::Offset(o) => o,
                     _ => low,
                 };
-                Some((e.topic().to_string(), e.partition(), (end - pos).max(0)))
+                Some(PartitionBacklog {
+                    topic: e.topic().to_string(),
+                    partition: e.partition(),
+                    records: (end - pos).max(0),
+                })
             })
             .collect()
     }

@@ -5,4 +5,4 @@
 pub mod consumer;
 pub mod record;
 
-pub use record::{Lineage, SourceRecord};
+pub use record::{Lineage, PartitionBacklog, PartitionOffset, SourceRecord};

@@ -36,3 +36,22 @@ impl SourceRecord {
         self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len) + self.lineage.topic.len() + 64
     }
 }
+
+/// The next offset to read in one partition: everything before it is done.
+/// What the pipeline stores once a batch is written, and the progress a sink
+/// may record beside its rows.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartitionOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub next: i64,
+}
+
+/// How many records of one assigned partition this consumer has not read
+/// yet: log end minus its position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionBacklog {
+    pub topic: String,
+    pub partition: i32,
+    pub records: i64,
+}

@@ -52,10 +52,11 @@
 //! capture (LOB placeholder) leaves the stored column as it was.
 //!
 //! ## Failures
-//! Unreachable, 5xx, 429 and rate limits fail the whole batch (the pipeline
-//! retries). A 400 `invalid`/`invalidQuery` (a value BigQuery refuses) makes
-//! the sink retry that table's writes one by one, so only the bad row is
-//! rejected (and dead-lettered).
+//! [`kind_of`] folds the client's [`BqError`] into an [`ErrorKind`]: a 400
+//! `invalid`/`invalidQuery` (a value BigQuery refuses) is bad data, and the
+//! pipeline splits the call until the bad row is alone; a missing table is
+//! re-created; unreachable, 5xx, 429 and rate limits are retried with the
+//! sink reported down.
 
 pub mod auth;
 pub mod client;
@@ -67,10 +68,11 @@ use std::sync::Arc;
 use serde_json::{Map, Value as Json};
 use tokio::sync::Mutex;
 
-use super::{Outcome, Sink, SinkError, Write};
+use super::{ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, Write};
 use crate::decode::Value;
 use crate::decode::value::timestamp_text;
 use crate::mapping::{ReadModel, TableMapping};
+use crate::source::PartitionOffset;
 pub use auth::Auth;
 use client::{BqError, Client, Param};
 
@@ -79,9 +81,23 @@ const SINK: &str = "bigquery";
 /// Largest staging parameter per job (BigQuery caps a request at 10 MB).
 const MAX_STAGE_BYTES: usize = 4 * 1024 * 1024;
 
-fn err(message: impl Into<String>) -> SinkError {
-    SinkError { sink: SINK, message: message.into() }
+fn err(kind: ErrorKind, message: impl Into<String>) -> SinkError {
+    SinkError::new(SINK, kind, message)
 }
+
+/// The one table from the client's classification to a kind. (The client
+/// folds status and `error.reason` into [`BqError`]: auth trouble and rate
+/// limits arrive as transient.)
+pub fn kind_of(e: &BqError) -> ErrorKind {
+    match e {
+        BqError::Data(_) => ErrorKind::BadData,
+        BqError::NotFound(_) => ErrorKind::NotFound,
+        BqError::Transient(_) | BqError::FailedBefore(_) => ErrorKind::Unavailable,
+    }
+}
+
+/// What to do about a refused value, appended to bad-data messages.
+const BAD_DATA_HINT: &str = "fix the value at the source, declare the field's type under bigquery.types, or leave the field out with bigquery.exclude (a BigQuery column name cannot contain characters such as ; . , ( ) [ ] or quotes other than ')";
 
 /// Writes read-model rows to BigQuery.
 pub struct BigQuery {
@@ -108,21 +124,25 @@ impl BigQuery {
     ) -> Result<BigQuery, SinkError> {
         if dataset.is_empty() || dataset.len() > 1024 || !dataset.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
-            return Err(err(format!(
-                "dataset {dataset:?} is not a valid BigQuery dataset id: use letters, digits and '_'"
-            )));
+            return Err(err(
+                ErrorKind::Configuration,
+                format!("dataset {dataset:?} is not a valid BigQuery dataset id: use letters, digits and '_'"),
+            ));
         }
         if project.is_empty() {
-            return Err(err("no BigQuery project id: set the project (e.g. projector-local for the emulator)"));
+            return Err(err(
+                ErrorKind::Configuration,
+                "no BigQuery project id: set the project (e.g. projector-local for the emulator)",
+            ));
         }
         for t in &model.tables {
             if let Some(bq) = &t.bigquery {
                 sql::check_table_name(&bq.table)
-                    .map_err(|e| err(format!("{}:{}: {e}", model.file.display(), t.line)))?;
+                    .map_err(|e| err(ErrorKind::Configuration, format!("{}:{}: {e}", model.file.display(), t.line)))?;
             }
         }
-        let tokens = auth::TokenSource::new(&auth).map_err(err)?;
-        let client = Client::new(base_url, project, tokens).map_err(err)?;
+        let tokens = auth::TokenSource::new(&auth).map_err(|m| err(ErrorKind::Configuration, m))?;
+        let client = Client::new(base_url, project, tokens).map_err(|m| err(ErrorKind::Configuration, m))?;
         Ok(BigQuery { client, dataset: dataset.to_string(), model, columns: Mutex::new(HashMap::new()) })
     }
 
@@ -168,33 +188,28 @@ impl BigQuery {
         Ok(true)
     }
 
-    /// The columns a batch needs that the table lacks, typed.
-    fn new_columns(&self, target: &str, known: &[(String, String)], writes: &[&Write]) -> Vec<(String, String)> {
-        let table = self.table_for(target);
-        let declared = table.and_then(|t| t.bigquery.as_ref()).map(|b| b.types.as_slice()).unwrap_or(&[]);
+    /// The fields the table lacks, in BigQuery types.
+    fn new_columns(
+        &self,
+        table: &TableMapping,
+        known: &[(String, String)],
+        fields: &[NewField],
+    ) -> Vec<(String, String)> {
+        let declared = table.bigquery.as_ref().map(|b| b.types.as_slice()).unwrap_or(&[]);
         let mut added: Vec<(String, String)> = Vec::new();
-        let seen = |name: &str, added: &Vec<(String, String)>| {
-            is_meta(name) || known.iter().chain(added.iter()).any(|(n, _)| n.eq_ignore_ascii_case(name))
-        };
-        for w in writes {
-            let body = w.doc.body.as_ref().map(|b| b.columns.as_slice()).unwrap_or(&[]);
-            for (name, v) in body.iter().chain(w.doc.key.columns.iter()) {
-                if seen(name, &added) {
-                    continue;
-                }
-                let ty = declared
-                    .iter()
-                    .find(|(f, _)| f == name)
-                    .map(|(_, t)| t.clone())
-                    .or_else(|| {
-                        table
-                            .and_then(|t| t.output_type(name, w.doc.source_types.as_deref()))
-                            .map(|ft| sql::type_of_field(&ft))
-                    })
-                    .or_else(|| sql::type_of_value(v));
-                if let Some(ty) = ty {
-                    added.push((name.clone(), ty));
-                }
+        for f in fields {
+            let seen =
+                is_meta(&f.name) || known.iter().chain(added.iter()).any(|(n, _)| n.eq_ignore_ascii_case(&f.name));
+            if seen {
+                continue;
+            }
+            let ty = match &f.source {
+                FieldSource::Declared => declared.iter().find(|(n, _)| *n == f.name).map(|(_, t)| t.clone()),
+                FieldSource::Schema(ft) => Some(sql::type_of_field(ft)),
+                FieldSource::Value(v) => sql::type_of_value(v),
+            };
+            if let Some(ty) = ty {
+                added.push((f.name.clone(), ty));
             }
         }
         added
@@ -202,7 +217,7 @@ impl BigQuery {
 
     /// Makes sure the table exists with every column the batch needs;
     /// returns its columns.
-    async fn evolve(&self, target: &str, writes: &[&Write]) -> Result<Vec<(String, String)>, BqError> {
+    async fn evolve(&self, table: &TableMapping, target: &str, fields: &[NewField]) -> Result<(), BqError> {
         let mut columns = self.columns.lock().await;
         if !columns.contains_key(target)
             && let Some(cols) = self.client.table_columns(&self.dataset, target).await?
@@ -211,7 +226,7 @@ impl BigQuery {
         }
         match columns.get(target) {
             None => {
-                let mut wanted = self.new_columns(target, &[], writes);
+                let mut wanted = self.new_columns(table, &[], fields);
                 // Declared types are columns from the start.
                 if let Some(bq) = self.table_for(target).and_then(|t| t.bigquery.as_ref()) {
                     for (f, t) in &bq.types {
@@ -227,14 +242,14 @@ impl BigQuery {
                 }
             }
             Some(known) => {
-                let added = self.new_columns(target, known, writes);
+                let added = self.new_columns(table, known, fields);
                 if added.is_empty() {
-                    return Ok(known.clone());
+                    return Ok(());
                 }
                 let tref = self.tref(target);
                 self.client.query(&sql::add_columns(&tref, &added), &[]).await.map_err(|e| match e {
                     BqError::Data(m) => BqError::Data(format!(
-                        "adding columns {:?} to table {target}: {m}",
+                        "adding columns {:?} to table {target}: {m}; {BAD_DATA_HINT}",
                         added.iter().map(|(n, _)| n).collect::<Vec<_>>()
                     )),
                     other => other,
@@ -246,8 +261,8 @@ impl BigQuery {
         let cols = self.client.table_columns(&self.dataset, target).await?.ok_or_else(|| {
             BqError::NotFound(format!("table {target} vanished right after it was created or altered"))
         })?;
-        columns.insert(target.to_string(), cols.clone());
-        Ok(cols)
+        columns.insert(target.to_string(), cols);
+        Ok(())
     }
 
     /// Stored `__position` per id.
@@ -307,7 +322,13 @@ impl BigQuery {
 
     /// Applies one table's writes; returns the outcome per id.
     async fn apply(&self, target: &str, writes: &[&Write]) -> Result<HashMap<String, Outcome>, BqError> {
-        let columns = self.evolve(target, writes).await?;
+        let columns = self
+            .columns
+            .lock()
+            .await
+            .get(target)
+            .cloned()
+            .ok_or_else(|| BqError::NotFound(format!("table {target} is not known yet; re-creating it")))?;
         let data: Vec<(String, String)> = columns.into_iter().filter(|(n, _)| !is_meta(n)).collect();
         let before = self.stored_positions(target, writes.iter().map(|w| w.doc.id.clone()).collect()).await?;
         let mut out: HashMap<String, Outcome> = HashMap::new();
@@ -403,7 +424,7 @@ impl BigQuery {
     }
 
     fn transient(&self, target: &str, e: BqError) -> SinkError {
-        err(format!("table {}.{target}: {}", self.dataset, e.message()))
+        err(kind_of(&e), format!("table {}.{target}: {}", self.dataset, e.message()))
     }
 }
 
@@ -412,12 +433,16 @@ impl Sink for BigQuery {
         SINK
     }
 
-    fn target(&self, model: &ReadModel, topic: &str) -> Option<Arc<str>> {
-        model.table(topic)?.bigquery.as_ref().map(|b| Arc::from(b.table.as_str()))
+    fn target<'m>(&self, table: &'m TableMapping) -> Option<&'m str> {
+        table.bigquery.as_ref().map(|b| b.table.as_str())
     }
 
     fn excluded<'a>(&self, table: &'a TableMapping) -> &'a [String] {
         table.bigquery.as_ref().map_or(&[], |b| b.exclude.as_slice())
+    }
+
+    fn declares(&self, table: &TableMapping, field: &str) -> bool {
+        table.bigquery.as_ref().is_some_and(|b| b.types.iter().any(|(f, _)| f == field))
     }
 
     async fn prepare(&self, model: &ReadModel) -> Result<(), SinkError> {
@@ -425,7 +450,7 @@ impl Sink for BigQuery {
             .client
             .ensure_dataset(&self.dataset)
             .await
-            .map_err(|e| err(format!("creating dataset {}: {}", self.dataset, e.message())))?;
+            .map_err(|e| err(kind_of(&e), format!("creating dataset {}: {}", self.dataset, e.message())))?;
         if let (Some(l), Ok(mut slot)) = (location, self.client.location.write()) {
             *slot = Some(l);
         }
@@ -455,49 +480,38 @@ impl Sink for BigQuery {
         Ok(())
     }
 
-    async fn write(&self, writes: &[Write], _progress: &[(String, i32, i64)]) -> Result<Vec<Outcome>, SinkError> {
-        let mut by_target: Vec<(&str, Vec<&Write>)> = Vec::new();
-        for w in writes {
-            match by_target.iter_mut().find(|(t, _)| *t == &*w.target) {
-                Some((_, v)) => v.push(w),
-                None => by_target.push((&w.target, vec![w])),
+    async fn add_fields(&self, table: &TableMapping, target: &str, fields: &[NewField]) -> Result<(), SinkError> {
+        self.evolve(table, target, fields).await.map_err(|e| self.transient(target, e))
+    }
+
+    async fn write(
+        &self,
+        target: &str,
+        writes: &[Write],
+        _progress: &[PartitionOffset],
+    ) -> Result<Vec<Outcome>, SinkError> {
+        let refs: Vec<&Write> = writes.iter().collect();
+        match self.apply(target, &refs).await {
+            Ok(mut outcomes) => {
+                Ok(writes.iter().map(|w| outcomes.remove(&w.doc.id).unwrap_or(Outcome::Stale)).collect())
+            }
+            Err(BqError::Data(m)) => {
+                let rows = match writes {
+                    [w] => format!("the row with __id {:?} ({})", w.doc.id, w.doc.lineage),
+                    _ => format!("{} rows", writes.len()),
+                };
+                Err(err(
+                    ErrorKind::BadData,
+                    format!("BigQuery table {}.{target} refused {rows}: {m}; {BAD_DATA_HINT}", self.dataset),
+                ))
+            }
+            Err(e) => {
+                if matches!(e, BqError::NotFound(_)) {
+                    // Dropped behind our back: re-created by the next add_fields.
+                    self.columns.lock().await.remove(target);
+                }
+                Err(self.transient(target, e))
             }
         }
-        let mut outcomes: HashMap<(String, String), Outcome> = HashMap::new();
-        for (target, ws) in &by_target {
-            match self.apply(target, ws).await {
-                Ok(o) => outcomes.extend(o.into_iter().map(|(id, o)| ((target.to_string(), id), o))),
-                Err(BqError::Data(e)) => {
-                    // Find the bad rows: one MERGE per row.
-                    tracing::warn!(sink = SINK, table = target, error = %e, rows = ws.len(), "batch refused; retrying row by row to isolate the bad rows");
-                    for w in ws {
-                        let o = match self.apply(target, &[w]).await {
-                            Ok(mut o) => o.remove(&w.doc.id).unwrap_or(Outcome::Stale),
-                            Err(BqError::Data(m)) => Outcome::Rejected(format!(
-                                "BigQuery table {}.{target} refused the row with __id {:?} ({}): {m}; fix the value at the source, declare the field's type under bigquery.types, or leave the field out with bigquery.exclude (a BigQuery column name cannot contain characters such as ; . , ( ) [ ] or quotes other than ')",
-                                self.dataset, w.doc.id, w.doc.lineage
-                            )),
-                            Err(BqError::NotFound(m)) => {
-                                self.columns.lock().await.remove(*target);
-                                Outcome::Retry(m)
-                            }
-                            Err(other) => Outcome::Retry(other.message().to_string()),
-                        };
-                        outcomes.insert((target.to_string(), w.doc.id.clone()), o);
-                    }
-                }
-                Err(e) => {
-                    if matches!(e, BqError::NotFound(_)) {
-                        // Dropped behind our back: recreate on the next attempt.
-                        self.columns.lock().await.remove(*target);
-                    }
-                    return Err(self.transient(target, e));
-                }
-            }
-        }
-        Ok(writes
-            .iter()
-            .map(|w| outcomes.remove(&(w.target.to_string(), w.doc.id.clone())).unwrap_or(Outcome::Stale))
-            .collect())
     }
 }

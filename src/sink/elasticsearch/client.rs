@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value as Json, json};
 
-use super::super::SinkError;
+use super::super::{ErrorKind, SinkError};
 
 pub(crate) const SINK: &str = "elasticsearch";
 
@@ -32,8 +32,43 @@ pub struct Current {
     pub position: Option<String>,
 }
 
-fn err(message: impl Into<String>) -> SinkError {
-    SinkError { sink: SINK, message: message.into() }
+fn err(kind: ErrorKind, message: impl Into<String>) -> SinkError {
+    SinkError::new(SINK, kind, message)
+}
+
+/// The one table from an Elasticsearch status and error `type` (of a bulk
+/// item or a whole response) to what kind of failure it is. The type wins
+/// over the status: a read-only index answers 403 but is unavailable, not a
+/// permission problem.
+pub fn kind_of(status: u16, error_type: Option<&str>) -> ErrorKind {
+    match (status, error_type.unwrap_or("")) {
+        (_, "cluster_block_exception" | "index_closed_exception") => ErrorKind::Unavailable,
+        (_, "security_exception") | (401 | 403, _) => ErrorKind::Permission,
+        (_, "es_rejected_execution_exception" | "circuit_breaking_exception") | (429, _) => ErrorKind::Overloaded,
+        (_, "version_conflict_engine_exception") | (409, _) => ErrorKind::Conflict,
+        (_, "index_not_found_exception") | (404, _) => ErrorKind::NotFound,
+        (
+            _,
+            "mapper_parsing_exception"
+            | "document_parsing_exception"
+            | "illegal_argument_exception"
+            | "strict_dynamic_mapping_exception",
+        ) => ErrorKind::RefusedRow,
+        (s, _) if s >= 500 || s == 0 => ErrorKind::Unavailable,
+        // Any other 4xx on a document is about that document.
+        (400..=499, _) => ErrorKind::RefusedRow,
+        _ => ErrorKind::Unavailable,
+    }
+}
+
+/// The `error.type` of a response body, when it has one.
+pub fn error_type(body: &Json) -> Option<&str> {
+    body.pointer("/error/type").or_else(|| body.get("type")).and_then(Json::as_str)
+}
+
+/// A failed whole request as a sink error, its kind from the table.
+fn failed(what: &str, status: u16, body: &Json) -> SinkError {
+    err(kind_of(status, error_type(body)), format!("{what}: HTTP {status}: {}", truncate(&body.to_string(), 500)))
 }
 
 impl Client {
@@ -43,7 +78,7 @@ impl Client {
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(5))
             .build()
-            .map_err(|e| err(format!("cannot build HTTP client: {e}")))?;
+            .map_err(|e| err(ErrorKind::Configuration, format!("cannot build HTTP client: {e}")))?;
         Ok(Client { http, base: base_url.trim_end_matches('/').to_string() })
     }
 
@@ -52,10 +87,12 @@ impl Client {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> Result<(u16, Json), SinkError> {
-        let resp =
-            req.send().await.map_err(|e| err(format!("{what}: {} unreachable: {e}; is the cluster up?", self.base)))?;
+        let resp = req.send().await.map_err(|e| {
+            err(ErrorKind::Unavailable, format!("{what}: {} unreachable: {e}; is the cluster up?", self.base))
+        })?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|e| err(format!("{what}: reading response: {e}")))?;
+        let bytes =
+            resp.bytes().await.map_err(|e| err(ErrorKind::Unavailable, format!("{what}: reading response: {e}")))?;
         let body = if bytes.is_empty() {
             Json::Null
         } else {
@@ -70,7 +107,7 @@ impl Client {
         let (status, body) =
             self.send(self.http.get(format!("{}/_cluster/health", self.base)), "cluster health").await?;
         if status != 200 {
-            return Err(err(format!("cluster health: HTTP {status}: {body}")));
+            return Err(failed("cluster health", status, &body));
         }
         Ok(body)
     }
@@ -90,7 +127,7 @@ impl Client {
         match status {
             200 => Ok(()),
             // Another instance created it first, or it exists without the alias.
-            400 if resp.to_string().contains("resource_already_exists_exception") => {
+            400 if error_type(&resp) == Some("resource_already_exists_exception") => {
                 let actions = json!({"actions": [{"add": {"index": physical, "alias": alias, "is_write_index": true, "filter": alias_definition()["filter"]}}]});
                 let (status, resp) = self
                     .send(self.http.post(format!("{}/_aliases", self.base)).json(&actions), "alias creation")
@@ -98,16 +135,20 @@ impl Client {
                 if status == 200 {
                     Ok(())
                 } else {
-                    Err(err(format!("adding alias {alias} to {physical}: HTTP {status}: {resp}")))
+                    Err(failed(&format!("adding alias {alias} to {physical}"), status, &resp))
                 }
             }
             _ => {
-                let hint = if resp.to_string().contains("maximum normal shards open") {
-                    "; the cluster is at cluster.max_shards_per_node: delete unused indexes or raise that limit (projector retries until the index can be created)"
+                // The shard limit (cluster.max_shards_per_node) is a validation_exception.
+                let hint = if error_type(&resp) == Some("validation_exception") {
+                    "; if the cluster is at cluster.max_shards_per_node, delete unused indexes or raise that limit (projector retries until the index can be created)"
                 } else {
                     ""
                 };
-                Err(err(format!("creating index {physical} for alias {alias}: HTTP {status}: {resp}{hint}")))
+                let e = failed(&format!("creating index {physical} for alias {alias}"), status, &resp);
+                // Refused index settings are the read model's, not a row's.
+                let kind = if e.kind.is_data() { ErrorKind::Configuration } else { e.kind };
+                Err(err(kind, format!("{}{hint}", e.message)))
             }
         }
     }
@@ -117,7 +158,7 @@ impl Client {
         let (status, body) =
             self.send(self.http.get(format!("{}/{alias}/_mapping", self.base)), "reading mapping").await?;
         if status != 200 {
-            return Err(err(format!("reading mapping of {alias}: HTTP {status}: {body}")));
+            return Err(failed(&format!("reading mapping of {alias}"), status, &body));
         }
         let mut out = std::collections::HashSet::new();
         if let Some(indexes) = body.as_object() {
@@ -139,11 +180,7 @@ impl Client {
                 "extending mapping",
             )
             .await?;
-        if status == 200 {
-            Ok(())
-        } else {
-            Err(err(format!("extending mapping of {alias}: HTTP {status}: {}", truncate(&body.to_string(), 400))))
-        }
+        if status == 200 { Ok(()) } else { Err(failed(&format!("extending mapping of {alias}"), status, &body)) }
     }
 
     /// Reads the stored position, `_seq_no` and `_primary_term` of documents.
@@ -155,19 +192,22 @@ impl Client {
         let (status, body) =
             self.send(self.http.post(url).json(&json!({"ids": ids})), "reading current positions").await?;
         if status != 200 {
-            return Err(err(format!("_mget on {alias}: HTTP {status}: {body}")));
+            return Err(failed(&format!("_mget on {alias}"), status, &body));
         }
         let docs = body
             .get("docs")
             .and_then(Json::as_array)
-            .ok_or_else(|| err(format!("_mget on {alias}: no docs in response")))?;
+            .ok_or_else(|| err(ErrorKind::Unavailable, format!("_mget on {alias}: no docs in response")))?;
         if docs.len() != ids.len() {
-            return Err(err(format!("_mget on {alias}: asked for {} ids, got {}", ids.len(), docs.len())));
+            return Err(err(
+                ErrorKind::Unavailable,
+                format!("_mget on {alias}: asked for {} ids, got {}", ids.len(), docs.len()),
+            ));
         }
         docs.iter()
             .map(|d| {
                 if let Some(e) = d.get("error") {
-                    return Err(err(format!("_mget on {alias}: {e}")));
+                    return Err(err(kind_of(0, error_type(d)), format!("_mget on {alias}: {e}")));
                 }
                 if d.get("found").and_then(Json::as_bool) != Some(true) {
                     return Ok(None);
@@ -176,11 +216,11 @@ impl Client {
                     seq_no: d
                         .get("_seq_no")
                         .and_then(Json::as_i64)
-                        .ok_or_else(|| err("_mget: found document without _seq_no"))?,
+                        .ok_or_else(|| err(ErrorKind::Unavailable, "_mget: found document without _seq_no"))?,
                     primary_term: d
                         .get("_primary_term")
                         .and_then(Json::as_i64)
-                        .ok_or_else(|| err("_mget: found document without _primary_term"))?,
+                        .ok_or_else(|| err(ErrorKind::Unavailable, "_mget: found document without _primary_term"))?,
                     position: d
                         .pointer(&format!("/_source/{META_FIELD}/position"))
                         .and_then(Json::as_str)
@@ -199,21 +239,27 @@ impl Client {
         let req = self.http.post(url).header("content-type", "application/x-ndjson").body(body);
         let (status, resp) = self.send(req, "bulk").await?;
         if status != 200 {
-            return Err(err(format!("bulk: HTTP {status}: {}", truncate(&resp.to_string(), 500))));
+            return Err(failed("bulk", status, &resp));
         }
-        let items = resp
-            .get("items")
-            .and_then(Json::as_array)
-            .ok_or_else(|| err(format!("bulk: response has no items: {}", truncate(&resp.to_string(), 500))))?;
+        let items = resp.get("items").and_then(Json::as_array).ok_or_else(|| {
+            err(ErrorKind::Unavailable, format!("bulk: response has no items: {}", truncate(&resp.to_string(), 500)))
+        })?;
         if items.len() != expected_items {
-            return Err(err(format!("bulk: sent {expected_items} actions, got {} results", items.len())));
+            return Err(err(
+                ErrorKind::Unavailable,
+                format!("bulk: sent {expected_items} actions, got {} results", items.len()),
+            ));
         }
         Ok(items
             .iter()
             .map(|item| {
                 let result = item.as_object().and_then(|o| o.values().next()).cloned().unwrap_or(Json::Null);
                 BulkItem {
-                    status: result.get("status").and_then(Json::as_u64).unwrap_or(0) as u16,
+                    status: result
+                        .get("status")
+                        .and_then(Json::as_u64)
+                        .and_then(|s| u16::try_from(s).ok())
+                        .unwrap_or(0),
                     error: result.get("error").cloned(),
                     seq_no: result.get("_seq_no").and_then(Json::as_i64),
                     primary_term: result.get("_primary_term").and_then(Json::as_i64),

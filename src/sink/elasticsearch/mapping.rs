@@ -15,7 +15,7 @@
 use serde_json::{Value as Json, json};
 
 use super::client::META_FIELD;
-use crate::decode::Value;
+use crate::decode::{FieldType, Value};
 use crate::mapping::ElasticsearchTarget;
 
 /// The Elasticsearch type for a decoded value; `None` for null.
@@ -33,6 +33,42 @@ pub fn value_type(v: &Value) -> Option<Json> {
         Value::ZonedTimestamp(_) => json!({"type": "date", "format": "strict_date_optional_time_nanos"}),
         Value::Json(_) => json!({"type": "object", "enabled": false}),
     })
+}
+
+/// The Elasticsearch type for a Debezium schema type: the type
+/// [`value_type`] gives the value that schema decodes to. `None` for a
+/// schema with no fixed type (a struct, an unknown connect type).
+pub fn schema_type(ft: &FieldType) -> Option<Json> {
+    let like = match ft.name.as_deref() {
+        Some("org.apache.kafka.connect.data.Decimal" | "io.debezium.data.VariableScaleDecimal") => {
+            Value::Decimal { unscaled: 0, scale: 0 }
+        }
+        Some("io.debezium.time.Date" | "org.apache.kafka.connect.data.Date") => Value::Date(0),
+        Some(
+            "io.debezium.time.Time"
+            | "org.apache.kafka.connect.data.Time"
+            | "io.debezium.time.MicroTime"
+            | "io.debezium.time.NanoTime",
+        ) => Value::Time(0),
+        Some(
+            "io.debezium.time.Timestamp"
+            | "org.apache.kafka.connect.data.Timestamp"
+            | "io.debezium.time.MicroTimestamp"
+            | "io.debezium.time.NanoTimestamp",
+        ) => Value::Timestamp(0),
+        Some("io.debezium.time.ZonedTimestamp") => Value::ZonedTimestamp(String::new()),
+        Some("io.debezium.data.Json") => Value::Json(Json::Null),
+        Some("io.debezium.time.MicroDuration") => Value::Int(0),
+        _ => match ft.connect.as_str() {
+            "int8" | "int16" | "int32" | "int64" => Value::Int(0),
+            "float" | "float32" | "float64" | "double" => Value::Float(0.0),
+            "boolean" => Value::Bool(false),
+            "string" => Value::String(String::new()),
+            "bytes" => Value::Bytes(Vec::new()),
+            _ => return None,
+        },
+    };
+    value_type(&like)
 }
 
 /// Bookkeeping fields every projector index has.
@@ -70,5 +106,20 @@ mod tests {
         // A numeric-looking string stays a keyword: the schema said string.
         assert_eq!(value_type(&Value::String("123".into())).unwrap()["type"], "keyword");
         assert!(value_type(&Value::Null).is_none());
+    }
+
+    #[test]
+    fn schema_types_map_like_the_values_they_decode_to() {
+        let ft = |connect: &str, name: Option<&str>| FieldType {
+            connect: connect.into(),
+            name: name.map(str::to_string),
+            ..Default::default()
+        };
+        assert_eq!(schema_type(&ft("int16", None)).unwrap()["type"], "long");
+        assert_eq!(schema_type(&ft("bytes", Some("org.apache.kafka.connect.data.Decimal"))).unwrap()["type"], "double");
+        assert_eq!(schema_type(&ft("int64", Some("io.debezium.time.MicroTimestamp"))).unwrap()["type"], "date_nanos");
+        assert_eq!(schema_type(&ft("string", Some("io.debezium.time.ZonedTimestamp"))).unwrap()["type"], "date");
+        assert_eq!(schema_type(&ft("string", None)).unwrap()["type"], "keyword");
+        assert!(schema_type(&ft("struct", None)).is_none());
     }
 }

@@ -36,9 +36,10 @@ use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Outcome, Sink, SinkError, Write};
+use super::{ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, Write};
 use crate::decode::Op;
 use crate::mapping::{ReadModel, TableMapping};
+use crate::source::PartitionOffset;
 pub use client::{Client, Current, META_FIELD};
 
 /// Writes read-model documents to Elasticsearch or OpenSearch.
@@ -136,52 +137,6 @@ impl Elasticsearch {
         self
     }
 
-    /// Adds mappings for fields of this batch that have none yet, typed from
-    /// their decoded values.
-    async fn map_new_fields(&self, writes: &[Write]) -> Result<(), SinkError> {
-        let mut new: HashMap<&str, Vec<(String, serde_json::Value)>> = HashMap::new();
-        {
-            let mapped = self.mapped.lock().unwrap_or_else(|e| e.into_inner());
-            let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-            for w in writes {
-                let Some(body) = &w.doc.body else { continue };
-                let known = mapped.get(&*w.target);
-                for (name, v) in &body.columns {
-                    if known.is_some_and(|k| k.contains(name)) {
-                        continue;
-                    }
-                    // A null has no type to map; checked before `refused`,
-                    // whose key would cost two allocations per null column.
-                    let Some(ty) = mapping::value_type(v) else { continue };
-                    if refused.contains(&(w.target.to_string(), name.clone())) {
-                        continue;
-                    }
-                    let fields = new.entry(&w.target).or_default();
-                    if !fields.iter().any(|(n, _)| n == name) {
-                        fields.push((name.clone(), ty));
-                    }
-                }
-            }
-        }
-        for (alias, fields) in new {
-            match self.client.put_mapping(alias, &fields).await {
-                Ok(()) => {
-                    let mut mapped = self.mapped.lock().unwrap_or_else(|e| e.into_inner());
-                    mapped.entry(alias.to_string()).or_default().extend(fields.into_iter().map(|(n, _)| n));
-                }
-                Err(e) if e.message.contains("HTTP 400") => {
-                    // A field already mapped with another type (the column was
-                    // retyped): leave it; writes that conflict are dead-lettered.
-                    tracing::warn!(alias, error = %e, "cannot extend the index mapping; conflicting documents will be dead-lettered");
-                    let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-                    refused.extend(fields.into_iter().map(|(n, _)| (alias.to_string(), n)));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
     pub fn client(&self) -> &Client {
         &self.client
     }
@@ -207,12 +162,16 @@ impl Sink for Elasticsearch {
         self.in_flight
     }
 
-    fn target(&self, model: &ReadModel, topic: &str) -> Option<Arc<str>> {
-        model.table(topic)?.elasticsearch.as_ref().map(|e| Arc::from(e.index.as_str()))
+    fn target<'m>(&self, table: &'m TableMapping) -> Option<&'m str> {
+        table.elasticsearch.as_ref().map(|e| e.index.as_str())
     }
 
     fn excluded<'a>(&self, table: &'a TableMapping) -> &'a [String] {
         table.elasticsearch.as_ref().map_or(&[], |e| e.exclude.as_slice())
+    }
+
+    fn declares(&self, table: &TableMapping, field: &str) -> bool {
+        table.elasticsearch.as_ref().is_some_and(|e| e.types.iter().any(|(f, _)| f == field))
     }
 
     async fn prepare(&self, model: &ReadModel) -> Result<(), SinkError> {
@@ -231,8 +190,55 @@ impl Sink for Elasticsearch {
         Ok(())
     }
 
-    async fn write(&self, writes: &[Write], _progress: &[(String, i32, i64)]) -> Result<Vec<Outcome>, SinkError> {
-        self.map_new_fields(writes).await?;
+    /// Maps the fields the alias's mapping lacks. A field Elasticsearch
+    /// refuses to map (already mapped with another type: the column was
+    /// retyped) is left as it is; documents that conflict with it are
+    /// refused one by one and dead-lettered.
+    async fn add_fields(&self, table: &TableMapping, target: &str, fields: &[NewField]) -> Result<(), SinkError> {
+        let declared = table.elasticsearch.as_ref().map(|e| e.types.as_slice()).unwrap_or(&[]);
+        let new: Vec<(String, serde_json::Value)> = {
+            let mapped = self.mapped.lock().unwrap_or_else(|e| e.into_inner());
+            let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+            let known = mapped.get(target);
+            fields
+                .iter()
+                .filter(|f| !known.is_some_and(|k| k.contains(&f.name)))
+                .filter(|f| !refused.contains(&(target.to_string(), f.name.clone())))
+                .filter_map(|f| {
+                    let ty = match &f.source {
+                        FieldSource::Declared => declared.iter().find(|(n, _)| *n == f.name).map(|(_, t)| t.clone()),
+                        FieldSource::Schema(ft) => mapping::schema_type(ft),
+                        FieldSource::Value(v) => mapping::value_type(v),
+                    };
+                    Some((f.name.clone(), ty?))
+                })
+                .collect()
+        };
+        if new.is_empty() {
+            return Ok(());
+        }
+        match self.client.put_mapping(target, &new).await {
+            Ok(()) => {
+                let mut mapped = self.mapped.lock().unwrap_or_else(|e| e.into_inner());
+                mapped.entry(target.to_string()).or_default().extend(new.into_iter().map(|(n, _)| n));
+                Ok(())
+            }
+            Err(e) if e.kind.is_data() => {
+                tracing::warn!(alias = target, error = %e, "cannot extend the index mapping; conflicting documents will be dead-lettered");
+                let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+                refused.extend(new.into_iter().map(|(n, _)| (target.to_string(), n)));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn write(
+        &self,
+        target: &str,
+        writes: &[Write],
+        _progress: &[PartitionOffset],
+    ) -> Result<Vec<Outcome>, SinkError> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; writes.len()];
         let mut todo: Vec<usize> = (0..writes.len()).collect();
         // A 409 means another write (an overlapping batch, another instance)
@@ -240,13 +246,20 @@ impl Sink for Elasticsearch {
         // right away; only conflicts left after a few rounds go back to the
         // pipeline's backoff.
         for round in 0..CONFLICT_ROUNDS {
-            todo = self.write_round(writes, &todo, &mut outcomes, round == 0).await?;
+            todo = self.write_round(target, writes, &todo, &mut outcomes, round == 0).await?;
             if todo.is_empty() {
                 break;
             }
             metrics::counter!("projector_elasticsearch_conflicts_total").increment(todo.len() as u64);
         }
-        Ok(outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Retry("no result".into()))).collect())
+        Ok(outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    Outcome::Failed(SinkError::new(client::SINK, ErrorKind::Conflict, "no result for this write"))
+                })
+            })
+            .collect())
     }
 }
 
@@ -265,32 +278,31 @@ impl Elasticsearch {
     /// stored positions with one `_mget` per target.
     async fn write_round(
         &self,
+        target: &str,
         writes: &[Write],
         todo: &[usize],
         outcomes: &mut [Option<Outcome>],
         first: bool,
     ) -> Result<Vec<usize>, SinkError> {
-        let mut by_target: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut lookup: Vec<usize> = Vec::new();
         let mut current: HashMap<usize, Current> = HashMap::new();
         {
             let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
             for &i in todo {
                 let w = &writes[i];
-                match first.then(|| known.get(&w.target, &w.doc.id)).flatten() {
+                match first.then(|| known.get(target, &w.doc.id)).flatten() {
                     Some(c) => {
                         current.insert(i, c);
                     }
                     None if first && w.doc.op == Op::Create => {}
-                    None => by_target.entry(&w.target).or_default().push(i),
+                    None => lookup.push(i),
                 }
             }
         }
-        for (target, idx) in &by_target {
-            let ids: Vec<&str> = idx.iter().map(|i| writes[*i].doc.id.as_str()).collect();
-            for (i, c) in idx.iter().zip(self.client.current(target, &ids).await?) {
-                if let Some(c) = c {
-                    current.insert(*i, c);
-                }
+        let ids: Vec<&str> = lookup.iter().map(|i| writes[*i].doc.id.as_str()).collect();
+        for (i, c) in lookup.iter().zip(self.client.current(target, &ids).await?) {
+            if let Some(c) = c {
+                current.insert(*i, c);
             }
         }
         // Conditional writes for what is newer.
@@ -310,7 +322,7 @@ impl Elasticsearch {
             return Ok(conflicts);
         }
         let results = self.client.bulk(body, sent.len()).await?;
-        let mut missing_alias = Vec::new();
+        let mut missing_alias = false;
         {
             let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
             for (i, item) in sent.iter().zip(results) {
@@ -330,52 +342,43 @@ impl Elasticsearch {
                     _ => known.forget(&w.target, &w.doc.id),
                 }
                 let outcome = classify(item.status, item.error.as_ref());
-                if matches!(&outcome, Outcome::Retry(m) if m.contains("index_not_found") || m.contains("alias")) {
-                    missing_alias.push(w.target.clone());
-                }
+                missing_alias |= matches!(&outcome, Outcome::Failed(e) if e.kind == ErrorKind::NotFound);
                 outcomes[*i] = Some(outcome);
             }
-            if !missing_alias.is_empty() {
+            if missing_alias {
                 // The index is new: nothing remembered about it holds.
                 *known = KnownDocs::default();
             }
         }
-        // Someone deleted the alias or index: recreate it before the retry.
-        missing_alias.dedup();
-        for alias in missing_alias {
+        // Someone deleted the alias or index: recreate it before the retry
+        // (the pipeline then maps the fields again, typed as before).
+        if missing_alias {
             self.client
                 .ensure_alias(
-                    &alias,
+                    target,
                     &serde_json::json!({"dynamic": false, "properties": {META_FIELD: mapping::meta_properties()}}),
                 )
                 .await?;
-            self.mapped.lock().unwrap_or_else(|e| e.into_inner()).remove(&*alias);
+            self.mapped.lock().unwrap_or_else(|e| e.into_inner()).remove(target);
         }
         Ok(conflicts)
     }
 }
 
-/// Reads one bulk item's status.
+/// Reads one bulk item's status and error: its kind comes from
+/// [`client::kind_of`]. A 409 is our `if_seq_no`/`create` condition failing
+/// (someone wrote first): the retry re-reads the stored position.
 pub fn classify(status: u16, error: Option<&serde_json::Value>) -> Outcome {
-    let reason = || {
-        error
-            .map(|e| {
-                let ty = e.get("type").and_then(|v| v.as_str()).unwrap_or("error");
-                let reason = e.get("reason").and_then(|v| v.as_str()).unwrap_or("");
-                format!("{ty}: {}", client::truncate(reason, 300))
-            })
-            .unwrap_or_else(|| format!("HTTP {status}"))
-    };
-    match status {
-        200 | 201 => Outcome::Applied,
-        // Our if_seq_no / create condition failed: someone wrote first. Retry
-        // re-reads the stored position and decides again.
-        409 => Outcome::Retry(format!("concurrent write, re-checking position ({})", reason())),
-        404 => Outcome::Retry(format!("alias or index missing, recreating ({})", reason())),
-        429 => Outcome::Retry(format!("overloaded ({})", reason())),
-        s if s >= 500 || s == 0 => Outcome::Retry(reason()),
-        _ => Outcome::Rejected(reason()),
+    if matches!(status, 200 | 201) {
+        return Outcome::Applied;
     }
+    let ty = error.and_then(|e| e.get("type")).and_then(|v| v.as_str());
+    let reason = error.and_then(|e| e.get("reason")).and_then(|v| v.as_str()).unwrap_or("");
+    let message = match ty {
+        Some(ty) => format!("{ty}: {}", client::truncate(reason, 300)),
+        None => format!("HTTP {status}"),
+    };
+    Outcome::Failed(SinkError::new(client::SINK, client::kind_of(status, ty), message))
 }
 
 #[cfg(test)]
@@ -414,16 +417,37 @@ mod tests {
         assert!(known.current.len + known.previous.len <= 2 * KNOWN_DOCS_PER_GENERATION);
     }
 
+    fn kind(o: Outcome) -> Option<ErrorKind> {
+        match o {
+            Outcome::Failed(e) => Some(e.kind),
+            _ => None,
+        }
+    }
+
     #[test]
-    fn bulk_item_statuses_map_to_outcomes() {
+    fn bulk_item_statuses_and_types_map_to_kinds() {
         assert_eq!(classify(201, None), Outcome::Applied);
-        assert!(matches!(classify(409, None), Outcome::Retry(_)));
-        assert!(matches!(classify(429, None), Outcome::Retry(_)));
-        assert!(matches!(classify(503, None), Outcome::Retry(_)));
+        assert_eq!(kind(classify(409, None)), Some(ErrorKind::Conflict));
+        assert_eq!(kind(classify(429, None)), Some(ErrorKind::Overloaded));
+        assert_eq!(kind(classify(503, None)), Some(ErrorKind::Unavailable));
         let e = json!({"type": "document_parsing_exception", "reason": "failed to parse field [Seats] of type [long]"});
         assert_eq!(
             classify(400, Some(&e)),
-            Outcome::Rejected("document_parsing_exception: failed to parse field [Seats] of type [long]".into())
+            Outcome::Failed(SinkError::new(
+                client::SINK,
+                ErrorKind::RefusedRow,
+                "document_parsing_exception: failed to parse field [Seats] of type [long]"
+            ))
+        );
+        // Not about the document: the index is read-only, closed, or we may not write.
+        let block = json!({"type": "cluster_block_exception", "reason": "index [t] blocked by: [FORBIDDEN/8/index write (api)]"});
+        assert_eq!(kind(classify(403, Some(&block))), Some(ErrorKind::Unavailable));
+        assert_eq!(kind(classify(400, Some(&json!({"type": "index_closed_exception"})))), Some(ErrorKind::Unavailable));
+        assert_eq!(kind(classify(403, Some(&json!({"type": "security_exception"})))), Some(ErrorKind::Permission));
+        assert_eq!(kind(classify(404, Some(&json!({"type": "index_not_found_exception"})))), Some(ErrorKind::NotFound));
+        assert_eq!(
+            kind(classify(429, Some(&json!({"type": "es_rejected_execution_exception"})))),
+            Some(ErrorKind::Overloaded)
         );
     }
 }

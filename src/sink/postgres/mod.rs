@@ -11,7 +11,7 @@
 //! retyped automatically. Every identifier is quoted.
 //!
 //! ## Writes and the guard
-//! One transaction per batch: binary `COPY` into a temporary table, then
+//! One transaction per table and batch: binary `COPY` into a temporary table, then
 //! `INSERT ... ON CONFLICT DO NOTHING` for new ids and one `UPDATE ... WHERE
 //! target.__position < new.__position` for existing ones, then the progress
 //! record of the batch's partitions (`projector.progress`, from
@@ -26,8 +26,12 @@
 //! only live rows. A value the connector could not capture (LOB/TOAST
 //! placeholder) leaves the stored column as it was.
 //!
-//! A batch that PostgreSQL refuses for one bad value is retried row by row,
-//! so only the bad row is rejected (and dead-lettered).
+//! ## Errors
+//! [`kind_of_sqlstate`] is the one table from SQLSTATE to [`ErrorKind`]:
+//! only a value PostgreSQL refuses (classes 22 and 23, and a value the
+//! binary encoder cannot put in its column) is about the data; the pipeline
+//! then isolates the bad rows. A missing table or column is re-created, and
+//! everything else is retried with the sink reported down.
 
 pub mod binary;
 pub mod schema;
@@ -40,9 +44,10 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
-use super::{Document, Outcome, Sink, SinkError, Write};
+use super::{Document, ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, Write};
 use crate::decode::Value;
 use crate::mapping::{ReadModel, TableMapping};
+use crate::source::PartitionOffset;
 use binary::Cell;
 pub use schema::{pg_type_of_field, pg_type_of_value, quote, quote_table};
 
@@ -52,8 +57,33 @@ mod migrations {
 
 const SINK: &str = "postgres";
 
-fn err(message: impl Into<String>) -> SinkError {
-    SinkError { sink: SINK, message: message.into() }
+fn err(kind: ErrorKind, message: impl Into<String>) -> SinkError {
+    SinkError::new(SINK, kind, message)
+}
+
+/// The one table from a SQLSTATE to what kind of failure it is.
+pub fn kind_of_sqlstate(code: &str) -> ErrorKind {
+    match code {
+        // Undefined table, column or schema: a mirror table dropped behind our back.
+        "42P01" | "42703" | "3F000" => ErrorKind::NotFound,
+        "42501" | "28000" | "28P01" => ErrorKind::Permission,
+        "25006" => ErrorKind::Unavailable,
+        "40001" | "40P01" => ErrorKind::Conflict,
+        c if c.starts_with("22") || c.starts_with("23") => ErrorKind::BadData,
+        c if c.starts_with("08") || c.starts_with("57P") => ErrorKind::Unavailable,
+        c if c.starts_with("53") => ErrorKind::Overloaded,
+        // The rest of class 42 (syntax, duplicate objects, ...) is the
+        // sink's statements or the read model's types, not a row.
+        c if c.starts_with("42") => ErrorKind::Configuration,
+        _ => ErrorKind::Unavailable,
+    }
+}
+
+/// A PostgreSQL error as a sink error: its kind from the SQLSTATE, or
+/// unavailable for a connection failure.
+fn pg_err(what: &str, e: &tokio_postgres::Error) -> SinkError {
+    let kind = e.as_db_error().map_or(ErrorKind::Unavailable, |db| kind_of_sqlstate(db.code().code()));
+    err(kind, format!("{what}: {}", describe(e)))
 }
 
 /// Columns every mirror table has, in COPY order.
@@ -82,17 +112,13 @@ impl Postgres {
     async fn connect(&self) -> Result<Client, SinkError> {
         let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
             .await
-            .map_err(|e| err(format!("cannot connect to {}: {e}; is PostgreSQL up?", redact(&self.url))))?;
+            .map_err(|e| pg_err(&format!("cannot connect to {}; is PostgreSQL up?", redact(&self.url)), &e))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(sink = SINK, error = %e, "PostgreSQL connection closed");
             }
         });
         Ok(client)
-    }
-
-    fn table_for(&self, target: &str) -> Option<&TableMapping> {
-        self.model.tables.iter().find(|t| t.postgres.as_ref().is_some_and(|p| p.table == target))
     }
 
     /// Reads the table's columns and types from the catalog.
@@ -103,51 +129,34 @@ impl Postgres {
                 &[&quote_table(target)],
             )
             .await
-            .map_err(|e| err(format!("reading columns of {target}: {e}")))?;
+            .map_err(|e| pg_err(&format!("reading columns of {target}"), &e))?;
         Ok(rows
             .iter()
             .map(|r| (r.get::<_, String>(0), Type::from_oid(r.get::<_, u32>(1)).unwrap_or(Type::TEXT)))
             .collect())
     }
 
-    /// Adds columns for fields of this batch that the table lacks.
-    async fn evolve(&self, client: &Client, target: &str, writes: &[&Write]) -> Result<Vec<(String, Type)>, SinkError> {
-        let mut columns = self.columns.lock().await;
-        let known: HashSet<String> =
-            columns.get(target).map(|c| c.iter().map(|(n, _)| n.clone()).collect()).unwrap_or_default();
-        let table = self.table_for(target);
-        let mut added: Vec<(String, String)> = Vec::new();
-        for w in writes {
-            let Some(body) = &w.doc.body else { continue };
-            for (name, v) in &body.columns {
-                if known.contains(name) || added.iter().any(|(n, _)| n == name) {
-                    continue;
-                }
-                let declared = table
-                    .and_then(|t| t.postgres.as_ref())
-                    .and_then(|p| p.types.iter().find(|(f, _)| f == name))
-                    .map(|(_, t)| t.clone());
-                let from_schema = table
-                    .and_then(|t| t.output_type(name, w.doc.source_types.as_deref()))
-                    .map(|ft| pg_type_of_field(&ft));
-                if let Some(ty) = declared.or(from_schema).or_else(|| pg_type_of_value(v)) {
-                    added.push((name.clone(), ty));
-                }
-            }
+    /// Creates `target` (and its live view) if it does not exist.
+    async fn create_table(client: &Client, target: &str) -> Result<(), SinkError> {
+        let meta: Vec<String> = META.iter().map(|(n, ty)| format!("{} {ty}", quote(n))).collect();
+        client
+            .batch_execute(&format!(
+                "{schema}CREATE TABLE IF NOT EXISTS {table} ({}); {}",
+                meta.join(", "),
+                live_view(target),
+                schema = schema::create_schema(target),
+                table = quote_table(target),
+            ))
+            .await
+            .map_err(|e| pg_err(&format!("creating table {target}"), &e))
+    }
+
+    /// The client, connecting first when there is none or it closed.
+    async fn client<'g>(&self, guard: &'g mut Option<Client>) -> Result<&'g mut Client, SinkError> {
+        if guard.as_ref().is_none_or(|c| c.is_closed()) {
+            *guard = Some(self.connect().await?);
         }
-        if !added.is_empty() {
-            let alters: Vec<String> =
-                added.iter().map(|(n, t)| format!("ADD COLUMN IF NOT EXISTS {} {t}", quote(n))).collect();
-            // PostgreSQL expands `*` when a view is created: recreate the live view too.
-            let sql = format!("ALTER TABLE {t} {}; {}", alters.join(", "), live_view(target), t = quote_table(target));
-            client.batch_execute(&sql).await.map_err(|e| err(format!("adding columns to {target}: {e}")))?;
-            tracing::info!(sink = SINK, table = target, columns = ?added, "added columns");
-        }
-        if !added.is_empty() || !columns.contains_key(target) {
-            let loaded = Self::load_columns(client, target).await?;
-            columns.insert(target.to_string(), loaded);
-        }
-        Ok(columns.get(target).cloned().unwrap_or_default())
+        guard.as_mut().ok_or_else(|| err(ErrorKind::Unavailable, "no connection"))
     }
 
     /// Applies writes to one table inside `tx`; returns the applied ids.
@@ -157,7 +166,7 @@ impl Postgres {
         target: &str,
         writes: &[&Write],
         columns: &[(String, Type)],
-    ) -> Result<HashSet<String>, tokio_postgres::Error> {
+    ) -> Result<HashSet<String>, TxError> {
         let data: Vec<&(String, Type)> = columns.iter().filter(|(n, _)| !META.iter().any(|(m, _)| m == n)).collect();
         let tmp = "projector_batch";
         tx.batch_execute(&format!(
@@ -220,39 +229,31 @@ impl Postgres {
         Ok(applied)
     }
 
-    /// One transaction: every target's writes and the progress record.
+    /// One transaction: one table's writes and the progress record.
     async fn transaction(
         &self,
         client: &mut Client,
+        target: &str,
         writes: &[&Write],
-        progress: &[(String, i32, i64)],
-    ) -> Result<HashSet<(String, String)>, TxError> {
-        let mut by_target: Vec<(&str, Vec<&Write>)> = Vec::new();
-        for w in writes {
-            match by_target.iter_mut().find(|(t, _)| *t == &*w.target) {
-                Some((_, v)) => v.push(w),
-                None => by_target.push((&w.target, vec![w])),
-            }
-        }
-        let mut columns = Vec::new();
-        for (target, ws) in &by_target {
-            columns.push(self.evolve(client, target, ws).await.map_err(TxError::Sink)?);
-        }
-        let tx = client.transaction().await.map_err(TxError::Pg)?;
-        let mut applied = HashSet::new();
-        for ((target, ws), cols) in by_target.iter().zip(&columns) {
-            for id in self.apply(&tx, target, ws, cols).await.map_err(TxError::Pg)? {
-                applied.insert((target.to_string(), id));
-            }
-        }
+        columns: &[(String, Type)],
+        progress: &[PartitionOffset],
+    ) -> Result<HashSet<String>, SinkError> {
+        let failed = |e: tokio_postgres::Error| pg_err(&format!("writing table {target}"), &e);
+        let tx = client.transaction().await.map_err(failed)?;
+        let applied = self.apply(&tx, target, writes, columns).await.map_err(|e| match e {
+            TxError::Pg(e) => failed(e),
+            TxError::Encode(m) => err(ErrorKind::BadData, format!("writing table {target}: {m}")),
+        })?;
         if !progress.is_empty() {
+            // Informational (nothing reads it to resume); GREATEST keeps it
+            // monotonic whatever order the per-table transactions commit in.
             let stmt = "INSERT INTO projector.progress (read_model, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
                         ON CONFLICT (read_model, topic, partition) DO UPDATE SET next_offset = GREATEST(projector.progress.next_offset, EXCLUDED.next_offset), updated_at = now()";
-            for (topic, partition, next) in progress {
-                tx.execute(stmt, &[&self.model.name, topic, partition, next]).await.map_err(TxError::Pg)?;
+            for p in progress {
+                tx.execute(stmt, &[&self.model.name, &p.topic, &p.partition, &p.next]).await.map_err(failed)?;
             }
         }
-        tx.commit().await.map_err(TxError::Pg)?;
+        tx.commit().await.map_err(failed)?;
         Ok(applied)
     }
 }
@@ -270,11 +271,7 @@ pub fn meta_values(d: &Document) -> [Value; 4] {
 
 /// Writes every row of the batch into the COPY stream: the bookkeeping
 /// columns, the list of columns to leave as stored, then the data columns.
-async fn copy_rows(
-    writer: BinaryCopyInWriter,
-    writes: &[&Write],
-    data: &[&(String, Type)],
-) -> Result<(), tokio_postgres::Error> {
+async fn copy_rows(writer: BinaryCopyInWriter, writes: &[&Write], data: &[&(String, Type)]) -> Result<(), TxError> {
     let mut writer = std::pin::pin!(writer);
     for w in writes {
         let d = &w.doc;
@@ -296,15 +293,31 @@ async fn copy_rows(
         row.extend(meta_cells.iter().map(|c| c as &(dyn ToSql + Sync)));
         row.push(&unavailable);
         row.extend(cells.iter().map(|c| c as &(dyn ToSql + Sync)));
-        writer.as_mut().write(&row).await?;
+        writer.as_mut().write(&row).await.map_err(|e| {
+            // Not the socket: the encoder refused a value for its column.
+            let encoding = std::error::Error::source(&e).is_some_and(|s| !s.is::<std::io::Error>()) && !e.is_closed();
+            if encoding {
+                TxError::Encode(format!("document {:?}: {}", w.doc.id, describe(&e)))
+            } else {
+                TxError::Pg(e)
+            }
+        })?;
     }
     writer.finish().await?;
     Ok(())
 }
 
+/// Why applying rows failed: PostgreSQL said no, or a value could not be
+/// encoded for its column (client side, before PostgreSQL saw it).
 enum TxError {
-    Sink(SinkError),
     Pg(tokio_postgres::Error),
+    Encode(String),
+}
+
+impl From<tokio_postgres::Error> for TxError {
+    fn from(e: tokio_postgres::Error) -> TxError {
+        TxError::Pg(e)
+    }
 }
 
 /// The view readers use: live rows only.
@@ -329,28 +342,21 @@ fn redact(url: &str) -> String {
         .join(" ")
 }
 
-/// Whether an error is about the data (retry row by row, reject the bad one)
-/// rather than the connection or server (retry the batch).
-fn is_data_error(e: &tokio_postgres::Error) -> bool {
-    if let Some(db) = e.as_db_error() {
-        let code = db.code().code();
-        return code.starts_with("22") || code.starts_with("23") || code.starts_with("42");
-    }
-    // Client-side encoding errors (a value that does not fit its column).
-    e.to_string().contains("error serializing")
-}
-
 impl Sink for Postgres {
     fn name(&self) -> &'static str {
         SINK
     }
 
-    fn target(&self, model: &ReadModel, topic: &str) -> Option<Arc<str>> {
-        model.table(topic)?.postgres.as_ref().map(|p| Arc::from(p.table.as_str()))
+    fn target<'m>(&self, table: &'m TableMapping) -> Option<&'m str> {
+        table.postgres.as_ref().map(|p| p.table.as_str())
     }
 
     fn excluded<'a>(&self, table: &'a TableMapping) -> &'a [String] {
         table.postgres.as_ref().map_or(&[], |p| p.exclude.as_slice())
+    }
+
+    fn declares(&self, table: &TableMapping, field: &str) -> bool {
+        table.postgres.as_ref().is_some_and(|p| p.types.iter().any(|(f, _)| f == field))
     }
 
     async fn prepare(&self, model: &ReadModel) -> Result<(), SinkError> {
@@ -358,20 +364,10 @@ impl Sink for Postgres {
         migrations::migrations::runner()
             .run_async(&mut client)
             .await
-            .map_err(|e| err(format!("applying migrations/: {e}")))?;
+            .map_err(|e| err(ErrorKind::Unavailable, format!("applying migrations/: {e}")))?;
         for t in &model.tables {
             let Some(pg) = &t.postgres else { continue };
-            let table = quote_table(&pg.table);
-            let meta: Vec<String> = META.iter().map(|(n, ty)| format!("{} {ty}", quote(n))).collect();
-            client
-                .batch_execute(&format!(
-                    "{schema}CREATE TABLE IF NOT EXISTS {table} ({}); {}",
-                    meta.join(", "),
-                    live_view(&pg.table),
-                    schema = schema::create_schema(&pg.table),
-                ))
-                .await
-                .map_err(|e| err(format!("creating table {}: {e}", pg.table)))?;
+            Self::create_table(&client, &pg.table).await?;
             let cols = Self::load_columns(&client, &pg.table).await?;
             self.columns.lock().await.insert(pg.table.clone(), cols);
         }
@@ -379,52 +375,73 @@ impl Sink for Postgres {
         Ok(())
     }
 
-    async fn write(&self, writes: &[Write], progress: &[(String, i32, i64)]) -> Result<Vec<Outcome>, SinkError> {
+    async fn add_fields(&self, table: &TableMapping, target: &str, fields: &[NewField]) -> Result<(), SinkError> {
         let mut guard = self.client.lock().await;
-        if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            *guard = Some(self.connect().await?);
+        let client = self.client(&mut guard).await?;
+        let mut columns = self.columns.lock().await;
+        if !columns.contains_key(target) {
+            // First sight, or found missing: (re-)create what projector owns.
+            Self::create_table(client, target).await?;
+            columns.insert(target.to_string(), Self::load_columns(client, target).await?);
         }
-        let client = guard.as_mut().ok_or_else(|| err("no connection"))?;
+        let known = columns.get(target).map(Vec::as_slice).unwrap_or(&[]);
+        let declared = table.postgres.as_ref().map(|p| p.types.as_slice()).unwrap_or(&[]);
+        let added: Vec<(&str, String)> = fields
+            .iter()
+            .filter(|f| !known.iter().any(|(n, _)| *n == f.name))
+            .filter_map(|f| {
+                let ty = match &f.source {
+                    FieldSource::Declared => declared.iter().find(|(n, _)| *n == f.name).map(|(_, t)| t.clone()),
+                    FieldSource::Schema(ft) => Some(pg_type_of_field(ft)),
+                    FieldSource::Value(v) => pg_type_of_value(v),
+                };
+                Some((f.name.as_str(), ty?))
+            })
+            .collect();
+        if added.is_empty() {
+            return Ok(());
+        }
+        let alters: Vec<String> =
+            added.iter().map(|(n, t)| format!("ADD COLUMN IF NOT EXISTS {} {t}", quote(n))).collect();
+        // PostgreSQL expands `*` when a view is created: recreate the live view too.
+        let sql = format!("ALTER TABLE {t} {}; {}", alters.join(", "), live_view(target), t = quote_table(target));
+        if let Err(e) = client.batch_execute(&sql).await {
+            columns.remove(target);
+            return Err(pg_err(&format!("adding columns {added:?} to {target}"), &e));
+        }
+        tracing::info!(sink = SINK, table = target, columns = ?added, "added columns");
+        columns.insert(target.to_string(), Self::load_columns(client, target).await?);
+        Ok(())
+    }
+
+    async fn write(
+        &self,
+        target: &str,
+        writes: &[Write],
+        progress: &[PartitionOffset],
+    ) -> Result<Vec<Outcome>, SinkError> {
+        let mut guard = self.client.lock().await;
+        let client = self.client(&mut guard).await?;
+        let columns = match self.columns.lock().await.get(target) {
+            Some(c) => c.clone(),
+            None => return Err(err(ErrorKind::NotFound, format!("table {target} is not known yet; re-creating it"))),
+        };
         let all: Vec<&Write> = writes.iter().collect();
-        match self.transaction(client, &all, progress).await {
+        match self.transaction(client, target, &all, &columns, progress).await {
             Ok(applied) => Ok(writes
                 .iter()
-                .map(|w| {
-                    if applied.contains(&(w.target.to_string(), w.doc.id.clone())) {
-                        Outcome::Applied
-                    } else {
-                        Outcome::Stale
-                    }
-                })
+                .map(|w| if applied.contains(&w.doc.id) { Outcome::Applied } else { Outcome::Stale })
                 .collect()),
-            Err(TxError::Sink(e)) => {
-                *guard = None;
-                Err(e)
-            }
-            Err(TxError::Pg(e)) if is_data_error(&e) && writes.len() > 1 => {
-                // Find the bad rows: one transaction per row.
-                tracing::warn!(sink = SINK, error = %e, rows = writes.len(), "batch refused; retrying row by row to isolate the bad rows");
-                let mut out = Vec::with_capacity(writes.len());
-                for w in writes {
-                    out.push(match self.transaction(client, &[w], progress).await {
-                        Ok(applied) => {
-                            if applied.is_empty() {
-                                Outcome::Stale
-                            } else {
-                                Outcome::Applied
-                            }
-                        }
-                        Err(TxError::Pg(e)) if is_data_error(&e) => Outcome::Rejected(describe(&e)),
-                        Err(TxError::Pg(e)) => Outcome::Retry(describe(&e)),
-                        Err(TxError::Sink(e)) => Outcome::Retry(e.message),
-                    });
+            Err(e) => {
+                match e.kind {
+                    // Re-created with the next add_fields.
+                    ErrorKind::NotFound => {
+                        self.columns.lock().await.remove(target);
+                    }
+                    ErrorKind::Unavailable => *guard = None,
+                    _ => {}
                 }
-                Ok(out)
-            }
-            Err(TxError::Pg(e)) if is_data_error(&e) => Ok(vec![Outcome::Rejected(describe(&e))]),
-            Err(TxError::Pg(e)) => {
-                *guard = None;
-                Err(err(describe(&e)))
+                Err(e)
             }
         }
     }
@@ -448,5 +465,27 @@ fn describe(e: &tokio_postgres::Error) -> String {
             }
             s
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_value_errors_are_data_and_the_sink_being_wrong_is_not() {
+        for code in ["22003", "22P02", "23502", "23514"] {
+            assert!(kind_of_sqlstate(code).is_data(), "{code}");
+        }
+        assert_eq!(kind_of_sqlstate("42P01"), ErrorKind::NotFound, "undefined table: re-created");
+        assert_eq!(kind_of_sqlstate("42703"), ErrorKind::NotFound, "undefined column: re-added");
+        assert_eq!(kind_of_sqlstate("42501"), ErrorKind::Permission);
+        assert_eq!(kind_of_sqlstate("25006"), ErrorKind::Unavailable, "read-only transaction");
+        assert_eq!(kind_of_sqlstate("08006"), ErrorKind::Unavailable);
+        assert_eq!(kind_of_sqlstate("57P01"), ErrorKind::Unavailable);
+        assert_eq!(kind_of_sqlstate("53300"), ErrorKind::Overloaded);
+        assert_eq!(kind_of_sqlstate("40001"), ErrorKind::Conflict);
+        assert_eq!(kind_of_sqlstate("40P01"), ErrorKind::Conflict);
+        assert!(!kind_of_sqlstate("42P07").is_data(), "a duplicate object is not the row's fault");
     }
 }

@@ -3,15 +3,15 @@
 //! A batch holds every record received since the last one, in offset order,
 //! each already decoded and mapped into an [`Item`]. It is ready when it hits
 //! its record count, byte size or linger time. When it is done, the next
-//! offset of every partition it touched can be stored: the pipeline only
-//! writes one batch at a time, so what it stores is always a contiguous,
-//! fully written prefix of each partition.
+//! offset of every partition it touched can be stored, in batch order (see
+//! [`super::offsets`]), so what is stored is always a contiguous, fully
+//! written prefix of each partition.
 
 use foldhash::{HashMap, HashMapExt};
 use std::time::{Duration, Instant};
 
-use super::Write;
-use crate::source::SourceRecord;
+use crate::sink::Write;
+use crate::source::{PartitionOffset, SourceRecord};
 
 /// Limits that close a batch.
 #[derive(Clone, Debug)]
@@ -108,14 +108,17 @@ impl Batch {
     }
 
     /// The offset to store per partition once the whole batch is done.
-    pub fn next_offsets(&self) -> Vec<(String, i32, i64)> {
+    pub fn next_offsets(&self) -> Vec<PartitionOffset> {
         let mut next: HashMap<(&str, i32), i64> = HashMap::new();
         for i in &self.items {
             let l = &i.record.lineage;
             let e = next.entry((l.topic.as_str(), l.partition)).or_insert(l.offset + 1);
             *e = (*e).max(l.offset + 1);
         }
-        let mut v: Vec<_> = next.into_iter().map(|((t, p), o)| (t.to_string(), p, o)).collect();
+        let mut v: Vec<_> = next
+            .into_iter()
+            .map(|((t, p), next)| PartitionOffset { topic: t.to_string(), partition: p, next })
+            .collect();
         v.sort();
         v
     }
@@ -157,6 +160,10 @@ mod tests {
         }
     }
 
+    fn offset(topic: &str, partition: i32, next: i64) -> PartitionOffset {
+        PartitionOffset { topic: topic.into(), partition, next }
+    }
+
     fn write(id: &str, pos: &str) -> Write {
         Write {
             target: "t".into(),
@@ -179,7 +186,7 @@ mod tests {
         for (p, o) in [(0, 5), (1, 9), (0, 6), (0, 7)] {
             b.push(Item { record: record("a", p, o), action: Action::Skip("test") });
         }
-        assert_eq!(b.next_offsets(), vec![("a".to_string(), 0, 8), ("a".to_string(), 1, 10)]);
+        assert_eq!(b.next_offsets(), vec![offset("a", 0, 8), offset("a", 1, 10)]);
     }
 
     #[test]
@@ -189,7 +196,7 @@ mod tests {
             b.push(Item { record: record("a", p, o), action: Action::Skip("test") });
         }
         assert_eq!(b.drop_partitions(&[("a".into(), 0)]), 2);
-        assert_eq!(b.next_offsets(), vec![("a".to_string(), 1, 10)]);
+        assert_eq!(b.next_offsets(), vec![offset("a", 1, 10)]);
     }
 
     #[test]

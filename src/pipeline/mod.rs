@@ -1,5 +1,5 @@
-//! The loop that ties the path together for one sink: consume → decode →
-//! map → batch → write → store offsets. Each sink runs its own pipeline with
+//! Step 4 of the path: the loop that ties it together for one sink: consume
+//! → decode → map → batch → write → store offsets. Each sink runs its own pipeline with
 //! its own consumer group, so each moves at its own pace: a slow or down sink
 //! holds back only its own offsets.
 //!
@@ -13,19 +13,39 @@
 //! When the buffer is full, the consumer pauses its partitions (it keeps
 //! polling, so it stays in the group) instead of letting writes time out.
 
+//!
+//! The steps, one file each: [`batch`] (collecting records), [`writer`]
+//! (writing one batch), [`isolate`] (one target's share of it, splitting a
+//! refused call), [`fields`] (typing new fields), [`retry`] (retry or
+//! dead-letter, and backoff), [`dead_letter`] (the DLQ), [`offsets`]
+//! (storing offsets in order), [`shutdown`].
+
+pub mod batch;
+pub mod dead_letter;
+pub mod fields;
+pub mod isolate;
+pub mod offsets;
+pub mod retry;
+pub mod shutdown;
+pub mod writer;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::batch::{Action, Batch, BatchLimits, Item, newest_per_key};
-use super::dead_letter::{DeadLetters, Reason};
-use super::{Outcome, Sink, Write, retry};
+use batch::{Action, Batch, BatchLimits, Item};
+use dead_letter::DeadLetters;
+use fields::KnownFields;
+use offsets::{OrderedOffsets, WriteResult};
+pub use shutdown::Shutdown;
+use writer::Writer;
+
 use crate::decode::{DecodeOptions, Decoded, decode};
 use crate::mapping::ReadModel;
 use crate::ops::Health;
+use crate::sink::{Sink, Write};
 use crate::source::consumer::ConsumerGroup;
 use crate::source::{Lineage, SourceRecord};
 
@@ -70,15 +90,14 @@ pub struct Pipeline<S: Sink> {
     pub shutdown_grace: Duration,
 }
 
-type WriteResult = Result<Vec<(String, i32, i64)>, PipelineError>;
-
 /// How long a full buffer may stop consumption before partitions are paused.
 const PAUSE_AFTER: Duration = Duration::from_secs(2);
 
 impl<S: Sink> Pipeline<S> {
     /// Runs until `shutdown` turns true, then flushes and commits.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
+    pub async fn run(self, mut shutdown: Shutdown) -> Result<(), PipelineError> {
         let name = self.sink.name();
+        let fields = KnownFields::default();
         self.health.register(name);
         if !self.prepare(&mut shutdown).await {
             self.group.close();
@@ -88,7 +107,7 @@ impl<S: Sink> Pipeline<S> {
         let mut batch = Batch::default();
         // Batches being written, oldest first. Offsets are stored strictly in
         // this order, so what is committed is always fully written.
-        let mut in_flight: VecDeque<JoinHandle<WriteResult>> = VecDeque::new();
+        let mut in_flight = OrderedOffsets::new(self.group.clone(), name);
         let max_in_flight = self.sink.max_in_flight().max(1);
         let mut paused = false;
         let mut full_since: Option<tokio::time::Instant> = None;
@@ -109,7 +128,7 @@ impl<S: Sink> Pipeline<S> {
                 self.group.pause_all();
             }
             if in_flight.len() < max_in_flight && batch.is_ready(&self.limits) {
-                in_flight.push_back(self.spawn_write(batch.take()));
+                in_flight.push(self.spawn_write(batch.take(), &fields));
             }
             // Backpressure. A full buffer first just stops taking records:
             // the write in flight usually makes room within milliseconds,
@@ -140,12 +159,8 @@ impl<S: Sink> Pipeline<S> {
             let hold = full && !paused;
             let linger = batch.deadline(&self.limits).filter(|_| in_flight.len() < max_in_flight);
             tokio::select! {
-                _ = shutdown.changed() => break,
-                done = async { in_flight.front_mut().expect("guarded").await }, if !in_flight.is_empty() => {
-                    in_flight.pop_front();
-                    let offsets = done.map_err(|e| PipelineError::Writer(e.to_string(), name))??;
-                    self.group.store(&offsets);
-                }
+                _ = shutdown.recv() => break,
+                settled = in_flight.settle_oldest(), if !in_flight.is_empty() => settled?,
                 _ = tokio::time::sleep_until(linger.map(tokio::time::Instant::from_std).unwrap_or_else(tokio::time::Instant::now)), if linger.is_some() => {}
                 _ = tokio::time::sleep_until(pause_at.unwrap_or_else(tokio::time::Instant::now)), if hold => {}
                 _ = async { schema_fetch.as_mut().expect("guarded").await }, if schema_fetch.is_some() => {
@@ -169,11 +184,11 @@ impl<S: Sink> Pipeline<S> {
             }
         }
         lag_task.abort();
-        self.finish(in_flight, batch).await
+        self.finish(in_flight, batch, &fields).await
     }
 
     /// Creates the sink's targets, retrying while the sink is down.
-    async fn prepare(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
+    async fn prepare(&self, shutdown: &mut Shutdown) -> bool {
         let name = self.sink.name();
         let mut delays = retry::delays();
         loop {
@@ -187,7 +202,7 @@ impl<S: Sink> Pipeline<S> {
                     let wait = delays.next().unwrap_or(Duration::from_secs(30));
                     tracing::warn!(sink = name, error = %e, retry_in = ?wait, "sink not ready; retrying");
                     tokio::select! {
-                        _ = shutdown.changed() => return false,
+                        _ = shutdown.recv() => return false,
                         _ = tokio::time::sleep(wait) => {}
                     }
                 }
@@ -195,55 +210,28 @@ impl<S: Sink> Pipeline<S> {
         }
     }
 
-    /// Shutdown: stop fetching, finish the in-flight batch and what is
-    /// buffered, store and commit. A batch that cannot be written within the
-    /// grace period is abandoned uncommitted; the next run redoes it.
-    async fn finish(self, in_flight: VecDeque<JoinHandle<WriteResult>>, batch: Batch) -> Result<(), PipelineError> {
+    /// Shutdown: stop fetching, finish the batches in flight and then the
+    /// buffered one, store and commit. A batch that cannot be written within
+    /// the grace period is abandoned uncommitted; the next run redoes it.
+    async fn finish(
+        self,
+        mut in_flight: OrderedOffsets,
+        batch: Batch,
+        fields: &KnownFields,
+    ) -> Result<(), PipelineError> {
         let name = self.sink.name();
         self.group.pause_all();
         let deadline = tokio::time::Instant::now() + self.shutdown_grace;
-        // Oldest first, then the buffered batch: offsets are stored in order.
-        let mut pending = in_flight;
-        let mut batch = Some(batch).filter(|b| !b.is_empty());
-        let mut result = Ok(());
-        loop {
-            let Some(mut task) = pending.pop_front() else {
-                match batch.take() {
-                    Some(b) => {
-                        pending.push_back(self.spawn_write(b));
-                        continue;
-                    }
-                    None => break,
-                }
-            };
-            match tokio::time::timeout_at(deadline, &mut task).await {
-                Ok(Ok(Ok(offsets))) => self.group.store(&offsets),
-                Ok(Ok(Err(e))) => {
-                    result = Err(e);
-                    break;
-                }
-                Ok(Err(e)) => {
-                    result = Err(PipelineError::Writer(e.to_string(), name));
-                    break;
-                }
-                Err(_) => {
-                    task.abort();
-                    tracing::warn!(
-                        sink = name,
-                        "shutdown grace period over; abandoning the unwritten batch (it stays uncommitted and is redone on restart)"
-                    );
-                    break;
-                }
-            }
-        }
-        // Later batches of a failed or abandoned one are not committed either.
-        for task in pending {
-            task.abort();
+        let mut result = in_flight.settle_all_by(deadline).await;
+        // The buffered batch goes last, and only if everything before it settled.
+        if matches!(result, Ok(true)) && !batch.is_empty() {
+            in_flight.push(self.spawn_write(batch, fields));
+            result = in_flight.settle_all_by(deadline).await;
         }
         self.group.commit_now();
         self.group.close();
         tracing::info!(sink = name, "pipeline stopped; offsets committed");
-        result
+        result.map(|_| ())
     }
 
     /// Moves held records, oldest first, into the batch until one names an
@@ -283,18 +271,19 @@ impl<S: Sink> Pipeline<S> {
         }
         let action = match decoded {
             Ok(Decoded::Change(event)) => {
-                match (self.model.table(&event.lineage.topic), self.sink.target(&self.model, &event.lineage.topic)) {
-                    (Some(table), Some(target)) => match table.document(&event) {
+                let table = self.model.table(&event.lineage.topic);
+                match table.and_then(|t| Some((t, self.sink.target(t)?))) {
+                    Some((table, target)) => match table.document(&event) {
                         Ok(mut doc) => {
                             let excluded = self.sink.excluded(table);
                             if let Some(body) = doc.body.as_mut().filter(|_| !excluded.is_empty()) {
                                 body.columns.retain(|(n, _)| !excluded.contains(n));
                             }
-                            Action::Write(Write { target, doc })
+                            Action::Write(Write { target: Arc::from(target), doc })
                         }
                         Err(e) => Action::DeadLetter { stage: "mapping", kind: e.kind(), reason: e.to_string() },
                     },
-                    _ => Action::Skip("table not written by this sink"),
+                    None => Action::Skip("table not written by this sink"),
                 }
             }
             Ok(Decoded::Tombstone) => Action::Skip("tombstone"),
@@ -304,9 +293,11 @@ impl<S: Sink> Pipeline<S> {
         Item { record, action }
     }
 
-    fn spawn_write(&self, batch: Batch) -> JoinHandle<WriteResult> {
+    fn spawn_write(&self, batch: Batch, fields: &KnownFields) -> JoinHandle<WriteResult> {
         let writer = Writer {
             sink: self.sink.clone(),
+            model: self.model.clone(),
+            fields: fields.clone(),
             dead_letters: self.dead_letters.clone(),
             health: self.health.clone(),
             tolerance: self.tolerance,
@@ -316,170 +307,17 @@ impl<S: Sink> Pipeline<S> {
 }
 
 /// Publishes `projector_consumer_lag{sink,topic,partition}` every 10 s.
-async fn report_lag(group: Arc<ConsumerGroup>, sink: &'static str, mut shutdown: watch::Receiver<bool>) {
+async fn report_lag(group: Arc<ConsumerGroup>, sink: &'static str, mut shutdown: Shutdown) {
     loop {
         let g = group.clone();
         if let Ok(lags) = tokio::task::spawn_blocking(move || g.lag(Duration::from_secs(2))).await {
-            for (topic, partition, lag) in lags {
-                metrics::gauge!("projector_consumer_lag", "sink" => sink, "topic" => topic, "partition" => partition.to_string()).set(lag as f64);
+            for b in lags {
+                metrics::gauge!("projector_consumer_lag", "sink" => sink, "topic" => b.topic, "partition" => b.partition.to_string()).set(b.records as f64);
             }
         }
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.recv() => return,
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
     }
-}
-
-/// Writes one batch to completion.
-struct Writer<S: Sink> {
-    sink: Arc<S>,
-    dead_letters: DeadLetters,
-    health: Health,
-    tolerance: ErrorTolerance,
-}
-
-/// `projector_events_total` counts gathered per (topic, op, outcome) and
-/// added once per call: a labelled counter lookup per event costs more than
-/// the event.
-#[derive(Default)]
-struct EventTally(Vec<((String, &'static str, &'static str), u64)>);
-
-impl EventTally {
-    fn add(&mut self, topic: &str, op: &'static str, outcome: &'static str) {
-        match self.0.iter_mut().find(|((t, o, l), _)| t == topic && *o == op && *l == outcome) {
-            Some((_, n)) => *n += 1,
-            None => self.0.push(((topic.to_string(), op, outcome), 1)),
-        }
-    }
-
-    fn count(self, sink: &'static str) {
-        for ((topic, op, outcome), n) in self.0 {
-            metrics::counter!("projector_events_total", "sink" => sink, "topic" => topic, "op" => op, "outcome" => outcome).increment(n);
-        }
-    }
-}
-
-impl<S: Sink> Writer<S> {
-    async fn write(self, batch: Batch) -> WriteResult {
-        let name = self.sink.name();
-        let started = Instant::now();
-        let offsets = batch.next_offsets();
-        let mut records: Vec<SourceRecord> = Vec::with_capacity(batch.len());
-        let mut writes: Vec<(usize, Write)> = Vec::new();
-        let mut dead: Vec<(usize, Reason)> = Vec::new();
-        let mut skipped = EventTally::default();
-        for item in batch.items {
-            let i = records.len();
-            match item.action {
-                Action::Write(w) => writes.push((i, w)),
-                Action::Skip(why) => {
-                    skipped.add(&item.record.lineage.topic, "-", "skipped");
-                    tracing::trace!(record = %item.record.lineage, why, "skipped");
-                }
-                Action::DeadLetter { stage, kind, reason } => dead.push((i, Reason { stage, kind, message: reason })),
-            }
-            records.push(item.record);
-        }
-        skipped.count(name);
-        // Within a batch only the newest write per key matters.
-        let refs: Vec<&Write> = writes.iter().map(|(_, w)| w).collect();
-        let winners = newest_per_key(&refs);
-        let superseded = writes.len() - winners.len();
-        // The writes still to apply, and the index of each one's record.
-        let mut pending: Vec<Write> = Vec::with_capacity(winners.len());
-        let mut pending_records: Vec<usize> = Vec::with_capacity(winners.len());
-        let mut winner_iter = winners.into_iter().peekable();
-        for (pos, (i, w)) in writes.into_iter().enumerate() {
-            if winner_iter.peek() == Some(&pos) {
-                winner_iter.next();
-                pending.push(w);
-                pending_records.push(i);
-            }
-        }
-        if superseded > 0 {
-            metrics::counter!("projector_events_total", "sink" => name, "topic" => "*", "op" => "-", "outcome" => "superseded").increment(superseded as u64);
-        }
-        let mut freshest: Option<i64> = None;
-        let mut delays = retry::delays();
-        while !pending.is_empty() {
-            let call = Instant::now();
-            let outcomes = match self.sink.write(&pending, &offsets).await {
-                Ok(o) => o,
-                Err(e) => {
-                    self.health.sink_down(name, &e.to_string());
-                    let wait = delays.next().unwrap_or(Duration::from_secs(30));
-                    metrics::counter!("projector_sink_retries_total", "sink" => name).increment(pending.len() as u64);
-                    tracing::warn!(sink = name, error = %e, items = pending.len(), retry_in = ?wait, "sink write failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-            };
-            metrics::histogram!("projector_sink_request_seconds", "sink" => name).record(call.elapsed().as_secs_f64());
-            self.health.sink_up(name);
-            let (mut again, mut again_records) = (Vec::new(), Vec::new());
-            let mut last_retry_reason = String::new();
-            let now = now_ms();
-            let mut tally = EventTally::default();
-            for ((w, i), outcome) in pending.into_iter().zip(pending_records).zip(outcomes) {
-                let label = match &outcome {
-                    Outcome::Applied => "applied",
-                    Outcome::Stale => "stale",
-                    Outcome::Retry(_) => "retry",
-                    Outcome::Rejected(_) => "rejected",
-                };
-                tally.add(&w.doc.lineage.topic, w.doc.op.as_str(), label);
-                match outcome {
-                    Outcome::Applied => {
-                        freshest = freshest.max(w.doc.source_ts_ms);
-                        if let Some(ts) = records[i].timestamp_ms {
-                            metrics::histogram!("projector_append_to_ack_seconds", "sink" => name)
-                                .record((now - ts).max(0) as f64 / 1000.0);
-                        }
-                    }
-                    Outcome::Stale => tracing::debug!(record = %w.doc.lineage, id = %w.doc.id, "stale event ignored"),
-                    Outcome::Retry(reason) => {
-                        last_retry_reason = reason;
-                        again.push(w);
-                        again_records.push(i);
-                    }
-                    Outcome::Rejected(reason) => dead.push((
-                        i,
-                        Reason {
-                            stage: "sink",
-                            kind: "rejected",
-                            message: format!("{}: document {}: {reason}", records[i].lineage, w.doc.id),
-                        },
-                    )),
-                }
-            }
-            tally.count(name);
-            (pending, pending_records) = (again, again_records);
-            if !pending.is_empty() {
-                let wait = delays.next().unwrap_or(Duration::from_secs(30));
-                tracing::warn!(sink = name, items = pending.len(), reason = %last_retry_reason, retry_in = ?wait, "retrying items");
-                metrics::counter!("projector_sink_retries_total", "sink" => name).increment(pending.len() as u64);
-                tokio::time::sleep(wait).await;
-            }
-        }
-        for (i, reason) in dead {
-            if self.tolerance == ErrorTolerance::None {
-                return Err(PipelineError::Intolerable {
-                    sink: name,
-                    lineage: records[i].lineage.clone(),
-                    reason: reason.message,
-                });
-            }
-            self.dead_letters.send(&records[i], name, &reason).await;
-        }
-        if let Some(ts) = freshest {
-            metrics::gauge!("projector_freshness_seconds", "sink" => name).set((now_ms() - ts).max(0) as f64 / 1000.0);
-        }
-        metrics::histogram!("projector_batch_seconds", "sink" => name).record(started.elapsed().as_secs_f64());
-        Ok(offsets)
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

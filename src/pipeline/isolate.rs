@@ -1,0 +1,159 @@
+//! One target's share of a batch, written once for every sink: type and
+//! add its new fields, write it, and when the sink refuses the whole call
+//! for its data, split it in halves until each bad write stands alone. Only
+//! those come back failed with a data kind (to be dead-lettered); the rest
+//! are written. Clean input never takes the split path, which
+//! `projector_sink_isolations_total` counts.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use super::fields::KnownFields;
+use crate::mapping::TableMapping;
+use crate::sink::{ErrorKind, Outcome, Sink, SinkError, Write};
+use crate::source::PartitionOffset;
+
+/// What one target's call needs besides its writes.
+pub struct TargetCall<'a, S: Sink> {
+    pub sink: &'a S,
+    pub fields: &'a KnownFields,
+    pub table: &'a TableMapping,
+    pub target: &'a str,
+    pub progress: &'a [PartitionOffset],
+}
+
+type Written<'a> = Pin<Box<dyn Future<Output = Result<Vec<Outcome>, SinkError>> + Send + 'a>>;
+
+impl<'a, S: Sink> TargetCall<'a, S> {
+    /// Writes `writes`, isolating the bad rows of a refused call. An error
+    /// is a failure of the sink, not of the data: retry the whole share.
+    pub fn write_isolating(&'a self, writes: &'a [Write]) -> Written<'a> {
+        Box::pin(async move {
+            match self.write_once(writes).await {
+                Err(e) if e.kind.is_data() && writes.len() > 1 => {
+                    metrics::counter!("projector_sink_isolations_total", "sink" => self.sink.name()).increment(1);
+                    tracing::warn!(sink = self.sink.name(), target = self.target, error = %e, writes = writes.len(), "call refused for its data; splitting it to isolate the bad rows");
+                    let (left, right) = writes.split_at(writes.len() / 2);
+                    let mut outcomes = self.write_isolating(left).await?;
+                    outcomes.extend(self.write_isolating(right).await?);
+                    Ok(outcomes)
+                }
+                Err(e) if e.kind.is_data() => Ok(vec![Outcome::Failed(e)]),
+                other => other,
+            }
+        })
+    }
+
+    async fn write_once(&self, writes: &[Write]) -> Result<Vec<Outcome>, SinkError> {
+        self.fields.add_new(self.sink, self.table, self.target, writes).await?;
+        let outcomes = self.sink.write(self.target, writes, self.progress).await?;
+        if outcomes.len() != writes.len() {
+            return Err(SinkError::new(
+                self.sink.name(),
+                ErrorKind::Unavailable,
+                format!(
+                    "{}: returned {} outcomes for {} writes; this is a bug in the sink, please report it",
+                    self.target,
+                    outcomes.len(),
+                    writes.len()
+                ),
+            ));
+        }
+        Ok(outcomes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Op, Row, SourcePosition};
+    use crate::mapping::{Document, ReadModel};
+    use crate::sink::NewField;
+    use crate::source::Lineage;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    /// Refuses, as a whole, every call that holds a write with id "bad".
+    #[derive(Default)]
+    struct Picky {
+        calls: Mutex<Vec<usize>>,
+    }
+
+    impl Sink for Picky {
+        fn name(&self) -> &'static str {
+            "picky"
+        }
+        fn target<'m>(&self, _: &'m TableMapping) -> Option<&'m str> {
+            Some("t")
+        }
+        fn excluded<'a>(&self, _: &'a TableMapping) -> &'a [String] {
+            &[]
+        }
+        fn declares(&self, _: &TableMapping, _: &str) -> bool {
+            false
+        }
+        async fn prepare(&self, _: &ReadModel) -> Result<(), SinkError> {
+            Ok(())
+        }
+        async fn add_fields(&self, _: &TableMapping, _: &str, _: &[NewField]) -> Result<(), SinkError> {
+            Ok(())
+        }
+        async fn write(&self, _: &str, writes: &[Write], _: &[PartitionOffset]) -> Result<Vec<Outcome>, SinkError> {
+            self.calls.lock().unwrap().push(writes.len());
+            if writes.iter().any(|w| w.doc.id.starts_with("bad")) {
+                return Err(SinkError::new("picky", ErrorKind::BadData, "value out of range"));
+            }
+            Ok(vec![Outcome::Applied; writes.len()])
+        }
+    }
+
+    fn write(id: &str) -> Write {
+        Write {
+            target: "t".into(),
+            doc: Document {
+                id: id.into(),
+                position: SourcePosition::from_stored("01"),
+                op: Op::Create,
+                source_ts_ms: None,
+                lineage: Lineage { topic: "x".into(), partition: 0, offset: 0 },
+                key: Row::default(),
+                body: None,
+                source_types: None,
+            },
+        }
+    }
+
+    fn call_with<'a>(sink: &'a Picky, fields: &'a KnownFields, table: &'a TableMapping) -> TargetCall<'a, Picky> {
+        TargetCall { sink, fields, table, target: "t", progress: &[] }
+    }
+
+    #[tokio::test]
+    async fn a_refused_call_is_split_until_only_the_bad_writes_fail() {
+        let model =
+            ReadModel::parse(Path::new("t.yaml"), "read_model: m\ntables:\n  - topic: x\n    postgres: { table: t }\n")
+                .unwrap();
+        let (sink, fields) = (Picky::default(), KnownFields::default());
+        let call = call_with(&sink, &fields, &model.tables[0]);
+        let writes: Vec<Write> = ["1", "2", "bad3", "4", "5", "bad6", "7"].into_iter().map(write).collect();
+        let out = call.write_isolating(&writes).await.unwrap();
+        let failed: Vec<usize> =
+            out.iter().enumerate().filter(|(_, o)| matches!(o, Outcome::Failed(_))).map(|(i, _)| i).collect();
+        assert_eq!(failed, vec![2, 5], "{out:?}");
+        assert!(
+            out.iter()
+                .all(|o| matches!(o, Outcome::Applied | Outcome::Failed(SinkError { kind: ErrorKind::BadData, .. })))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_clean_call_is_written_once_and_a_sink_failure_is_not_split() {
+        let model =
+            ReadModel::parse(Path::new("t.yaml"), "read_model: m\ntables:\n  - topic: x\n    postgres: { table: t }\n")
+                .unwrap();
+        let (sink, fields) = (Picky::default(), KnownFields::default());
+        let call = call_with(&sink, &fields, &model.tables[0]);
+        let writes: Vec<Write> = ["1", "2", "3"].into_iter().map(write).collect();
+        assert_eq!(call.write_isolating(&writes).await.unwrap(), vec![Outcome::Applied; 3]);
+        assert_eq!(*sink.calls.lock().unwrap(), vec![3]);
+    }
+}

@@ -1,0 +1,289 @@
+//! Writing one batch to completion, in small steps: sort the batch's items
+//! into writes and dead letters, keep the newest write per key, group the
+//! writes by target and apply each target's share (see [`super::isolate`];
+//! what the sink failed is retried for as long as it lasts, what the data
+//! caused is dead-lettered, decided by [`retry::decide`]), then send the
+//! dead letters. Only then may the batch's offsets be stored.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::batch::{Action, Batch, newest_per_key};
+use super::dead_letter::{DeadLetters, Reason};
+use super::fields::KnownFields;
+use super::isolate::TargetCall;
+use super::offsets::WriteResult;
+use super::retry::Decision;
+use super::{ErrorTolerance, PipelineError, retry};
+use crate::mapping::ReadModel;
+use crate::ops::Health;
+use crate::sink::{ErrorKind, Outcome, Sink, SinkError, Write};
+use crate::source::{PartitionOffset, SourceRecord};
+
+/// Writes one batch to completion.
+pub struct Writer<S: Sink> {
+    pub sink: Arc<S>,
+    pub model: Arc<ReadModel>,
+    pub fields: KnownFields,
+    pub dead_letters: DeadLetters,
+    pub health: Health,
+    pub tolerance: ErrorTolerance,
+}
+
+/// A write still to apply, and the index of the record it came from.
+struct Pending {
+    write: Write,
+    record: usize,
+}
+
+/// One target's writes; `records[i]` is the index of the record `writes[i]`
+/// came from (kept apart so the writes go to the sink as one slice).
+struct Share {
+    target: Arc<str>,
+    writes: Vec<Write>,
+    records: Vec<usize>,
+}
+
+impl Share {
+    /// Groups writes by target, targets in first-seen order.
+    fn by_target(pending: Vec<Pending>) -> Vec<Share> {
+        let mut shares: Vec<Share> = Vec::new();
+        for p in pending {
+            let share = match shares.iter().position(|s| s.target == p.write.target) {
+                Some(i) => &mut shares[i],
+                None => {
+                    shares.push(Share { target: p.write.target.clone(), writes: vec![], records: vec![] });
+                    shares.last_mut().expect("just pushed")
+                }
+            };
+            share.writes.push(p.write);
+            share.records.push(p.record);
+        }
+        shares
+    }
+}
+
+/// A record that goes to the dead-letter queue, by index, and why.
+struct DeadLetter {
+    record: usize,
+    reason: Reason,
+}
+
+/// A batch taken apart: its records (kept for dead letters and latency),
+/// what to write, and what is already known to be a dead letter.
+struct Sorted {
+    records: Vec<SourceRecord>,
+    writes: Vec<Pending>,
+    dead: Vec<DeadLetter>,
+}
+
+/// `projector_events_total` counts gathered per (topic, op, outcome) and
+/// added once per call: a labelled counter lookup per event costs more than
+/// the event.
+#[derive(Default)]
+struct EventTally(Vec<((String, &'static str, &'static str), u64)>);
+
+impl EventTally {
+    fn add(&mut self, topic: &str, op: &'static str, outcome: &'static str) {
+        match self.0.iter_mut().find(|((t, o, l), _)| t == topic && *o == op && *l == outcome) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push(((topic.to_string(), op, outcome), 1)),
+        }
+    }
+
+    fn count(self, sink: &'static str) {
+        for ((topic, op, outcome), n) in self.0 {
+            metrics::counter!("projector_events_total", "sink" => sink, "topic" => topic, "op" => op, "outcome" => outcome).increment(n);
+        }
+    }
+}
+
+impl<S: Sink> Writer<S> {
+    pub async fn write(self, batch: Batch) -> WriteResult {
+        let started = Instant::now();
+        let offsets = batch.next_offsets();
+        let Sorted { records, writes, mut dead } = self.sort(batch);
+        let pending = self.collapse(writes);
+        let freshest = self.apply(pending, &offsets, &records, &mut dead).await;
+        self.send_dead_letters(dead, &records).await?;
+        let name = self.sink.name();
+        if let Some(ts) = freshest {
+            metrics::gauge!("projector_freshness_seconds", "sink" => name).set((now_ms() - ts).max(0) as f64 / 1000.0);
+        }
+        metrics::histogram!("projector_batch_seconds", "sink" => name).record(started.elapsed().as_secs_f64());
+        Ok(offsets)
+    }
+
+    /// Splits the batch's items into writes and dead letters; skips are
+    /// counted and dropped.
+    fn sort(&self, batch: Batch) -> Sorted {
+        let mut sorted =
+            Sorted { records: Vec::with_capacity(batch.len()), writes: Vec::with_capacity(batch.len()), dead: vec![] };
+        let mut skipped = EventTally::default();
+        for item in batch.items {
+            let record = sorted.records.len();
+            match item.action {
+                Action::Write(write) => sorted.writes.push(Pending { write, record }),
+                Action::Skip(why) => {
+                    skipped.add(&item.record.lineage.topic, "-", "skipped");
+                    tracing::trace!(record = %item.record.lineage, why, "skipped");
+                }
+                Action::DeadLetter { stage, kind, reason } => {
+                    sorted.dead.push(DeadLetter { record, reason: Reason { stage, kind, message: reason } })
+                }
+            }
+            sorted.records.push(item.record);
+        }
+        skipped.count(self.sink.name());
+        sorted
+    }
+
+    /// Within a batch only the newest write per key matters.
+    fn collapse(&self, writes: Vec<Pending>) -> Vec<Pending> {
+        let refs: Vec<&Write> = writes.iter().map(|p| &p.write).collect();
+        let winners = newest_per_key(&refs);
+        let superseded = writes.len() - winners.len();
+        if superseded > 0 {
+            metrics::counter!("projector_events_total", "sink" => self.sink.name(), "topic" => "*", "op" => "-", "outcome" => "superseded").increment(superseded as u64);
+        }
+        let mut winners = winners.into_iter().peekable();
+        writes.into_iter().enumerate().filter(|(pos, _)| winners.next_if_eq(pos).is_some()).map(|(_, p)| p).collect()
+    }
+
+    /// Applies the writes, one target at a time, until each is applied,
+    /// stale or dead (then it joins `dead`). Returns the newest source
+    /// timestamp applied.
+    async fn apply(
+        &self,
+        pending: Vec<Pending>,
+        offsets: &[PartitionOffset],
+        records: &[SourceRecord],
+        dead: &mut Vec<DeadLetter>,
+    ) -> Option<i64> {
+        let mut freshest = None;
+        for share in Share::by_target(pending) {
+            freshest = freshest.max(self.apply_share(share, offsets, records, dead).await);
+        }
+        freshest
+    }
+
+    /// Applies one target's writes, retrying what the sink failed (not the
+    /// data) with backoff for as long as it lasts.
+    async fn apply_share(
+        &self,
+        mut share: Share,
+        offsets: &[PartitionOffset],
+        records: &[SourceRecord],
+        dead: &mut Vec<DeadLetter>,
+    ) -> Option<i64> {
+        let name = self.sink.name();
+        let table = share.writes.first().and_then(|w| self.model.table(&w.doc.lineage.topic))?;
+        let target = share.target.clone();
+        let call = TargetCall { sink: &*self.sink, fields: &self.fields, table, target: &target, progress: offsets };
+        let mut freshest: Option<i64> = None;
+        let mut delays = retry::delays();
+        while !share.writes.is_empty() {
+            let started = Instant::now();
+            let outcomes = match call.write_isolating(&share.writes).await {
+                Ok(o) => o,
+                Err(e) => {
+                    self.retry_later(&e, &share.target, share.writes.len());
+                    let wait = delays.next().unwrap_or(Duration::from_secs(30));
+                    tracing::warn!(sink = name, target = %share.target, error = %e, items = share.writes.len(), retry_in = ?wait, "sink write failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            };
+            metrics::histogram!("projector_sink_request_seconds", "sink" => name)
+                .record(started.elapsed().as_secs_f64());
+            self.health.sink_up(name);
+            let mut again = Share { target: share.target.clone(), writes: vec![], records: vec![] };
+            let mut last_failure = None;
+            let mut tally = EventTally::default();
+            for ((w, record), outcome) in share.writes.into_iter().zip(share.records).zip(outcomes) {
+                tally.add(&w.doc.lineage.topic, w.doc.op.as_str(), label(&outcome));
+                match outcome {
+                    Outcome::Applied => {
+                        freshest = freshest.max(w.doc.source_ts_ms);
+                        if let Some(ts) = records[record].timestamp_ms {
+                            metrics::histogram!("projector_append_to_ack_seconds", "sink" => name)
+                                .record((now_ms() - ts).max(0) as f64 / 1000.0);
+                        }
+                    }
+                    Outcome::Stale => tracing::debug!(record = %w.doc.lineage, id = %w.doc.id, "stale event ignored"),
+                    Outcome::Failed(e) => match retry::decide(e.kind) {
+                        Decision::DeadLetter => dead.push(DeadLetter {
+                            record,
+                            reason: Reason {
+                                stage: "sink",
+                                kind: "rejected",
+                                message: format!(
+                                    "{}: document {:?} refused by {} target {} ({}): {}",
+                                    records[record].lineage, w.doc.id, name, share.target, e.kind, e.message
+                                ),
+                            },
+                        }),
+                        Decision::Retry { .. } => {
+                            again.writes.push(w);
+                            again.records.push(record);
+                            last_failure = Some(e);
+                        }
+                    },
+                }
+            }
+            tally.count(name);
+            share = again;
+            if let Some(e) = last_failure {
+                self.retry_later(&e, &share.target, share.writes.len());
+                let wait = delays.next().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(sink = name, target = %share.target, items = share.writes.len(), error = %e, retry_in = ?wait, "retrying items");
+                tokio::time::sleep(wait).await;
+            }
+        }
+        freshest
+    }
+
+    /// Books a retry: the sink is reported down unless the kind is mere
+    /// concurrency, and a missing target's fields are typed again.
+    fn retry_later(&self, e: &SinkError, target: &str, items: usize) {
+        let name = self.sink.name();
+        if e.kind == ErrorKind::NotFound {
+            self.fields.forget(target);
+        }
+        if let Decision::Retry { sink_down: true } = retry::decide(e.kind) {
+            self.health.sink_down(name, &e.to_string());
+        }
+        metrics::counter!("projector_sink_retries_total", "sink" => name, "kind" => e.kind.as_str())
+            .increment(items as u64);
+    }
+
+    /// Sends the dead letters, or stops the pipeline at the first one when
+    /// errors are not tolerated.
+    async fn send_dead_letters(&self, dead: Vec<DeadLetter>, records: &[SourceRecord]) -> Result<(), PipelineError> {
+        let name = self.sink.name();
+        for d in dead {
+            if self.tolerance == ErrorTolerance::None {
+                return Err(PipelineError::Intolerable {
+                    sink: name,
+                    lineage: records[d.record].lineage.clone(),
+                    reason: d.reason.message,
+                });
+            }
+            self.dead_letters.send(&records[d.record], name, &d.reason).await;
+        }
+        Ok(())
+    }
+}
+
+fn label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Applied => "applied",
+        Outcome::Stale => "stale",
+        Outcome::Failed(e) if e.kind.is_data() => "rejected",
+        Outcome::Failed(_) => "retry",
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
