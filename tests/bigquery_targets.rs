@@ -88,6 +88,22 @@ async fn a_batch_written_again_after_the_table_was_recreated_lands_in_the_new_ta
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_table_recreated_by_another_instance_is_noticed_before_the_batch_is_called_done() {
+    let db = BusBooking::new(prefix("bqreinc2"));
+    let bq = Bq::new("reinc2", &db.trips.topic(), "{ table: trips }").await;
+    let writes = bq.writes(&creates(&db, &mut Timeline::default(), 3));
+    assert_eq!(bq.write(&writes).await, vec![Outcome::Applied; 3]);
+    bq.drop_table("trips_live").await;
+    bq.drop_table("trips").await;
+    // Another instance starting up creates the table again, so this sink
+    // never sees it missing: its cached columns and incarnation are stale.
+    let _other = bq.another_sink().await;
+    assert_eq!(write_retried(&bq.sink, &writes).await, vec![Outcome::Applied; 3]);
+    assert_eq!(fares(&bq).await, expected(&[(1, 100_001), (2, 100_002), (3, 100_003)]));
+    bq.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn one_read_model_name_in_two_datasets_writes_both() {
     let db = BusBooking::new(prefix("bqtwods"));
     let name = unique("it_shared_");
