@@ -110,8 +110,20 @@ impl BigQuery {
             }
         }
         if !twice.is_empty() {
-            tracing::warn!(sink = SINK, table = target, ids = ?twice, "ids stored more than once (concurrent writers); keeping each one's newest row");
-            self.client.query(&sql::dedup(&tref), &[Param::Strings("ids", twice)]).await?;
+            tracing::warn!(
+                sink = SINK,
+                table = target,
+                ids = twice.len(),
+                "ids stored more than once (concurrent writers); keeping each one's newest row"
+            );
+            self.client.query(&sql::dedup(&tref), &[Param::Strings("ids", twice)]).await.map_err(|e| match e {
+                // Not the rows' fault: never let it reject (dead-letter) them.
+                BqError::Data(m) => BqError::Transient(format!(
+                    "collapsing ids stored twice in table {}.{target} was refused: {m}; the batch is retried, and until it succeeds the table holds two rows for those ids (the statement is sql::dedup)",
+                    self.dataset
+                )),
+                other => other,
+            })?;
         }
         Ok(stored)
     }
