@@ -8,139 +8,15 @@
 //! twice), a bad row rejected alone, schema evolution, and hostile names.
 //! Each test uses its own dataset and drops it at the end.
 
-use std::path::Path;
-use std::sync::Arc;
-
 use projector::decode::value::timestamp_text;
-use projector::decode::{DecodeOptions, Decoded, decode};
 use projector::demo::bus_booking::{BusBooking, Timeline, trip};
 use projector::demo::sqlserver::{Column, Image, Record, Table, decimal_base64};
-use projector::mapping::ReadModel;
-use projector::pipeline::fields::KnownFields;
-use projector::pipeline::isolate::TargetCall;
-use projector::sink::bigquery::{Auth, BigQuery};
-use projector::sink::{Outcome, Sink, Write};
-use projector::source::{Lineage, SourceRecord};
+use projector::sink::Outcome;
 use serde_json::{Value as Json, json};
 
-const PROJECT: &str = "projector-local";
-
-fn base_url() -> String {
-    std::env::var("PROJECTOR_BIGQUERY_URL").unwrap_or_else(|_| "http://127.0.0.1:9050".into())
-}
-
 mod common;
-use common::unique;
-
-/// One test's dataset, read model and sink.
-struct Bq {
-    dataset: String,
-    model: Arc<ReadModel>,
-    sink: BigQuery,
-    fields: KnownFields,
-    offset: std::cell::Cell<i64>,
-}
-
-impl Bq {
-    async fn new(stem: &str, topic: &str, bigquery: &str) -> Bq {
-        let dataset = unique(&format!("it_{stem}_"));
-        let yaml = format!("read_model: {dataset}\ntables:\n  - topic: {topic}\n    bigquery: {bigquery}\n");
-        let model = Arc::new(ReadModel::parse(Path::new("test.yaml"), &yaml).expect("valid read model"));
-        let sink = BigQuery::new(&base_url(), PROJECT, &dataset, model.clone(), Auth::None).unwrap();
-        sink.prepare(&model).await.expect("the BigQuery emulator is up (scripts/stack up)");
-        Bq { dataset, model, sink, fields: KnownFields::default(), offset: std::cell::Cell::new(0) }
-    }
-
-    /// Decodes and maps fixture records into writes, as the pipeline does.
-    fn writes(&self, records: &[Record]) -> Vec<Write> {
-        let mut out = Vec::new();
-        for r in records {
-            let offset = self.offset.get();
-            self.offset.set(offset + 1);
-            let rec = SourceRecord {
-                lineage: Lineage { topic: r.topic.clone(), partition: 0, offset },
-                key: Some(r.key.clone()),
-                value: r.value.clone(),
-                headers: vec![],
-                timestamp_ms: None,
-            };
-            let Decoded::Change(ev) = decode(&rec, &DecodeOptions::default()).unwrap() else { continue };
-            let table = self.model.table(&r.topic).unwrap();
-            let doc = table.document(&ev).unwrap();
-            let target = self.sink.target(table).unwrap();
-            out.push(Write { target: target.into(), doc });
-        }
-        out
-    }
-
-    /// Writes one table's writes as the pipeline does: new fields typed
-    /// and added first, a refused call split until the bad rows are alone.
-    async fn write(&self, writes: &[Write]) -> Vec<Outcome> {
-        let table = &self.model.tables[0];
-        let target = self.sink.target(table).unwrap();
-        let call = TargetCall { sink: &self.sink, fields: &self.fields, table, target, progress: &[] };
-        call.write_isolating(writes).await.expect("batch written")
-    }
-
-    fn table(&self, t: &str) -> String {
-        format!("`{PROJECT}`.`{}`.`{}`", self.dataset, t.replace('`', "\\`"))
-    }
-
-    /// Rows of a query, cells as text (TIMESTAMPs as integer microseconds).
-    async fn query(&self, sql: &str) -> Vec<Vec<Json>> {
-        let body = json!({"query": sql, "useLegacySql": false, "formatOptions": {"useInt64Timestamp": true}});
-        let r: Json = http()
-            .post(format!("{}/bigquery/v2/projects/{PROJECT}/queries", base_url()))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert!(r.get("error").is_none(), "{sql}: {r}");
-        r["rows"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|row| row["f"].as_array().unwrap().iter().map(|c| c["v"].clone()).collect())
-            .collect()
-    }
-
-    async fn schema(&self, table: &str) -> Vec<(String, String)> {
-        let r: Json = http()
-            .get(format!("{}/bigquery/v2/projects/{PROJECT}/datasets/{}/tables/{table}", base_url(), self.dataset))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        r["schema"]["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| (f["name"].as_str().unwrap().to_string(), f["type"].as_str().unwrap().to_string()))
-            .collect()
-    }
-
-    async fn drop(self) {
-        let _ = http()
-            .delete(format!(
-                "{}/bigquery/v2/projects/{PROJECT}/datasets/{}?deleteContents=true",
-                base_url(),
-                self.dataset
-            ))
-            .send()
-            .await;
-    }
-}
-
-fn http() -> reqwest::Client {
-    projector::install_tls_provider();
-    reqwest::Client::new()
-}
+use common::bigquery::{Bq, PROJECT, base_url};
+use common::{http, unique};
 
 fn prefix(stem: &str) -> &'static str {
     Box::leak(unique(stem).into_boxed_str())

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod avro;
+pub mod bigquery;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,7 +1,8 @@
 //! A thin BigQuery REST v2 client: only the calls the sink makes (datasets
-//! insert, tables get, jobs.query for reads and DDL, jobs.insert with a fixed
-//! job id for the writes that must never run twice). Plain JSON bodies, never
-//! gzip (the local emulator refuses compressed bodies).
+//! insert; tables get, for the columns and the incarnation, `creationTime`;
+//! jobs.query for reads and DDL; jobs.insert with a fixed job id for the
+//! writes that must never run twice). Plain JSON bodies, never gzip (the
+//! local emulator refuses compressed bodies).
 //!
 //! Failures are classified for the sink: [`BqError::Transient`] (unreachable,
 //! 5xx, 429, rate limits: retry the whole batch), [`BqError::Data`] (400
@@ -43,6 +44,41 @@ pub struct Client {
     /// Where jobs run (the dataset's location), once known.
     pub location: std::sync::RwLock<Option<String>>,
     auth: TokenSource,
+}
+
+/// What tables.get says about a table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableInfo {
+    /// Columns `(name, type)`.
+    pub columns: Vec<(String, String)>,
+    /// Which table of that name this is: its `creationTime` (milliseconds),
+    /// which a dropped and re-created table does not share.
+    pub incarnation: String,
+}
+
+impl TableInfo {
+    fn from_resource(b: &Json) -> TableInfo {
+        let columns = b["schema"]["fields"]
+            .as_array()
+            .map(|fs| {
+                fs.iter()
+                    .map(|f| {
+                        (
+                            f["name"].as_str().unwrap_or("").to_string(),
+                            f["type"].as_str().unwrap_or("STRING").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // `creationTime` is an int64 sent as a JSON string; accept a number too.
+        let incarnation = match &b["creationTime"] {
+            Json::String(t) => t.clone(),
+            Json::Number(n) => n.to_string(),
+            _ => String::new(),
+        };
+        TableInfo { columns, incarnation }
+    }
 }
 
 /// One named query parameter.
@@ -170,24 +206,16 @@ impl Client {
 
     /// The table's columns `(name, type)`, or `None` if it does not exist.
     pub async fn table_columns(&self, dataset: &str, table: &str) -> Result<Option<Vec<(String, String)>>, BqError> {
+        Ok(self.table(dataset, table).await?.map(|t| t.columns))
+    }
+
+    /// The table's columns and incarnation (tables.get), or `None` if it
+    /// does not exist.
+    pub async fn table(&self, dataset: &str, table: &str) -> Result<Option<TableInfo>, BqError> {
         let path = format!("/datasets/{dataset}/tables/{}", urlencode(table));
         let (s, b) = self.send(reqwest::Method::GET, &path, None).await?;
         match s {
-            200 => Ok(Some(
-                b["schema"]["fields"]
-                    .as_array()
-                    .map(|fs| {
-                        fs.iter()
-                            .map(|f| {
-                                (
-                                    f["name"].as_str().unwrap_or("").to_string(),
-                                    f["type"].as_str().unwrap_or("STRING").to_string(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            )),
+            200 => Ok(Some(TableInfo::from_resource(&b))),
             404 => Ok(None),
             _ => Err(Self::fail(s, &b)),
         }
@@ -347,6 +375,15 @@ mod tests {
         let body =
             json!({"error": {"code": 400, "message": "Could not convert", "errors": [{"reason": "invalidQuery"}]}});
         assert_eq!(reason_of(&body), ("invalidQuery".into(), "Could not convert".into()));
+    }
+
+    #[test]
+    fn a_table_resource_gives_columns_and_incarnation() {
+        let b = json!({"creationTime": "1796156039306", "schema": {"fields": [{"name": "__id", "type": "STRING"}]}});
+        let t = TableInfo::from_resource(&b);
+        assert_eq!(t.columns, vec![("__id".to_string(), "STRING".to_string())]);
+        assert_eq!(t.incarnation, "1796156039306");
+        assert_eq!(TableInfo::from_resource(&json!({"creationTime": 17})).incarnation, "17");
     }
 
     #[test]

@@ -21,27 +21,10 @@
 //! ## Writes: staging table + guarded MERGE, never the streaming buffer
 //! Production BigQuery refuses UPDATE/DELETE/MERGE over rows still in the
 //! streaming buffer (rows written by `insertAll`, for up to ~30-90 min), so
-//! this sink never streams into its tables. Each batch (per table) is:
-//! 1. the stored positions of the batch's ids are read; writes that are not
-//!    newer are reported `Stale` and left out;
-//! 2. the rest are staged with a query job, `CREATE OR REPLACE TABLE
-//!    _projector_stage_<hash> AS SELECT ... FROM UNNEST(JSON_QUERY_ARRAY(@rows))`
-//!    (values travel as exact text and are cast to the column types; a query
-//!    job's output is ordinary storage, not the streaming buffer);
-//! 3. `MERGE` into the table keyed by `__id`: `WHEN MATCHED AND T.__position
-//!    < S.__position THEN UPDATE ... WHEN NOT MATCHED THEN INSERT ...`;
-//! 4. the staging table is dropped (it also expires after a day);
-//! 5. the stored positions are read again: a write whose position is now
-//!    stored is `Applied`, otherwise `Stale` (a newer write won meanwhile).
-//!
-//! Steps 2 and 3 run as jobs with deterministic ids derived from the read
-//! model, the table and a hash of the batch's ids, positions and columns, so
-//! a retry after a timeout gets 409 "duplicate" and, when that job had
-//! succeeded, is treated as done instead of running again; a job that had
-//! failed is run again under a new id. The position guard makes any
-//! re-application a no-op anyway. (BigQuery cannot record Kafka progress in
-//! the same transaction, so `progress` is not stored here; the pipeline
-//! commits offsets after the batch.)
+//! this sink never streams into its tables: each table's batch is staged by
+//! a query job and MERGEd, guarded by position, under job ids that belong to
+//! one incarnation of the table; a second writer racing on the same ids
+//! cannot leave an id stored twice. `merge.rs` has the steps and the reasons.
 //!
 //! ## Deletes
 //! Soft deletes, as in the PostgreSQL sink: a delete (or a row that stops
@@ -60,26 +43,21 @@
 
 pub mod auth;
 pub mod client;
+mod merge;
 pub mod sql;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{Map, Value as Json};
 use tokio::sync::Mutex;
 
 use super::{ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, Write};
-use crate::decode::Value;
-use crate::decode::value::timestamp_text;
 use crate::mapping::{ReadModel, TableMapping};
 use crate::source::PartitionOffset;
 pub use auth::Auth;
-use client::{BqError, Client, Param};
+use client::{BqError, Client};
 
 const SINK: &str = "bigquery";
-
-/// Largest staging parameter per job (BigQuery caps a request at 10 MB).
-const MAX_STAGE_BYTES: usize = 4 * 1024 * 1024;
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> SinkError {
     SinkError::new(SINK, kind, message)
@@ -106,6 +84,9 @@ pub struct BigQuery {
     model: Arc<ReadModel>,
     /// Columns `(name, type)` of each table known to exist.
     columns: Mutex<HashMap<String, Vec<(String, String)>>>,
+    /// The incarnation (`creationTime`) of each table last seen, part of its
+    /// job ids.
+    incarnations: Mutex<HashMap<String, String>>,
 }
 
 fn is_meta(name: &str) -> bool {
@@ -143,7 +124,13 @@ impl BigQuery {
         }
         let tokens = auth::TokenSource::new(&auth).map_err(|m| err(ErrorKind::Configuration, m))?;
         let client = Client::new(base_url, project, tokens).map_err(|m| err(ErrorKind::Configuration, m))?;
-        Ok(BigQuery { client, dataset: dataset.to_string(), model, columns: Mutex::new(HashMap::new()) })
+        Ok(BigQuery {
+            client,
+            dataset: dataset.to_string(),
+            model,
+            columns: Mutex::new(HashMap::new()),
+            incarnations: Mutex::new(HashMap::new()),
+        })
     }
 
     fn table_for(&self, target: &str) -> Option<&TableMapping> {
@@ -220,9 +207,10 @@ impl BigQuery {
     async fn evolve(&self, table: &TableMapping, target: &str, fields: &[NewField]) -> Result<(), BqError> {
         let mut columns = self.columns.lock().await;
         if !columns.contains_key(target)
-            && let Some(cols) = self.client.table_columns(&self.dataset, target).await?
+            && let Some(info) = self.client.table(&self.dataset, target).await?
         {
-            columns.insert(target.to_string(), cols);
+            self.incarnations.lock().await.insert(target.to_string(), info.incarnation);
+            columns.insert(target.to_string(), info.columns);
         }
         match columns.get(target) {
             None => {
@@ -258,168 +246,11 @@ impl BigQuery {
                 tracing::info!(sink = SINK, table = target, columns = ?added, "added columns");
             }
         }
-        let cols = self.client.table_columns(&self.dataset, target).await?.ok_or_else(|| {
+        let info = self.client.table(&self.dataset, target).await?.ok_or_else(|| {
             BqError::NotFound(format!("table {target} vanished right after it was created or altered"))
         })?;
-        columns.insert(target.to_string(), cols);
-        Ok(())
-    }
-
-    /// Stored `__position` per id.
-    async fn stored_positions(&self, target: &str, ids: Vec<String>) -> Result<HashMap<String, String>, BqError> {
-        let rows = self.client.query(&sql::positions(&self.tref(target)), &[Param::Strings("ids", ids)]).await?;
-        Ok(rows.into_iter().filter_map(|r| Some((r.first()?.clone()?, r.get(1)?.clone()?))).collect())
-    }
-
-    /// One staging row (JSON): bookkeeping values and one text cell per data column.
-    fn stage_row(w: &Write, data: &[(String, String)]) -> String {
-        let d = &w.doc;
-        let find = |row: &crate::decode::Row, n: &str| {
-            row.columns.iter().find(|(c, _)| c.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone())
-        };
-        let mut m = Map::new();
-        m.insert("id".into(), Json::String(d.id.clone()));
-        m.insert("pos".into(), Json::String(d.position.as_str().to_string()));
-        m.insert("del".into(), Json::String(d.body.is_none().to_string()));
-        m.insert(
-            "ts".into(),
-            d.source_ts_ms
-                .map(|ms| Json::String(format!("{}Z", timestamp_text(ms as i128 * 1_000_000))))
-                .unwrap_or(Json::Null),
-        );
-        let mut keep = String::from(",");
-        for (i, (n, ty)) in data.iter().enumerate() {
-            let v = match &d.body {
-                Some(body) => find(body, n).or_else(|| find(&d.key, n)).unwrap_or(Value::Null),
-                None => match find(&d.key, n) {
-                    Some(v) => v,
-                    None => Value::Unavailable,
-                },
-            };
-            if matches!(v, Value::Unavailable) {
-                keep.push_str(&format!("{i},"));
-            }
-            m.insert(format!("c{i}"), sql::cell_text(&v, &sql::base_type(ty)).map(Json::String).unwrap_or(Json::Null));
-        }
-        m.insert("keep".into(), Json::String(keep));
-        Json::Object(m).to_string()
-    }
-
-    /// Runs a job; a job that had failed under this id runs again under a new one.
-    async fn job(&self, id: &str, statement: &str, params: &[Param<'_>]) -> Result<bool, BqError> {
-        match self.client.run_job(id, statement, params).await {
-            Err(BqError::FailedBefore(m)) => {
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0);
-                tracing::warn!(sink = SINK, job = id, error = %m, "an earlier run of this job failed; running it again under a new id");
-                self.client.run_job(&format!("{id}_r{nanos}"), statement, params).await
-            }
-            other => other,
-        }
-    }
-
-    /// Applies one table's writes; returns the outcome per id.
-    async fn apply(&self, target: &str, writes: &[&Write]) -> Result<HashMap<String, Outcome>, BqError> {
-        let columns = self
-            .columns
-            .lock()
-            .await
-            .get(target)
-            .cloned()
-            .ok_or_else(|| BqError::NotFound(format!("table {target} is not known yet; re-creating it")))?;
-        let data: Vec<(String, String)> = columns.into_iter().filter(|(n, _)| !is_meta(n)).collect();
-        let before = self.stored_positions(target, writes.iter().map(|w| w.doc.id.clone()).collect()).await?;
-        let mut out: HashMap<String, Outcome> = HashMap::new();
-        let fresh: Vec<&Write> = writes
-            .iter()
-            .copied()
-            .filter(|w| {
-                let newer = before.get(&w.doc.id).is_none_or(|p| p.as_str() < w.doc.position.as_str());
-                if !newer {
-                    out.insert(w.doc.id.clone(), Outcome::Stale);
-                }
-                newer
-            })
-            .collect();
-        if fresh.is_empty() {
-            return Ok(out);
-        }
-        // Staging rows travel as one query parameter: keep each request well
-        // under BigQuery's 10 MB request limit.
-        let rows: Vec<String> = fresh.iter().map(|w| Self::stage_row(w, &data)).collect();
-        let mut start = 0;
-        while start < fresh.len() {
-            let mut end = start;
-            let mut size = 0;
-            while end < fresh.len() && (end == start || size + rows[end].len() < MAX_STAGE_BYTES) {
-                size += rows[end].len() + 1;
-                end += 1;
-            }
-            self.stage_and_merge(target, &fresh[start..end], &rows[start..end], &data).await?;
-            start = end;
-        }
-        let after = self.stored_positions(target, fresh.iter().map(|w| w.doc.id.clone()).collect()).await?;
-        for w in fresh {
-            let applied = after.get(&w.doc.id).is_some_and(|p| p == w.doc.position.as_str());
-            out.insert(w.doc.id.clone(), if applied { Outcome::Applied } else { Outcome::Stale });
-        }
-        Ok(out)
-    }
-
-    /// Stages some fresh writes and MERGEs them, each step a job with a
-    /// deterministic id (see the module doc), then drops the staging table.
-    async fn stage_and_merge(
-        &self,
-        target: &str,
-        fresh: &[&Write],
-        rows: &[String],
-        data: &[(String, String)],
-    ) -> Result<(), BqError> {
-        let mut parts: Vec<&str> = vec![&self.model.name, target];
-        for w in fresh {
-            parts.push(&w.doc.id);
-            parts.push(w.doc.position.as_str());
-        }
-        parts.extend(data.iter().map(|(n, _)| n.as_str()));
-        let hash = sql::stable_hash(&parts);
-        let stage_ref = self.tref(&format!("_projector_stage_{hash}"));
-        let rows = format!("[{}]", rows.join(","));
-        let stage_sql = sql::stage(&stage_ref, data);
-        let names: Vec<String> = data.iter().map(|(n, _)| n.clone()).collect();
-        let merge_sql = sql::merge(&self.tref(target), &stage_ref, &names);
-        let stage_id = sql::job_id(&self.model.name, target, &hash, "stage");
-        let merge_id = sql::job_id(&self.model.name, target, &hash, "merge");
-        let stage_dup = self.job(&stage_id, &stage_sql, &[Param::String("rows", rows.clone())]).await?;
-        match self.job(&merge_id, &merge_sql, &[]).await {
-            Ok(dup) => {
-                if dup {
-                    tracing::info!(
-                        sink = SINK,
-                        table = target,
-                        job = merge_id,
-                        "MERGE of this batch already ran (job id exists); not applying it again"
-                    );
-                }
-            }
-            // The staged table is gone (an earlier attempt staged it, and it
-            // expired or was dropped): stage again under a fresh id.
-            Err(BqError::NotFound(_)) if stage_dup => {
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0);
-                self.client
-                    .run_job(&format!("{stage_id}_r{nanos}"), &stage_sql, &[Param::String("rows", rows)])
-                    .await?;
-                self.client.run_job(&format!("{merge_id}_r{nanos}"), &merge_sql, &[]).await?;
-            }
-            Err(e) => return Err(e),
-        }
-        if let Err(e) = self.client.query(&format!("DROP TABLE IF EXISTS {stage_ref}"), &[]).await {
-            tracing::warn!(sink = SINK, table = target, error = %e.message(), "could not drop the staging table; it expires in a day");
-        }
+        self.incarnations.lock().await.insert(target.to_string(), info.incarnation);
+        columns.insert(target.to_string(), info.columns);
         Ok(())
     }
 

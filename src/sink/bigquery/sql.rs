@@ -329,6 +329,22 @@ pub fn positions(target: &str) -> String {
     format!("SELECT {id}, {p} FROM {target} WHERE {id} IN UNNEST(@ids)", id = quote("__id"), p = quote("__position"))
 }
 
+/// Collapses the rows of each `@ids` id to one, the one with the highest
+/// `__position` (then the latest `__written_at`; rows that tie on both are
+/// the same write). One statement, so the rows it removes and the row it puts
+/// back commit together: `ON FALSE` makes every stored row of those ids "not
+/// matched by source" (deleted) and every kept row "not matched" (inserted
+/// again). Run again it changes nothing but rewriting those rows.
+pub fn dedup(target: &str) -> String {
+    format!(
+        "MERGE {target} T USING (SELECT * EXCEPT({rank}) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {id} ORDER BY {p} DESC, {w} DESC) AS {rank} FROM {target} WHERE {id} IN UNNEST(@ids)) WHERE {rank} = 1) S ON FALSE WHEN NOT MATCHED BY SOURCE AND T.{id} IN UNNEST(@ids) THEN DELETE WHEN NOT MATCHED THEN INSERT ROW",
+        id = quote("__id"),
+        p = quote("__position"),
+        w = quote("__written_at"),
+        rank = quote("__projector_rank"),
+    )
+}
+
 /// A stable 128-bit FNV-1a hash as 32 hex digits: job ids and staging
 /// table names must be the same in every process and Rust version.
 pub fn stable_hash(parts: &[&str]) -> String {
@@ -466,6 +482,10 @@ mod tests {
             "MERGE `t` T USING `s` S ON T.`__id` = S.`__id` WHEN MATCHED AND T.`__position` < S.`__position` THEN UPDATE SET `__position` = S.`__position`, `__deleted` = S.`__deleted`, `__source_ts` = S.`__source_ts`, `__written_at` = CURRENT_TIMESTAMP(), `Fare` = IF(STRPOS(COALESCE(S.`__keep`, ''), ',0,') > 0, T.`Fare`, S.`Fare`) WHEN NOT MATCHED THEN INSERT (`__id`, `__position`, `__deleted`, `__source_ts`, `__written_at`, `Fare`) VALUES (S.`__id`, S.`__position`, S.`__deleted`, S.`__source_ts`, CURRENT_TIMESTAMP(), S.`Fare`)"
         );
         assert_eq!(positions("`t`"), "SELECT `__id`, `__position` FROM `t` WHERE `__id` IN UNNEST(@ids)");
+        assert_eq!(
+            dedup("`t`"),
+            "MERGE `t` T USING (SELECT * EXCEPT(`__projector_rank`) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY `__id` ORDER BY `__position` DESC, `__written_at` DESC) AS `__projector_rank` FROM `t` WHERE `__id` IN UNNEST(@ids)) WHERE `__projector_rank` = 1) S ON FALSE WHEN NOT MATCHED BY SOURCE AND T.`__id` IN UNNEST(@ids) THEN DELETE WHEN NOT MATCHED THEN INSERT ROW"
+        );
     }
 
     #[test]
