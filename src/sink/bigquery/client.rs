@@ -4,10 +4,13 @@
 //! writes that must never run twice). Plain JSON bodies, never gzip (the
 //! local emulator refuses compressed bodies).
 //!
-//! Failures are classified for the sink: [`BqError::Transient`] (unreachable,
-//! 5xx, 429, rate limits: retry the whole batch), [`BqError::Data`] (400
-//! `invalid`/`invalidQuery`: a value or statement BigQuery refuses, so split
-//! the batch), [`BqError::NotFound`].
+//! Failures are classified for the sink in one place, [`classify`]:
+//! [`BqError::Transient`] (unreachable, 5xx), [`BqError::Overloaded`] (429,
+//! rate and quota limits), [`BqError::Permission`] (401/403),
+//! [`BqError::Conflict`] (a concurrent DML statement won), [`BqError::Data`]
+//! (400 `invalid`/`invalidQuery`: a value or statement BigQuery refuses, so
+//! the pipeline splits the batch), [`BqError::NotFound`]. The sink turns
+//! each into an [`crate::sink::ErrorKind`].
 
 use std::time::{Duration, Instant};
 
@@ -18,8 +21,14 @@ use super::auth::TokenSource;
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BqError {
-    /// Unreachable, overloaded, rate-limited, or auth trouble: try the batch again later.
+    /// Unreachable or failing (5xx, backend errors): try the batch again later.
     Transient(String),
+    /// Rate or quota limits, HTTP 429: try again later, more slowly.
+    Overloaded(String),
+    /// Missing or insufficient credentials (401/403): fix the account; retried meanwhile.
+    Permission(String),
+    /// Another DML statement on the table committed first: decide again.
+    Conflict(String),
     /// BigQuery refused the statement or a value in it.
     Data(String),
     /// The table or job is not there.
@@ -31,7 +40,13 @@ pub enum BqError {
 impl BqError {
     pub fn message(&self) -> &str {
         match self {
-            BqError::Transient(m) | BqError::Data(m) | BqError::NotFound(m) | BqError::FailedBefore(m) => m,
+            BqError::Transient(m)
+            | BqError::Overloaded(m)
+            | BqError::Permission(m)
+            | BqError::Conflict(m)
+            | BqError::Data(m)
+            | BqError::NotFound(m)
+            | BqError::FailedBefore(m) => m,
         }
     }
 }
@@ -116,27 +131,25 @@ fn reason_of(body: &Json) -> (String, String) {
 
 /// Classifies a failure by HTTP status and BigQuery reason.
 fn classify(status: u16, reason: &str, message: String) -> BqError {
-    // Two MERGEs on one table at once: production aborts one of them.
+    // Two DML statements on one table at once: BigQuery aborts one of them.
+    // Its reason is the generic `invalidQuery`, so the documented message is
+    // the only signal there is (the one place this sink reads message text).
     if message.contains("concurrent update") || message.contains("Could not serialize access") {
-        return BqError::Transient(format!("{message}; another writer changed the table at the same time, will retry"));
+        return BqError::Conflict(format!("{message}; another writer changed the table at the same time, will retry"));
     }
     match (status, reason) {
-        (
-            _,
-            "rateLimitExceeded"
-            | "backendError"
-            | "internalError"
-            | "jobRateLimitExceeded"
-            | "quotaExceeded"
-            | "jobBackendError"
-            | "jobInternalError",
-        ) => BqError::Transient(format!("{message} ({reason}); will retry")),
+        (_, "rateLimitExceeded" | "jobRateLimitExceeded" | "quotaExceeded") | (429, _) => {
+            BqError::Overloaded(format!("{message} (HTTP {status} {reason}); will retry more slowly"))
+        }
+        (_, "backendError" | "internalError" | "jobBackendError" | "jobInternalError") => {
+            BqError::Transient(format!("{message} ({reason}); will retry"))
+        }
         (404, _) | (_, "notFound") => BqError::NotFound(message),
-        (401 | 403, _) => BqError::Transient(format!(
+        (401 | 403, _) | (_, "accessDenied") => BqError::Permission(format!(
             "{message} (HTTP {status} {reason}); check the credentials and that the account has BigQuery Data Editor and Job User roles"
         )),
         (400, _) | (_, "invalid" | "invalidQuery") => BqError::Data(format!("{message} ({reason})")),
-        (429, _) | (500.., _) => BqError::Transient(format!("{message} (HTTP {status}); will retry")),
+        (500.., _) => BqError::Transient(format!("{message} (HTTP {status}); will retry")),
         _ => BqError::Transient(format!("{message} (HTTP {status} {reason})")),
     }
 }
@@ -364,13 +377,15 @@ mod tests {
     fn failures_are_classified() {
         assert!(matches!(classify(400, "invalidQuery", "bad cast".into()), BqError::Data(_)));
         assert!(matches!(classify(503, "", "down".into()), BqError::Transient(_)));
-        assert!(matches!(classify(429, "", "slow down".into()), BqError::Transient(_)));
-        assert!(matches!(classify(403, "rateLimitExceeded", "x".into()), BqError::Transient(_)));
+        assert!(matches!(classify(429, "", "slow down".into()), BqError::Overloaded(_)));
+        assert!(matches!(classify(403, "rateLimitExceeded", "x".into()), BqError::Overloaded(_)));
+        assert!(matches!(classify(403, "accessDenied", "x".into()), BqError::Permission(_)));
+        assert!(matches!(classify(401, "", "x".into()), BqError::Permission(_)));
         assert!(matches!(classify(404, "notFound", "x".into()), BqError::NotFound(_)));
         assert!(matches!(classify(400, "jobInternalError", "x".into()), BqError::Transient(_)));
         assert!(matches!(
             classify(400, "invalidQuery", "Could not serialize access to table p:d.t due to concurrent update".into()),
-            BqError::Transient(_)
+            BqError::Conflict(_)
         ));
         let body =
             json!({"error": {"code": 400, "message": "Could not convert", "errors": [{"reason": "invalidQuery"}]}});

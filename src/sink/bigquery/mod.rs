@@ -63,13 +63,15 @@ fn err(kind: ErrorKind, message: impl Into<String>) -> SinkError {
     SinkError::new(SINK, kind, message)
 }
 
-/// The one table from the client's classification to a kind. (The client
-/// folds status and `error.reason` into [`BqError`]: auth trouble and rate
-/// limits arrive as transient.)
+/// The one table from the client's classification (HTTP status and
+/// `error.reason`, see [`client`]) to a kind.
 pub fn kind_of(e: &BqError) -> ErrorKind {
     match e {
         BqError::Data(_) => ErrorKind::BadData,
         BqError::NotFound(_) => ErrorKind::NotFound,
+        BqError::Overloaded(_) => ErrorKind::Overloaded,
+        BqError::Permission(_) => ErrorKind::Permission,
+        BqError::Conflict(_) => ErrorKind::Conflict,
         BqError::Transient(_) | BqError::FailedBefore(_) => ErrorKind::Unavailable,
     }
 }
