@@ -9,6 +9,7 @@
 //! [`demo`] makes SQL Server-shaped events for the demo and tests;
 //! [`bench`] measures the whole path against yardsticks.
 
+pub mod backoff;
 pub mod bench;
 pub mod decode;
 pub mod demo;

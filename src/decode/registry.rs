@@ -123,7 +123,7 @@ impl SchemaRegistry {
     /// record is dead-lettered. The pipeline runs this beside its poll loop,
     /// so the consumer stays in its group however long the outage lasts.
     pub async fn fetch_wanted(&self, wanted: &[(u32, Part)], lineage: &Lineage, health: &Health) {
-        let mut delays = crate::pipeline::retry::delays();
+        let mut delays = crate::backoff::delays();
         for &(id, part) in wanted {
             loop {
                 match self.fetch(id).await {
