@@ -41,7 +41,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
 use super::{Document, Outcome, Sink, SinkError, Write};
-use crate::decode::Value;
+use crate::decode::{Row, Value};
 use crate::mapping::{ReadModel, TableMapping};
 use binary::Cell;
 pub use schema::{pg_type_of_field, pg_type_of_value, quote, quote_table};
@@ -120,7 +120,8 @@ impl Postgres {
         for w in writes {
             let Some(body) = &w.doc.body else { continue };
             for (name, v) in &body.columns {
-                if known.contains(name) || added.iter().any(|(n, _)| n == name) {
+                // The catalog holds the mapped name (see `schema::identifier`).
+                if known.contains(schema::identifier(name).as_ref()) || added.iter().any(|(n, _)| n == name) {
                     continue;
                 }
                 let declared = table
@@ -268,6 +269,12 @@ pub fn meta_values(d: &Document) -> [Value; 4] {
     ]
 }
 
+/// A row's value for a catalog column name, which is the mapped form of a
+/// long source name (see `schema::identifier`).
+fn get<'r>(row: &'r Row, column: &str) -> Option<&'r Value> {
+    row.columns.iter().find(|(n, _)| schema::identifier(n) == column).map(|(_, v)| v)
+}
+
 /// Writes every row of the batch into the COPY stream: the bookkeeping
 /// columns, the list of columns to leave as stored, then the data columns.
 async fn copy_rows(
@@ -281,14 +288,17 @@ async fn copy_rows(
         let meta = meta_values(d);
         // A delete keeps the last values: every non-key column is left as stored.
         let unavailable: Vec<String> = match &d.body {
-            Some(body) => {
-                body.columns.iter().filter(|(_, v)| matches!(v, Value::Unavailable)).map(|(n, _)| n.clone()).collect()
-            }
-            None => data.iter().map(|(n, _)| n.clone()).filter(|n| d.key.get(n).is_none()).collect(),
+            Some(body) => body
+                .columns
+                .iter()
+                .filter(|(_, v)| matches!(v, Value::Unavailable))
+                .map(|(n, _)| schema::identifier(n).into_owned())
+                .collect(),
+            None => data.iter().map(|(n, _)| n.clone()).filter(|n| get(&d.key, n).is_none()).collect(),
         };
         let values: Vec<&Value> = data
             .iter()
-            .map(|(n, _)| d.body.as_ref().and_then(|b| b.get(n)).or_else(|| d.key.get(n)).unwrap_or(&Value::Null))
+            .map(|(n, _)| d.body.as_ref().and_then(|b| get(b, n)).or_else(|| get(&d.key, n)).unwrap_or(&Value::Null))
             .collect();
         let meta_cells: Vec<Cell<'_>> = meta.iter().map(Cell).collect();
         let cells: Vec<Cell<'_>> = values.into_iter().map(Cell).collect();
