@@ -300,8 +300,9 @@ async fn copy_rows(
             .iter()
             .map(|(n, _)| d.body.as_ref().and_then(|b| get(b, n)).or_else(|| get(&d.key, n)).unwrap_or(&Value::Null))
             .collect();
-        let meta_cells: Vec<Cell<'_>> = meta.iter().map(Cell).collect();
-        let cells: Vec<Cell<'_>> = values.into_iter().map(Cell).collect();
+        let meta_cells: Vec<Cell<'_>> =
+            META.iter().zip(&meta).map(|((column, _), value)| Cell { column, value }).collect();
+        let cells: Vec<Cell<'_>> = data.iter().zip(values).map(|((column, _), value)| Cell { column, value }).collect();
         let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(5 + cells.len());
         row.extend(meta_cells.iter().map(|c| c as &(dyn ToSql + Sync)));
         row.push(&unavailable);
