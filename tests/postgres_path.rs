@@ -216,3 +216,57 @@ async fn batches_spanning_two_tables_never_take_the_row_by_row_path() {
         log_tail(&log, 20)
     );
 }
+
+/// SQL Server allows 128-character names; PostgreSQL keeps 63 bytes of an
+/// identifier. Two long columns that share their first 63 bytes must land as
+/// two columns, each added once, in a table whose name is as long.
+#[tokio::test(flavor = "multi_thread")]
+async fn long_table_and_column_names_land_and_are_added_once() {
+    let w = World::new("pglong", 1).await;
+    let table = format!("{}_{}", w.name, "t".repeat(99 - w.name.len()));
+    assert_eq!(table.len(), 100);
+    // Column names are `&'static str` in the fixture tables.
+    let seat: &'static str = (format!("Seat{}", "x".repeat(92)) + "Nº1").leak();
+    let other: &'static str = (format!("Seat{}", "x".repeat(92)) + "Nº2").leak();
+    assert!(seat.len() > 63 && seat[..63] == other[..63]);
+    let long = Table {
+        prefix: w.db.trips.prefix,
+        database: "vexere",
+        schema: "dbo",
+        name: "Trips",
+        columns: vec![Column::new("TripId", "int32"), Column::new(seat, "string"), Column::new(other, "string")],
+        key: vec!["TripId"],
+    };
+    w.set_model(&model(&w, &table, false));
+    let mut t = Timeline::default();
+    let at = t.commit(1);
+    let img = |id: i64| vec![("TripId", json!(id)), (seat, json!(format!("{id}A"))), (other, json!(format!("{id}B")))];
+    w.produce(&[long.event('c', None, Some(&img(1)), at, t.ts_ms, true)]).await;
+    let p = w.start(&w.group);
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    // A second batch, with the columns already there, must add none.
+    let at = t.commit(1);
+    w.produce(&[long.event('c', None, Some(&img(2)), at, t.ts_ms, true)]).await;
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+
+    let q = projector::sink::postgres::quote;
+    let sql =
+        format!("SELECT __id, {}, {} FROM {} ORDER BY 1", q(seat), q(other), quote_table(&format!("{table}_live")));
+    let rows: Vec<(String, Option<String>, Option<String>)> =
+        pg().await.query(&sql, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let want = |id: &str| (id.to_string(), Some(format!("{id}A")), Some(format!("{id}B")));
+    assert_eq!(rows, vec![want("1"), want("2")]);
+    let data_columns: i64 = pg()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped AND attname NOT LIKE '\\_\\_%'",
+            &[&quote_table(&table)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(data_columns, 3, "TripId and the two long columns");
+    let log = p.log_text();
+    let alters = log.lines().filter(|l| l.contains("added columns")).count();
+    assert_eq!(alters, 1, "columns are added by the first batch only:\n{}", log_tail(&log, 40));
+}

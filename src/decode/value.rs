@@ -55,7 +55,16 @@ pub enum ValueError {
     DecimalTooWide { field: String, digits: usize },
     #[error("field {field:?}: decimal schema has no usable 'scale' parameter")]
     MissingScale { field: String },
+    #[error(
+        "field {field:?}: decimal scale {scale} is over {MAX_DECIMAL_SCALE}, the most PostgreSQL stores; check the schema's 'scale'"
+    )]
+    ScaleTooLarge { field: String, scale: u64 },
 }
+
+/// The largest decimal scale accepted (PostgreSQL numeric's display-scale
+/// limit). A larger one is no real column, and writing its digits out would
+/// allocate up to 4 GB per value.
+pub const MAX_DECIMAL_SCALE: u32 = 0x3FFF;
 
 /// The part of a Connect field schema that decides how a value is read.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -78,7 +87,7 @@ impl FieldType {
         let param = |key: &str| {
             schema.get("parameters").and_then(|p| p.get(key)).and_then(|s| match s {
                 Json::String(s) => s.parse().ok(),
-                Json::Number(n) => n.as_u64().map(|n| n as u32),
+                Json::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
                 _ => None,
             })
         };
@@ -147,7 +156,9 @@ pub fn typed(field: &str, ty: &FieldType, v: &Json) -> Result<Value, ValueError>
         }
         // PostgreSQL `numeric` without a declared scale: {"scale": n, "value": base64}.
         Some("io.debezium.data.VariableScaleDecimal") => {
-            let scale = v.get("scale").and_then(Json::as_u64).ok_or_else(|| wrong("a {scale, value} decimal"))? as u32;
+            let scale = v.get("scale").and_then(Json::as_u64).ok_or_else(|| wrong("a {scale, value} decimal"))?;
+            let scale =
+                u32::try_from(scale).map_err(|_| ValueError::ScaleTooLarge { field: field.to_string(), scale })?;
             let bytes = v.get("value").and_then(Json::as_str).ok_or_else(|| wrong("a {scale, value} decimal"))?;
             return decimal_from_base64(field, bytes, scale);
         }
@@ -203,6 +214,9 @@ pub fn untyped(v: &Json) -> Value {
 }
 
 pub(crate) fn decimal_from_base64(field: &str, s: &str, scale: u32) -> Result<Value, ValueError> {
+    if scale > MAX_DECIMAL_SCALE {
+        return Err(ValueError::ScaleTooLarge { field: field.to_string(), scale: u64::from(scale) });
+    }
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(s)
         .map_err(|e| ValueError::BadDecimal { field: field.to_string(), detail: e.to_string() })?;
@@ -308,6 +322,24 @@ mod tests {
 
     fn ty(connect: &str, name: Option<&str>, scale: Option<u32>) -> FieldType {
         FieldType { connect: connect.into(), name: name.map(Into::into), scale, precision: None }
+    }
+
+    #[test]
+    fn decimal_scales_beyond_what_a_sink_stores_are_refused_not_wrapped() {
+        let decimal = |scale| ty("bytes", Some("org.apache.kafka.connect.data.Decimal"), Some(scale));
+        let err = typed("Price", &decimal(u32::MAX), &json!("AQ==")).unwrap_err();
+        assert!(
+            matches!(err, ValueError::ScaleTooLarge { ref field, scale } if field == "Price" && scale == u64::from(u32::MAX))
+        );
+        assert!(typed("Price", &decimal(MAX_DECIMAL_SCALE), &json!("AQ==")).is_ok());
+        let vsd = ty("struct", Some("io.debezium.data.VariableScaleDecimal"), None);
+        for scale in [4_294_967_298u64, 70_000] {
+            let err = typed("Price", &vsd, &json!({"scale": scale, "value": "AQ=="})).unwrap_err();
+            assert!(matches!(err, ValueError::ScaleTooLarge { .. }), "{scale}: {err:?}");
+        }
+        // A scale parameter beyond u32 is no scale, not a wrapped one.
+        let schema = json!({"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "parameters": {"scale": 4_294_967_298u64}});
+        assert_eq!(FieldType::from_schema(&schema).scale, None);
     }
 
     #[test]

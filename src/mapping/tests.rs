@@ -219,3 +219,26 @@ fn pass_through_keeps_every_column_then_computed_and_constants() {
     assert_eq!(ev.after.unwrap().columns.len(), 4, "the event is left as it was");
     assert_eq!((doc.id.as_str(), doc.key), ("7", ev.key));
 }
+
+#[test]
+fn postgres_types_without_an_encoder_are_refused_at_their_line() {
+    let text = "\
+read_model: rm
+tables:
+  - topic: a.b.dbo.T
+    postgres:
+      table: t
+      types:
+        Span: interval
+        Tags: text[]
+        Ids: integer[]
+        Fare: numeric(12,2)
+";
+    let problems = lines(parse(text).unwrap_err());
+    let at: Vec<u64> = problems.iter().map(|p| p.0).collect();
+    assert_eq!(at, vec![7, 8, 9], "{problems:#?}");
+    for (_, message) in &problems {
+        assert!(message.contains("timestamptz") && message.contains("is not supported"), "{message}");
+    }
+    assert!(problems[1].1.contains("arrays"), "{problems:#?}");
+}

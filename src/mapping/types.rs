@@ -134,9 +134,11 @@ pub fn elasticsearch_type(s: &str) -> Result<serde_json::Value, String> {
     }
 }
 
-/// Checks a PostgreSQL column type (base name, optional modifiers, optional `[]`).
+/// Checks a PostgreSQL column type (base name, optional modifiers): only the
+/// types the binary COPY encoder (`sink/postgres/binary.rs`) writes exactly.
+/// `interval` and arrays are refused here rather than at write time.
 pub fn postgres_type(s: &str) -> Result<String, String> {
-    const KNOWN: [&str; 22] = [
+    const KNOWN: [&str; 21] = [
         "smallint",
         "integer",
         "int",
@@ -158,15 +160,20 @@ pub fn postgres_type(s: &str) -> Result<String, String> {
         "jsonb",
         "json",
         "xml",
-        "interval",
     ];
     let t = s.trim().to_ascii_lowercase();
-    let base = t.trim_end_matches("[]");
-    let base = base.split('(').next().unwrap_or("").trim();
-    if KNOWN.contains(&base) {
+    let base = t.split('(').next().unwrap_or("").trim();
+    let hint = format!("use one of {} (modifiers such as numeric(12,2) are allowed)", KNOWN.join(", "));
+    if t.ends_with(']') {
+        Err(format!("PostgreSQL type {s:?} is not supported: projector writes no arrays; {hint}, or jsonb for a list"))
+    } else if base == "interval" {
+        Err(format!(
+            "PostgreSQL type {s:?} is not supported: Debezium's interval is microseconds, so use bigint; {hint}"
+        ))
+    } else if KNOWN.contains(&base) {
         Ok(t)
     } else {
-        Err(format!("unknown PostgreSQL type {s:?}; use one of {}", KNOWN.join(", ")))
+        Err(format!("unknown PostgreSQL type {s:?}; {hint}"))
     }
 }
 

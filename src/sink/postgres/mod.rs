@@ -45,7 +45,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
 use super::{Document, ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, Write};
-use crate::decode::Value;
+use crate::decode::{Row, Value};
 use crate::mapping::{ReadModel, TableMapping};
 use crate::source::PartitionOffset;
 use binary::Cell;
@@ -269,6 +269,12 @@ pub fn meta_values(d: &Document) -> [Value; 4] {
     ]
 }
 
+/// A row's value for a catalog column name, which is the mapped form of a
+/// long source name (see `schema::identifier`).
+fn get<'r>(row: &'r Row, column: &str) -> Option<&'r Value> {
+    row.columns.iter().find(|(n, _)| schema::identifier(n) == column).map(|(_, v)| v)
+}
+
 /// Writes every row of the batch into the COPY stream: the bookkeeping
 /// columns, the list of columns to leave as stored, then the data columns.
 async fn copy_rows(writer: BinaryCopyInWriter, writes: &[&Write], data: &[&(String, Type)]) -> Result<(), TxError> {
@@ -278,17 +284,21 @@ async fn copy_rows(writer: BinaryCopyInWriter, writes: &[&Write], data: &[&(Stri
         let meta = meta_values(d);
         // A delete keeps the last values: every non-key column is left as stored.
         let unavailable: Vec<String> = match &d.body {
-            Some(body) => {
-                body.columns.iter().filter(|(_, v)| matches!(v, Value::Unavailable)).map(|(n, _)| n.clone()).collect()
-            }
-            None => data.iter().map(|(n, _)| n.clone()).filter(|n| d.key.get(n).is_none()).collect(),
+            Some(body) => body
+                .columns
+                .iter()
+                .filter(|(_, v)| matches!(v, Value::Unavailable))
+                .map(|(n, _)| schema::identifier(n).into_owned())
+                .collect(),
+            None => data.iter().map(|(n, _)| n.clone()).filter(|n| get(&d.key, n).is_none()).collect(),
         };
         let values: Vec<&Value> = data
             .iter()
-            .map(|(n, _)| d.body.as_ref().and_then(|b| b.get(n)).or_else(|| d.key.get(n)).unwrap_or(&Value::Null))
+            .map(|(n, _)| d.body.as_ref().and_then(|b| get(b, n)).or_else(|| get(&d.key, n)).unwrap_or(&Value::Null))
             .collect();
-        let meta_cells: Vec<Cell<'_>> = meta.iter().map(Cell).collect();
-        let cells: Vec<Cell<'_>> = values.into_iter().map(Cell).collect();
+        let meta_cells: Vec<Cell<'_>> =
+            META.iter().zip(&meta).map(|((column, _), value)| Cell { column, value }).collect();
+        let cells: Vec<Cell<'_>> = data.iter().zip(values).map(|((column, _), value)| Cell { column, value }).collect();
         let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(5 + cells.len());
         row.extend(meta_cells.iter().map(|c| c as &(dyn ToSql + Sync)));
         row.push(&unavailable);
@@ -388,7 +398,8 @@ impl Sink for Postgres {
         let declared = table.postgres.as_ref().map(|p| p.types.as_slice()).unwrap_or(&[]);
         let added: Vec<(&str, String)> = fields
             .iter()
-            .filter(|f| !known.iter().any(|(n, _)| *n == f.name))
+            // The catalog holds the mapped name (see `schema::identifier`).
+            .filter(|f| !known.iter().any(|(n, _)| *n == schema::identifier(&f.name)))
             .filter_map(|f| {
                 let ty = match &f.source {
                     FieldSource::Declared => declared.iter().find(|(n, _)| *n == f.name).map(|(_, t)| t.clone()),

@@ -1,11 +1,41 @@
-//! Names and types in the mirror: every identifier quoted, and the column
-//! type each Debezium schema type (or, lacking one, each decoded value) gets.
+//! Names and types in the mirror: every identifier mapped to one PostgreSQL
+//! keeps whole and quoted, and the column type each Debezium schema type (or,
+//! lacking one, each decoded value) gets.
+//!
+//! PostgreSQL cuts identifiers to 63 bytes (NAMEDATALEN - 1) without an
+//! error, while SQL Server allows 128 characters. A cut name never matches
+//! the catalog again (so columns were re-added on every batch) and two long
+//! names that share 63 bytes become one. A name over 63 bytes is therefore
+//! mapped, here and only here, to its first 46 bytes (cut at a character
+//! boundary) + `_` + 16 hex digits of a stable hash of the whole name.
+
+use std::borrow::Cow;
 
 use crate::decode::{FieldType, Value};
+use crate::sink::bigquery::sql::stable_hash;
 
-/// A quoted identifier: `a "b"` → `"a ""b"""`.
+/// The longest identifier PostgreSQL keeps whole, in bytes.
+pub const MAX_IDENTIFIER: usize = 63;
+const HASH_DIGITS: usize = 16;
+
+/// The name PostgreSQL stores for a table, view or column name from the
+/// source or the read model: the name itself when it fits in 63 bytes, else
+/// a deterministic 63-byte form (see the module doc).
+pub fn identifier(name: &str) -> Cow<'_, str> {
+    if name.len() <= MAX_IDENTIFIER {
+        return Cow::Borrowed(name);
+    }
+    let mut cut = MAX_IDENTIFIER - HASH_DIGITS - 1;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let hash = stable_hash(&[name]);
+    Cow::Owned(format!("{}_{}", &name[..cut], &hash[..HASH_DIGITS]))
+}
+
+/// A quoted identifier, mapped by [`identifier`]: `a "b"` → `"a ""b"""`.
 pub fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    format!("\"{}\"", identifier(name).replace('"', "\"\""))
 }
 
 /// A table name from the read model, `table` or `schema.table`, quoted.
@@ -87,6 +117,20 @@ mod tests {
         assert_eq!(quote("Trips"), "\"Trips\"");
         assert_eq!(quote("a \"b\"; drop table x"), "\"a \"\"b\"\"; drop table x\"");
         assert_eq!(quote_table("staging.Trips"), "\"staging\".\"Trips\"");
+    }
+
+    #[test]
+    fn long_identifiers_map_to_63_bytes_deterministically_and_distinctly() {
+        let fits = "c".repeat(MAX_IDENTIFIER);
+        assert_eq!(identifier(&fits), fits.as_str());
+        let a = format!("{}Nº1", "é".repeat(60));
+        let b = format!("{}Nº2", "é".repeat(60));
+        let (ma, mb) = (identifier(&a), identifier(&b));
+        assert!(ma.len() <= MAX_IDENTIFIER && mb.len() <= MAX_IDENTIFIER, "{ma} {mb}");
+        assert_ne!(ma, mb);
+        assert_eq!(ma, identifier(&a), "the same name always maps the same way");
+        assert!(ma.starts_with(&"é".repeat(23)) && !ma.starts_with(&"é".repeat(24)), "{ma}");
+        assert_eq!(quote_table(&format!("s.{a}")), format!("\"s\".\"{ma}\""));
     }
 
     #[test]
