@@ -29,7 +29,7 @@ async fn every_kind_of_bad_record_is_dead_lettered_and_its_neighbours_land() {
         w.db.trips.event('c', None, Some(&trip(id, 1000, 1)), at, t.ts_ms, true)
     };
     let lsn = r#""connector":"sqlserver","commit_lsn":"00000099:00000001:0001""#;
-    let schema_int = r#"{"type":"struct","fields":[{"field":"before","type":"struct","optional":true,"fields":[]},{"field":"after","type":"struct","optional":true,"fields":[{"field":"TripId","type":"int32"},{"field":"Fare","type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2"}}]}]}"#;
+    let schema_int = r#"{"type":"struct","fields":[{"field":"before","type":"struct","optional":true,"fields":[]},{"field":"after","type":"struct","optional":true,"fields":[{"field":"TripId","type":"int32","optional":true},{"field":"Fare","type":"bytes","optional":true,"name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2"}}]}]}"#;
     let key = |id: i32| format!(r#"{{"TripId":{id}}}"#);
     // (offset, record, expected stage, expected kind), interleaved with good rows.
     let bad: Vec<(Record, &str, &str)> = vec![
@@ -130,4 +130,71 @@ async fn errors_tolerance_none_stops_on_the_bad_record_and_commits_nothing_past_
         "nothing committed past the bad record (committed {})",
         trips_partition.committed
     );
+}
+
+/// `r` with its value's payload edited (the schema kept as it is).
+fn edited(r: &Record, edit: impl Fn(&mut serde_json::Value)) -> Record {
+    let mut v: serde_json::Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+    edit(&mut v["payload"]);
+    Record { value: Some(serde_json::to_vec(&v).unwrap()), ..r.clone() }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_that_breaks_its_own_schema_is_dead_lettered_and_never_overwrites_good_state() {
+    let w = World::new("strict", 1).await;
+    let trips = w.db.trips.topic();
+    let mut t = Timeline::default();
+    let at = t.commit(1);
+    w.produce(&[w.db.trips.event('c', None, Some(&trip(1, 1000, 1)), at, t.ts_ms, true)]).await;
+    let p = w.start(&w.group);
+    w.wait_caught_up(&w.group, Duration::from_secs(120)).await;
+    let good_state = w.docs(&w.indexes[0]).await["1"].clone();
+
+    // Each bad record is a newer update of trip 1 that, applied, would
+    // overwrite its fare and status; a good create of another trip follows each.
+    let update = |t: &mut Timeline| {
+        let at = t.commit(1);
+        w.db.trips.event('u', Some(&trip(1, 1000, 1)), Some(&trip(1, 999_999, 2)), at, t.ts_ms, true)
+    };
+    let bad: Vec<(Record, &str)> = vec![
+        (edited(&update(&mut t), |p| drop(p["after"].as_object_mut().unwrap().shift_remove("Route"))), "missing_field"),
+        (
+            edited(&update(&mut t), |p| {
+                p["before"].as_object_mut().unwrap().shift_remove("Operator").map(drop).unwrap()
+            }),
+            "missing_field",
+        ),
+        (edited(&update(&mut t), |p| p["after"]["Route"] = json!(null)), "required_null"),
+        (edited(&update(&mut t), |p| p["after"]["Status"] = json!("2")), "bad_value"),
+        (edited(&update(&mut t), |p| p["source"]["ts_ms"] = json!("1782000000000")), "bad_value"),
+        (edited(&update(&mut t), |p| p["source"]["event_serial_no"] = json!("1")), "bad_value"),
+        (edited(&update(&mut t), |p| p["after"]["Fare"] = json!(9999.99)), "decimal_not_bytes"),
+        (edited(&update(&mut t), |p| p["after"]["TripId"] = json!(2)), "key_mismatch"),
+    ];
+    let mut records = Vec::new();
+    let mut expected = BTreeMap::new();
+    for (r, kind) in bad {
+        expected.insert(records.len() as i64 + 1, kind);
+        records.push(r);
+        let id = 100 + records.len() as i32;
+        let at = t.commit(1);
+        records.push(w.db.trips.event('c', None, Some(&trip(id, 1000, 1)), at, t.ts_ms, true));
+    }
+    w.produce(&records).await;
+    w.wait_caught_up(&w.group, Duration::from_secs(120)).await;
+
+    let docs = w.docs(&w.indexes[0]).await;
+    assert_eq!(docs["1"], good_state, "no bad record was applied, not even in part");
+    let neighbours: Vec<String> = (0..records.len()).filter(|i| i % 2 == 1).map(|i| (100 + i).to_string()).collect();
+    for id in &neighbours {
+        assert!(docs.contains_key(id), "good neighbour {id} landed: {:?}", docs.keys().collect::<Vec<_>>());
+    }
+    let dlq = format!("projector.{}.dlq", w.name);
+    let letters = dead_letters(&dlq, expected.len()).await;
+    for (offset, kind) in &expected {
+        let (stage, k, message) = &letters[&(trips.clone(), *offset)];
+        assert_eq!((stage.as_str(), k.as_str()), ("decode", *kind), "offset {offset}: {message}");
+        assert!(message.contains(&format!("{trips}/0@{offset}")), "the message names the record: {message}");
+    }
+    assert_eq!(p.counter("projector_dead_letters_total", &[]).await, expected.len() as f64);
 }

@@ -9,7 +9,8 @@
 //!
 //! This path only has to be right when it succeeds: anything unusual (no
 //! `op`, a duplicate field, columns out of schema order, a value that does
-//! not match its type, a signal-table row, an error of any kind) makes it
+//! not match its type anywhere its schema declares one, a required field
+//! missing or null, a signal-table row, an error of any kind) makes it
 //! return `None`, and the caller decodes the record on the general path,
 //! which gives the same result or the same error as before this path
 //! existed. Values that are not among the common types are typed by the
@@ -21,7 +22,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
 
-use super::value::{self, FieldType, UNAVAILABLE_PLACEHOLDER, Value, ValueError};
+use super::value::{self, FieldType, MAX_DECIMAL_SCALE, SEMANTIC_NAMES, UNAVAILABLE_PLACEHOLDER, Value, ValueError};
 use super::{Op, Row, SIGNAL_TABLE, SourcePosition};
 
 /// How a column is typed on the fast path, worked out once per schema
@@ -42,14 +43,19 @@ pub(super) enum Kind {
 impl Kind {
     fn of(ty: &FieldType) -> Kind {
         match ty.name.as_deref() {
-            // Mirrors value::typed: semantic names first, then the Connect type.
+            // Mirrors value::typed: semantic names first, then the Connect
+            // type (which alone types names value::typed does not know, such
+            // as io.debezium.data.Enum).
+            Some(name) if !SEMANTIC_NAMES.contains(&name) => Kind::of(&FieldType { name: None, ..ty.clone() }),
             None => match ty.connect.as_str() {
                 "int8" | "int16" | "int32" | "int64" => Kind::Int,
                 "string" => Kind::Str,
                 "boolean" => Kind::Bool,
                 _ => Kind::Other,
             },
-            Some("org.apache.kafka.connect.data.Decimal") => ty.scale.map_or(Kind::Other, Kind::Decimal),
+            Some("org.apache.kafka.connect.data.Decimal") => {
+                ty.scale.filter(|s| *s <= MAX_DECIMAL_SCALE).map_or(Kind::Other, Kind::Decimal)
+            }
             Some("io.debezium.time.Timestamp") | Some("org.apache.kafka.connect.data.Timestamp") => {
                 Kind::Timestamp(1_000_000)
             }
@@ -74,7 +80,21 @@ impl Kind {
 pub(super) struct RowSchema<'s> {
     pub fields: &'s [(String, FieldType)],
     pub kinds: &'s [Kind],
+    /// Fields that must be present and not null.
+    pub required: &'s [bool],
 }
+
+/// An envelope's schema as the fast path uses it: the row struct, and the
+/// `source` block and scalar fields when the schema declares them.
+#[derive(Clone, Copy)]
+pub(super) struct EnvelopeSchema<'s> {
+    pub row: RowSchema<'s>,
+    pub source: Option<RowSchema<'s>>,
+    pub scalars: Option<RowSchema<'s>>,
+}
+
+/// The most `source` fields the fast path tracks (one bit each).
+pub(super) const MAX_BLOCK_FIELDS: usize = 64;
 
 /// What the fast path read from an envelope.
 pub(super) struct Envelope {
@@ -86,12 +106,12 @@ pub(super) struct Envelope {
 }
 
 /// Reads an envelope payload; `None` sends the record to the general path.
-pub(super) fn envelope(payload: &[u8], row: RowSchema<'_>) -> Option<Envelope> {
+pub(super) fn envelope(payload: &[u8], schema: EnvelopeSchema<'_>) -> Option<Envelope> {
     // serde_json validates UTF-8 only in the strings it reads, not in the
     // ones it skips; the general path reads every string, so check all of it.
     let text = std::str::from_utf8(payload).ok()?;
     let mut de = serde_json::Deserializer::from_str(text);
-    let raw = de.deserialize_map(EnvelopeVisitor(row)).ok()?;
+    let raw = de.deserialize_map(EnvelopeVisitor(schema)).ok()?;
     de.end().ok()?;
     let op = match raw.op? {
         Lite::Str(s) => match &*s {
@@ -315,7 +335,7 @@ struct RawEnvelope<'a> {
     source: Option<Source<'a>>,
 }
 
-struct EnvelopeVisitor<'s>(RowSchema<'s>);
+struct EnvelopeVisitor<'s>(EnvelopeSchema<'s>);
 
 impl<'de> Visitor<'de> for EnvelopeVisitor<'_> {
     type Value = RawEnvelope<'de>;
@@ -327,12 +347,21 @@ impl<'de> Visitor<'de> for EnvelopeVisitor<'_> {
         while let Some(Name(k)) = map.next_key()? {
             match &*k {
                 "op" => once(&mut env.op, &mut map, |m| m.next_value())?,
-                "before" => once(&mut env.before, &mut map, |m| m.next_value_seed(ImageSeed(self.0)))?,
-                "after" => once(&mut env.after, &mut map, |m| m.next_value_seed(ImageSeed(self.0)))?,
-                "source" => once(&mut env.source, &mut map, |m| m.next_value_seed(SourceSeed))?,
-                _ => {
-                    map.next_value::<Skip>()?;
-                }
+                "before" => once(&mut env.before, &mut map, |m| m.next_value_seed(ImageSeed(self.0.row)))?,
+                "after" => once(&mut env.after, &mut map, |m| m.next_value_seed(ImageSeed(self.0.row)))?,
+                "source" => once(&mut env.source, &mut map, |m| m.next_value_seed(SourceSeed(self.0.source)))?,
+                other => match self.0.scalars.and_then(|s| declared(s, other, 0)) {
+                    // A scalar the schema declares (`ts_ms`, ...) must match it.
+                    Some((i, s)) => {
+                        let v: Lite<'de> = map.next_value()?;
+                        if !conforms(s, i, &v) {
+                            return Err(de::Error::custom("envelope field does not match its schema"));
+                        }
+                    }
+                    None => {
+                        map.next_value::<Skip>()?;
+                    }
+                },
             }
         }
         Ok(env)
@@ -381,7 +410,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
         f.write_str("a row object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
-        let RowSchema { fields, kinds } = self.0;
+        let RowSchema { fields, kinds, required } = self.0;
         let mut columns = Vec::with_capacity(fields.len());
         while let Some(Name(name)) = map.next_key()? {
             // Debezium writes columns in schema order; anything else is left
@@ -392,8 +421,15 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                 return Err(de::Error::custom("column not in schema order"));
             };
             let v: Lite<'de> = map.next_value()?;
+            if matches!(v, Lite::Null) && required.get(i) == Some(&true) {
+                return Err(de::Error::custom("required column is null"));
+            }
             let value = typed(column, ty, *kind, v).map_err(de::Error::custom)?;
             columns.push((column.clone(), value));
+        }
+        // Columns in schema order: a short row lacks its last fields.
+        if required.get(columns.len()..).is_some_and(|rest| rest.contains(&true)) {
+            return Err(de::Error::custom("required column missing"));
         }
         Ok(Row { columns })
     }
@@ -410,9 +446,30 @@ fn typed(field: &str, ty: &FieldType, kind: Kind, v: Lite<'_>) -> Result<Value, 
         (Kind::Decimal(scale), Lite::Str(s)) => value::decimal_from_base64(field, &s, scale),
         (Kind::Int, v) if v.as_i64().is_some() => Ok(Value::Int(v.as_i64().unwrap_or_default())),
         (Kind::Timestamp(factor), v) if v.as_i64().is_some() => {
-            Ok(Value::Timestamp(v.as_i64().unwrap_or_default() as i128 * factor))
+            Ok(Value::Timestamp(i128::from(v.as_i64().unwrap_or_default()) * factor))
         }
         (_, v) => value::typed(field, ty, &v.into_json()),
+    }
+}
+
+/// Where `name` is declared in `s` (trying position `guess` first).
+fn declared<'s>(s: RowSchema<'s>, name: &str, guess: usize) -> Option<(usize, RowSchema<'s>)> {
+    match s.fields.get(guess) {
+        Some((n, _)) if n == name => Some((guess, s)),
+        _ => s.fields.iter().position(|(n, _)| n == name).map(|i| (i, s)),
+    }
+}
+
+/// Whether field `i` of `s` would be read from `v` without error, judged
+/// without building a value; `false` when unsure (the general path decides).
+fn conforms(s: RowSchema<'_>, i: usize, v: &Lite<'_>) -> bool {
+    let (Some(kind), Some(required)) = (s.kinds.get(i), s.required.get(i)) else { return false };
+    match (kind, v) {
+        (_, Lite::Null) => !required,
+        (_, Lite::Str(t)) if t == UNAVAILABLE_PLACEHOLDER => true,
+        (Kind::Str, Lite::Str(_)) | (Kind::Bool, Lite::Bool(_)) => true,
+        (Kind::Int | Kind::Timestamp(_), v) => v.as_i64().is_some(),
+        _ => false,
     }
 }
 
@@ -463,23 +520,51 @@ fn non_negative(v: &Lite<'_>) -> Option<u64> {
     }
 }
 
-struct SourceSeed;
+/// Reads the `source` fields decoding uses and, when the schema declares
+/// the block, checks every declared field against it.
+struct SourceSeed<'s>(Option<RowSchema<'s>>);
 
-impl<'de> DeserializeSeed<'de> for SourceSeed {
+impl<'de> DeserializeSeed<'de> for SourceSeed<'_> {
     type Value = Source<'de>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Source<'de>, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for SourceSeed {
+impl<'de> Visitor<'de> for SourceSeed<'_> {
     type Value = Source<'de>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a source object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Source<'de>, A::Error> {
         let mut s = Source::default();
+        // Declared fields seen, one bit each (at most MAX_BLOCK_FIELDS).
+        let (mut seen, mut next) = (0u64, 0);
         while let Some(Name(k)) = map.next_key()? {
+            if let Some((i, schema)) = self.0.and_then(|schema| declared(schema, &k, next)) {
+                let bit = u32::try_from(i).ok().and_then(|i| 1u64.checked_shl(i)).unwrap_or(0);
+                if bit == 0 || seen & bit != 0 {
+                    return Err(de::Error::custom("duplicate or untracked source field"));
+                }
+                seen |= bit;
+                next = i + 1;
+                let v: Lite<'de> = map.next_value()?;
+                if !conforms(schema, i, &v) {
+                    return Err(de::Error::custom("source field does not match its schema"));
+                }
+                let slot = match &*k {
+                    "connector" => &mut s.connector,
+                    "table" => &mut s.table,
+                    "ts_ms" => &mut s.ts_ms,
+                    "commit_lsn" => &mut s.commit_lsn,
+                    "change_lsn" => &mut s.change_lsn,
+                    "event_serial_no" => &mut s.event_serial_no,
+                    "lsn" => &mut s.lsn,
+                    _ => continue,
+                };
+                once(slot, &mut map, |_| Ok(v))?;
+                continue;
+            }
             let slot = match &*k {
                 "connector" => &mut s.connector,
                 "table" => &mut s.table,
@@ -494,6 +579,12 @@ impl<'de> Visitor<'de> for SourceSeed {
                 }
             };
             once(slot, &mut map, |m| m.next_value())?;
+        }
+        if let Some(schema) = self.0 {
+            let missing = schema.required.iter().enumerate().any(|(i, r)| *r && seen & (1u64 << i) == 0);
+            if missing {
+                return Err(de::Error::custom("required source field missing"));
+            }
         }
         Ok(s)
     }

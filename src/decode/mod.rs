@@ -8,6 +8,7 @@
 //! key is a struct of the primary-key columns. This module checks the shape,
 //! types the column values (see [`value`]), reads the [`SourcePosition`] and
 //! names the record in every error so it can be dead-lettered and found.
+//! A record that breaks its own schema (see [`conform`]) is refused whole.
 //! The common case, a JSON value or key whose inline schema is the topic's
 //! cached one, is read by [`fast`] straight into rows; everything else, and
 //! every error, goes through the general path below.
@@ -17,6 +18,7 @@
 //! transaction metadata and heartbeats.
 
 pub mod avro;
+mod conform;
 mod fast;
 pub mod position;
 pub mod registry;
@@ -35,6 +37,7 @@ pub use schema_history::SchemaHistory;
 pub use value::{FieldType, Value, ValueError};
 
 use crate::source::{Lineage, SourceRecord};
+use conform::{StructSchema, key_agrees, row};
 
 /// Debezium's conventional signal table (`signal.data.collection`).
 pub const SIGNAL_TABLE: &str = "debezium_signal";
@@ -123,6 +126,14 @@ pub enum DecodeError {
     #[error("{lineage}: {source}")]
     Value { lineage: Lineage, source: ValueError },
     #[error(
+        "{lineage}: the key says {column} = {key}, the row image says {row}; key and row disagree, so the record is not applied (check the connector's message.key.columns and key converter)"
+    )]
+    KeyMismatch { lineage: Lineage, column: String, key: String, row: String },
+    #[error(
+        "{lineage}: record has a null value and a null key: neither a change nor a tombstone for a key; check what else writes to this topic"
+    )]
+    NullRecord { lineage: Lineage },
+    #[error(
         "{lineage}: value is {size} bytes, over the {limit}-byte limit (raise max_record_bytes if this row is legitimate)"
     )]
     TooLarge { lineage: Lineage, size: usize, limit: usize },
@@ -150,7 +161,9 @@ impl DecodeError {
             DecodeError::NotAnEnvelope { .. } => "not_an_envelope",
             DecodeError::UnknownOp { .. } => "unknown_op",
             DecodeError::Position { .. } => "bad_position",
-            DecodeError::Value { .. } => "bad_value",
+            DecodeError::Value { source, .. } => source.kind(),
+            DecodeError::KeyMismatch { .. } => "key_mismatch",
+            DecodeError::NullRecord { .. } => "null_record",
             DecodeError::TooLarge { .. } => "too_large",
             DecodeError::Unordered { .. } => "unordered",
             DecodeError::NoSchema { .. } => "no_schema",
@@ -178,31 +191,61 @@ pub enum SchemasEnable {
 pub struct ValueSchema {
     /// The schema's JSON text exactly as it appears in the record, when known.
     text: Option<Box<[u8]>>,
-    /// Fields of the envelope's row struct (`after`).
-    row: Option<Arc<[(String, FieldType)]>>,
-    /// Top-level struct fields (the row itself, for unwrapped records).
-    fields: Option<Vec<(String, FieldType)>>,
-    /// How the fast path types `row`'s columns (None: it cannot, see [`fast::Kind::of_fields`]).
-    row_kinds: Option<Box<[fast::Kind]>>,
-    /// Likewise for `fields` (a key schema's columns).
-    field_kinds: Option<Box<[fast::Kind]>>,
+    /// The envelope's row struct (`after`).
+    row: Option<StructSchema>,
+    /// Top-level struct fields (the row itself, for unwrapped records; a key's columns).
+    fields: Option<StructSchema>,
+    /// The envelope's `source` block.
+    source: Option<StructSchema>,
+    /// The envelope's other scalar fields (`ts_ms`, ...), checked like `source`.
+    scalars: Option<StructSchema>,
 }
+
+/// Envelope fields read on their own, not checked as scalars.
+const ENVELOPE_PARTS: [&str; 4] = ["op", "before", "after", "source"];
 
 impl ValueSchema {
     fn new(schema: &Json, text: Option<&[u8]>) -> ValueSchema {
-        let row: Option<Arc<[(String, FieldType)]>> = envelope_row_schema(schema).map(Arc::from);
-        let fields = struct_fields(schema);
-        let row_kinds = row.as_deref().and_then(fast::Kind::of_fields);
-        let field_kinds = fields.as_deref().and_then(fast::Kind::of_fields);
-        ValueSchema { text: text.map(Box::from), row, fields, row_kinds, field_kinds }
+        let top = schema.get("fields").and_then(Json::as_array);
+        let field = |name: &str| top?.iter().find(|f| f.get("field").and_then(Json::as_str) == Some(name));
+        let scalars = top.and_then(|t| {
+            StructSchema::from_fields(t.iter().filter(|f| {
+                let name = f.get("field").and_then(Json::as_str).unwrap_or("");
+                !ENVELOPE_PARTS.contains(&name) && f.get("type").and_then(Json::as_str) != Some("struct")
+            }))
+        });
+        ValueSchema {
+            text: text.map(Box::from),
+            row: field("after").and_then(StructSchema::of),
+            fields: StructSchema::of(schema),
+            source: field("source").and_then(StructSchema::of),
+            scalars,
+        }
     }
 
-    fn fast_row(&self) -> Option<fast::RowSchema<'_>> {
-        Some(fast::RowSchema { fields: self.row.as_deref()?, kinds: self.row_kinds.as_deref()? })
+    fn fast_envelope(&self) -> Option<fast::EnvelopeSchema<'_>> {
+        let fits = |s: &Option<StructSchema>| s.as_ref().is_none_or(|s| s.fields.len() <= fast::MAX_BLOCK_FIELDS);
+        // The fast path reads the envelope's scalars without noting which
+        // were present, so a schema that requires one is left to the general path.
+        let scalars_optional = self.scalars.as_ref().is_none_or(|s| s.required.iter().all(|r| !r));
+        if !fits(&self.source) || !scalars_optional {
+            return None;
+        }
+        Some(fast::EnvelopeSchema {
+            row: self.row.as_ref()?.fast()?,
+            source: match &self.source {
+                Some(s) => Some(s.fast()?),
+                None => None,
+            },
+            scalars: match &self.scalars {
+                Some(s) => Some(s.fast()?),
+                None => None,
+            },
+        })
     }
 
     fn fast_fields(&self) -> Option<fast::RowSchema<'_>> {
-        Some(fast::RowSchema { fields: self.fields.as_deref()?, kinds: self.field_kinds.as_deref()? })
+        self.fields.as_ref()?.fast()
     }
 }
 
@@ -299,6 +342,9 @@ impl Default for DecodeOptions {
 pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
     let lineage = &record.lineage;
     let Some(bytes) = record.value.as_deref() else {
+        if record.key.is_none() {
+            return Err(DecodeError::NullRecord { lineage: lineage.clone() });
+        }
         return Ok(Decoded::Tombstone);
     };
     if bytes.len() > opts.max_record_bytes {
@@ -315,10 +361,11 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
     // The common record: a row change whose schema is cached. Anything the
     // fast path does not handle is decoded again below, from the start.
     if let Some((schema, payload)) = &cached
-        && let Some(fields) = schema.fast_row()
+        && let Some(fields) = schema.fast_envelope()
         && let Some(fast::Envelope { op, before, after, position, source_ts_ms }) = fast::envelope(payload, fields)
     {
         let key = decode_key(record, opts)?;
+        key_agrees(lineage, op, &key, after.as_ref(), before.as_ref())?;
         return Ok(Decoded::Change(ChangeEvent {
             lineage: lineage.clone(),
             op,
@@ -327,7 +374,7 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
             before,
             position,
             source_ts_ms,
-            types: schema.row.clone(),
+            types: schema.row.as_ref().map(|r| r.fields.clone()),
         }));
     }
     let cached = cached.and_then(|(schema, payload)| Some((schema, serde_json::from_slice::<Json>(payload).ok()?)));
@@ -409,19 +456,26 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
     if source.get("table").and_then(Json::as_str).is_some_and(|t| t.eq_ignore_ascii_case(SIGNAL_TABLE)) {
         return Ok(Decoded::NotAChange("signal table row"));
     }
+    let bad_value = |source: ValueError| DecodeError::Value { lineage: lineage.clone(), source };
+    if let Some(s) = schema.as_ref().and_then(|s| s.source.as_ref()) {
+        s.check("source", source).map_err(bad_value)?;
+    }
+    if let Some(s) = schema.as_ref().and_then(|s| s.scalars.as_ref()) {
+        s.check("envelope", &payload).map_err(bad_value)?;
+    }
     let position = SourcePosition::from_source(source)
         .map_err(|source| DecodeError::Position { lineage: lineage.clone(), source })?;
     let source_ts_ms = source.get("ts_ms").and_then(Json::as_i64);
 
-    let row_schema: Option<Arc<[(String, FieldType)]>> = match (&schema, &opts.history) {
-        (Some(s), _) => s.row.clone(),
-        (None, Some(history)) => Some(Arc::from(history_row_schema(history, lineage, &payload)?)),
-        (None, None) => None,
+    let (row_schema, required): (Option<Arc<[(String, FieldType)]>>, _) = match (&schema, &opts.history) {
+        (Some(s), _) => (s.row.as_ref().map(|r| r.fields.clone()), s.row.as_ref().map(|r| &r.required)),
+        (None, Some(history)) => (Some(Arc::from(history_row_schema(history, lineage, &payload)?)), None),
+        (None, None) => (None, None),
     };
     let mut image = |name: &str| -> Result<Option<Row>, DecodeError> {
         match payload.remove(name) {
             None | Some(Json::Null) => Ok(None),
-            Some(Json::Object(m)) => row(m, row_schema.as_deref())
+            Some(Json::Object(m)) => row(m, row_schema.as_deref(), required.map(|r| &r[..]))
                 .map(Some)
                 .map_err(|source| DecodeError::Value { lineage: lineage.clone(), source }),
             Some(other) => Err(DecodeError::NotAnEnvelope {
@@ -442,6 +496,7 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
         _ => {}
     }
     let key = decode_key(record, opts)?;
+    key_agrees(lineage, op, &key, after.as_ref(), before.as_ref())?;
     Ok(Decoded::Change(ChangeEvent {
         lineage: lineage.clone(),
         op,
@@ -496,13 +551,18 @@ fn unwrapped(
         None => Op::Update,
     };
     let op = if deleted { Op::Delete } else { op };
-    let fields = schema.and_then(|s| s.fields.clone());
-    let image =
-        row(payload, fields.as_deref()).map_err(|source| DecodeError::Value { lineage: lineage.clone(), source })?;
+    let fields = schema.and_then(|s| s.fields.as_ref());
+    // The `__` fields were taken out above: only the row's own are required here.
+    let required: Option<Vec<bool>> =
+        fields.map(|f| f.fields.iter().zip(&f.required).map(|((n, _), r)| *r && !n.starts_with("__")).collect());
+    let image = row(payload, fields.map(|f| &f.fields[..]), required.as_deref())
+        .map_err(|source| DecodeError::Value { lineage: lineage.clone(), source })?;
     let (after, before) = if op == Op::Delete { (None, Some(image)) } else { (Some(image), None) };
     let key = decode_key(record, opts)?;
+    key_agrees(lineage, op, &key, after.as_ref(), before.as_ref())?;
     let source_ts_ms = meta.get("ts_ms").and_then(Json::as_i64);
-    let types = fields.map(|f| Arc::from(f.into_iter().filter(|(n, _)| !n.starts_with("__")).collect::<Vec<_>>()));
+    let types =
+        fields.map(|f| Arc::from(f.fields.iter().filter(|(n, _)| !n.starts_with("__")).cloned().collect::<Vec<_>>()));
     Ok(Decoded::Change(ChangeEvent { lineage: lineage.clone(), op, key, after, before, position, source_ts_ms, types }))
 }
 
@@ -589,40 +649,6 @@ fn history_row_schema(
         .collect()
 }
 
-/// Field types of the row struct inside an envelope schema (the `after` field).
-fn envelope_row_schema(schema: &Json) -> Option<Vec<(String, FieldType)>> {
-    let fields = schema.get("fields")?.as_array()?;
-    let after = fields.iter().find(|f| f.get("field").and_then(Json::as_str) == Some("after"))?;
-    struct_fields(after)
-}
-
-fn struct_fields(schema: &Json) -> Option<Vec<(String, FieldType)>> {
-    let fields = schema.get("fields")?.as_array()?;
-    Some(
-        fields
-            .iter()
-            .filter_map(|f| Some((f.get("field")?.as_str()?.to_string(), FieldType::from_schema(f))))
-            .collect(),
-    )
-}
-
-fn row(m: Map<String, Json>, schema: Option<&[(String, FieldType)]>) -> Result<Row, ValueError> {
-    let mut columns = Vec::with_capacity(m.len());
-    for (i, (name, v)) in m.into_iter().enumerate() {
-        // Columns come in schema order: try the same position first.
-        let ty = schema.and_then(|s| match s.get(i) {
-            Some((n, t)) if *n == name => Some(t),
-            _ => s.iter().find(|(n, _)| *n == name).map(|(_, t)| t),
-        });
-        let value = match ty {
-            Some(ty) => value::typed(&name, ty, &v)?,
-            None => value::untyped_owned(v),
-        };
-        columns.push((name, value));
-    }
-    Ok(Row { columns })
-}
-
 fn decode_key(record: &SourceRecord, opts: &DecodeOptions) -> Result<Row, DecodeError> {
     let lineage = &record.lineage;
     let Some(bytes) = record.key.as_deref() else {
@@ -637,10 +663,7 @@ fn decode_key(record: &SourceRecord, opts: &DecodeOptions) -> Result<Row, Decode
         return Ok(key);
     }
     let (schema, payload) = match opts.registry.as_deref().filter(|_| avro::is_avro(bytes)) {
-        Some(registry) => {
-            let (schema, payload) = registry.decode(lineage, avro::Part::Key, bytes)?;
-            (Some(schema), payload)
-        }
+        Some(registry) => registry.decode(lineage, avro::Part::Key, bytes).map(|(s, p)| (Some(s), p))?,
         None => {
             let (schema, payload) = split_schema(
                 serde_json::from_slice(bytes).map_err(|e| not_json(lineage, avro::Part::Key, e, bytes, opts))?,
@@ -651,10 +674,11 @@ fn decode_key(record: &SourceRecord, opts: &DecodeOptions) -> Result<Row, Decode
             (schema, payload)
         }
     };
-    let fields = schema.as_ref().and_then(struct_fields);
+    let fields = schema.as_ref().and_then(StructSchema::of);
     match payload {
         Json::Object(m) if !m.is_empty() => {
-            row(m, fields.as_deref()).map_err(|source| DecodeError::Value { lineage: lineage.clone(), source })
+            row(m, fields.as_ref().map(|f| &f.fields[..]), fields.as_ref().map(|f| &f.required[..]))
+                .map_err(|source| DecodeError::Value { lineage: lineage.clone(), source })
         }
         Json::Null => Err(DecodeError::MissingKey { lineage: lineage.clone() }),
         other => Err(DecodeError::InvalidKey {

@@ -174,15 +174,17 @@ pub fn connect_type(info: &ColumnInfo, precision: TimePrecision) -> FieldType {
         "decimal" | "numeric" | "money" | "smallmoney" => FieldType {
             connect: "bytes".into(),
             name: Some("org.apache.kafka.connect.data.Decimal".into()),
-            scale: Some(match info.type_name.as_str() {
-                "money" | "smallmoney" => 4,
-                _ => info.scale.unwrap_or(0) as u32,
-            }),
-            precision: Some(match info.type_name.as_str() {
-                "money" => 19,
-                "smallmoney" => 10,
-                _ => info.length.unwrap_or(38) as u32,
-            }),
+            // A scale or length outside u32 (negative, corrupt) is no scale:
+            // decoding then refuses the column's values instead of wrapping.
+            scale: match info.type_name.as_str() {
+                "money" | "smallmoney" => Some(4),
+                _ => u32::try_from(info.scale.unwrap_or(0)).ok(),
+            },
+            precision: match info.type_name.as_str() {
+                "money" => Some(19),
+                "smallmoney" => Some(10),
+                _ => u32::try_from(info.length.unwrap_or(38)).ok(),
+            },
         },
         "bit" => plain("boolean"),
         "tinyint" | "smallint" => plain("int16"),
@@ -258,5 +260,17 @@ mod tests {
         );
         h.apply(&change("DROP", json!([])));
         assert!(!h.knows(t));
+    }
+
+    #[test]
+    fn a_negative_or_huge_scale_is_no_scale_not_a_wrapped_one() {
+        for (scale, length) in [(Some(-2), Some(10)), (Some(4_294_967_298), Some(-1)), (Some(i64::MIN), Some(i64::MAX))]
+        {
+            let ty = connect_type(&ColumnInfo { type_name: "decimal".into(), length, scale }, TimePrecision::Adaptive);
+            assert_eq!(ty.scale, None, "{scale:?}");
+            assert_eq!(ty.precision, length.and_then(|l| u32::try_from(l).ok()), "{length:?}");
+            let err = crate::decode::value::typed("Fare", &ty, &serde_json::json!("AQ==")).unwrap_err();
+            assert_eq!(err.kind(), "bad_value", "{err}");
+        }
     }
 }

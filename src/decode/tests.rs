@@ -543,9 +543,10 @@ fn fast_and_general_agree(warm: &SourceRecord, r: &SourceRecord) -> Result<Chang
         (Ok(Decoded::Change(f)), Ok(Decoded::Change(g))) => {
             assert_eq!(f.lineage, g.lineage);
             assert_eq!(f.op, g.op);
-            assert_eq!(f.key, g.key);
-            assert_eq!(f.after, g.after);
-            assert_eq!(f.before, g.before);
+            // Debug text, so that NaN floats compare equal to themselves.
+            assert_eq!(format!("{:?}", f.key), format!("{:?}", g.key));
+            assert_eq!(format!("{:?}", f.after), format!("{:?}", g.after));
+            assert_eq!(format!("{:?}", f.before), format!("{:?}", g.before));
             assert_eq!(f.position, g.position);
             assert_eq!(f.source_ts_ms, g.source_ts_ms);
             assert_eq!(f.types, g.types);
@@ -608,7 +609,7 @@ fn fast_path_decodes_exactly_like_the_general_path() {
         decode(r, &warmed).unwrap();
         let (schema, payload) =
             warmed.schemas.split(avro::Part::Value, &r.lineage.topic, r.value.as_deref().unwrap()).unwrap();
-        assert!(fast::envelope(payload, schema.fast_row().unwrap()).is_some(), "{:?}", r.lineage);
+        assert!(fast::envelope(payload, schema.fast_envelope().unwrap()).is_some(), "{:?}", r.lineage);
         let (schema, payload) =
             warmed.schemas.split(avro::Part::Key, &r.lineage.topic, r.key.as_deref().unwrap()).unwrap();
         assert!(fast::key(payload, schema.fast_fields().unwrap()).is_some());
@@ -638,15 +639,15 @@ fn unusual_payloads_leave_the_fast_path_with_the_same_result() {
         1,
     );
     let (_, payload) = schema_and_payload(&good);
-    let src = r#""source":{"connector":"sqlserver","table":"Bookings","commit_lsn":"0000002a:00000310:0003","change_lsn":"0000002a:00000308:0002","event_serial_no":2,"ts_ms":5}"#;
-    let row = r#"{"BookingId":1,"SeatNo":2,"Customer":"x","Amount":"AhYOwA==","BookedAt":1,"UpdatedAt":2,"Paid":true,"Rating":null,"Departs":1,"Day":1,"Zoned":"z","PromoCode":null,"Note":null}"#;
+    let src = r#""source":{"version":"3.5.2.Final","connector":"sqlserver","name":"fast","db":"vexere","schema":"dbo","table":"Bookings","commit_lsn":"0000002a:00000310:0003","change_lsn":"0000002a:00000308:0002","event_serial_no":2,"ts_ms":5}"#;
+    let row = r#"{"BookingId":4,"SeatNo":5,"Customer":"x","Amount":"AhYOwA==","BookedAt":1,"UpdatedAt":2,"Paid":true,"Rating":null,"Departs":1,"Day":1,"Zoned":"z","PromoCode":null,"Note":null}"#;
     let cases = [
         // Field and value variations that decode.
         format!(r#"{{"before":null,"after":{row},{src},"op":"c"}}"#),
         format!(
             r#"{{"after":{row},{src},"op":"c","transaction":{{"id":"1","total_order":[1,2.5e3,{{}}]}},"ts_ms":1}}"#
         ),
-        format!(r#"{{"after":{row},{src},"op":"u","before":{{"BookingId":1}}}}"#),
+        format!(r#"{{"after":{row},{src},"op":"u","before":{{"BookingId":4}}}}"#),
         format!(
             r#"{{"after":{row},"source":{{"connector":"sqlserver","commit_lsn":"1:2:3","change_lsn":7,"event_serial_no":"9","ts_ms":-1}},"op":"r"}}"#
         ),
@@ -657,20 +658,20 @@ fn unusual_payloads_leave_the_fast_path_with_the_same_result() {
         ),
         format!(
             r#"{{"after":{},{src},"\u006fp":"c"}}"#,
-            row.replace(r#""BookingId":1"#, r#""BookingId":9223372036854775807"#)
+            row.replace(r#""BookingId":4"#, r#""BookingId":9223372036854775807"#)
         ),
         // Left to the general path: duplicates, order, types it reports on.
         format!(r#"{{"after":{row},{src},"op":"c","op":"u"}}"#),
         format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""Paid":true"#, r#""Paid":true,"Paid":false"#)),
         format!(
             r#"{{"after":{},{src},"op":"c"}}"#,
-            row.replace(r#""BookingId":1,"SeatNo":2"#, r#""SeatNo":2,"BookingId":1"#)
+            row.replace(r#""BookingId":4,"SeatNo":5"#, r#""SeatNo":5,"BookingId":4"#)
         ),
         format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""Note":null"#, r#""Note":null,"Extra":[1]"#)),
-        format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""BookingId":1"#, r#""BookingId":1.0"#)),
+        format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""BookingId":4"#, r#""BookingId":4.0"#)),
         format!(
             r#"{{"after":{},{src},"op":"c"}}"#,
-            row.replace(r#""BookingId":1"#, r#""BookingId":9223372036854775808"#)
+            row.replace(r#""BookingId":4"#, r#""BookingId":9223372036854775808"#)
         ),
         format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""Amount":"AhYOwA==""#, r#""Amount":"%%""#)),
         format!(r#"{{"after":{},{src},"op":"c"}}"#, row.replace(r#""Amount":"AhYOwA==""#, r#""Amount":12.5"#)),
@@ -705,7 +706,10 @@ fn unusual_payloads_leave_the_fast_path_with_the_same_result() {
             decoded += 1;
         }
     }
-    assert!(decoded >= 8, "the decodable variations decode ({decoded})");
+    // Some variations above now break the schema (a partial before-image,
+    // an int where source.change_lsn is a string, a source block without its
+    // required fields, a key the row contradicts): both paths refuse those.
+    assert!(decoded >= 7, "the decodable variations decode ({decoded})");
     // Invalid UTF-8 inside a field the fast path skips.
     let mut bytes = with_payload(&good, &payload).value.unwrap();
     let at = bytes.windows(9).position(|w| w == b"\"version\"").unwrap() + 3;
@@ -736,3 +740,175 @@ fn unusual_payloads_leave_the_fast_path_with_the_same_result() {
         let _ = fast_and_general_agree(&good, &r);
     }
 }
+
+/// A good create of [`fast_path_table`] and its payload as JSON, to mutate.
+fn good_create() -> (SourceRecord, Json) {
+    let table = fast_path_table();
+    let mut t = Timeline::default();
+    let good = source_record(
+        &table.event('c', None, Some(&fast_path_row(4, 1, serde_json::json!("n"))), t.commit(1), t.ts_ms, true),
+        1,
+    );
+    let (_, payload) = schema_and_payload(&good);
+    (good.clone(), serde_json::from_str(&payload).unwrap())
+}
+
+/// `r` with its key payload replaced (same key schema).
+fn with_key(r: &SourceRecord, key: &Json) -> SourceRecord {
+    let k = SourceRecord { value: r.key.clone(), ..r.clone() };
+    let (schema, _) = schema_and_payload(&k);
+    SourceRecord { key: Some(format!(r#"{{"schema":{schema},"payload":{key}}}"#).into_bytes()), ..r.clone() }
+}
+
+/// Decodes `r` on the fast path (cache warmed by `warm`) and on the general
+/// path, checks that both refuse it with the same error, and returns its kind.
+fn refused_kind(warm: &SourceRecord, r: &SourceRecord) -> &'static str {
+    match fast_and_general_agree(warm, r) {
+        Ok(ev) => panic!("a record that breaks its schema was decoded: {ev:?}"),
+        Err(_) => {}
+    }
+    let err = decode(r, &DecodeOptions::default()).unwrap_err();
+    assert!(err.to_string().starts_with(&format!("{}: ", r.lineage)), "{err}");
+    err.kind()
+}
+
+#[test]
+fn a_record_that_breaks_its_own_schema_is_refused_on_both_paths() {
+    use serde_json::json;
+    let (good, payload) = good_create();
+    fast_and_general_agree(&good, &good).unwrap();
+    let edit = |f: &dyn Fn(&mut Json)| {
+        let mut p = payload.clone();
+        f(&mut p);
+        with_payload(&good, &p.to_string())
+    };
+    let cases: Vec<(&str, SourceRecord, &str)> = vec![
+        (
+            "required column missing from after",
+            edit(&|p| drop(p["after"].as_object_mut().unwrap().shift_remove("Customer"))),
+            "missing_field",
+        ),
+        (
+            "required column missing from before",
+            edit(&|p| {
+                let mut before = p["after"].clone();
+                before.as_object_mut().unwrap().shift_remove("Paid");
+                p["before"] = before;
+                p["op"] = json!("u");
+            }),
+            "missing_field",
+        ),
+        ("required column null", edit(&|p| p["after"]["Customer"] = json!(null)), "required_null"),
+        (
+            "string where the row schema says int64",
+            edit(&|p| p["after"]["BookedAt"] = json!("1782000004000")),
+            "bad_value",
+        ),
+        (
+            "string where the source schema says int64 (ts_ms)",
+            edit(&|p| p["source"]["ts_ms"] = json!("5")),
+            "bad_value",
+        ),
+        (
+            "string where the source schema says int64 (event_serial_no)",
+            edit(&|p| p["source"]["event_serial_no"] = json!("2")),
+            "bad_value",
+        ),
+        (
+            "number where the source schema says string (commit_lsn)",
+            edit(&|p| p["source"]["commit_lsn"] = json!(42)),
+            "bad_value",
+        ),
+        (
+            "required source field missing",
+            edit(&|p| drop(p["source"].as_object_mut().unwrap().shift_remove("db"))),
+            "missing_field",
+        ),
+        ("string where the envelope schema says int64 (ts_ms)", edit(&|p| p["ts_ms"] = json!("7")), "bad_value"),
+        ("decimal as a JSON number", edit(&|p| p["after"]["Amount"] = json!(12.5)), "decimal_not_bytes"),
+        ("key and after disagree", edit(&|p| p["after"]["BookingId"] = json!(5)), "key_mismatch"),
+        (
+            "key and before of a delete disagree",
+            edit(&|p| {
+                let mut before = p["after"].clone();
+                before["SeatNo"] = json!(9);
+                p["before"] = before;
+                p["after"] = json!(null);
+                p["op"] = json!("d");
+            }),
+            "key_mismatch",
+        ),
+        (
+            "string where the key schema says int64",
+            with_key(&good, &json!({"BookingId": "4", "SeatNo": 5})),
+            "bad_value",
+        ),
+        ("key column missing", with_key(&good, &json!({"BookingId": 4})), "missing_field"),
+        ("key and after disagree (key side)", with_key(&good, &json!({"BookingId": 4, "SeatNo": 6})), "key_mismatch"),
+        ("null value with a null key", SourceRecord { key: None, value: None, ..good.clone() }, "null_record"),
+    ];
+    for (what, r, kind) in cases {
+        if kind == "null_record" {
+            let err = decode(&r, &DecodeOptions::default()).unwrap_err();
+            assert_eq!(err.kind(), kind, "{what}: {err}");
+            assert!(err.to_string().starts_with(&format!("{}: ", r.lineage)), "{err}");
+            continue;
+        }
+        assert_eq!(refused_kind(&good, &r), kind, "{what}");
+    }
+    // A Kafka tombstone (null value) with a key is still a tombstone.
+    let tomb = SourceRecord { value: None, ..good.clone() };
+    assert!(matches!(decode(&tomb, &DecodeOptions::default()).unwrap(), Decoded::Tombstone));
+}
+
+#[test]
+fn schema_scales_out_of_range_are_errors_not_wraps() {
+    use crate::decode::value::{FieldType, ValueError};
+    use serde_json::json;
+    let decimal = |params: Json| {
+        FieldType::from_schema(
+            &json!({"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "parameters": params}),
+        )
+    };
+    // 2^32 + 2 would wrap to scale 2 with `as u32`.
+    for params in [
+        json!({"scale": 4_294_967_298_u64}),
+        json!({"scale": "-2"}),
+        json!({"scale": -2}),
+        json!({"scale": "4294967298"}),
+    ] {
+        let err = value::typed("Fare", &decimal(params.clone()), &json!("AQ==")).unwrap_err();
+        assert!(matches!(err, ValueError::MissingScale { .. } | ValueError::ScaleOutOfRange { .. }), "{params}: {err}");
+    }
+    // A scale that fits u32 but would make decimal text gigabytes long.
+    let err = value::typed("Fare", &decimal(json!({"scale": "2147483648"})), &json!("AQ==")).unwrap_err();
+    assert!(matches!(err, ValueError::ScaleOutOfRange { .. }), "{err}");
+    let precision = FieldType::from_schema(
+        &json!({"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "parameters": {"scale": "2", "connect.decimal.precision": 4_294_967_306_u64}}),
+    );
+    assert_eq!(precision.precision, None, "a precision over u32 is not wrapped");
+    let vsd = FieldType {
+        connect: "struct".into(),
+        name: Some("io.debezium.data.VariableScaleDecimal".into()),
+        scale: None,
+        precision: None,
+    };
+    for scale in [json!(4_294_967_297_u64), json!(2_147_483_648_u64), json!(16_384), json!(-1)] {
+        let err = value::typed("amount", &vsd, &json!({"scale": scale, "value": "AQ=="})).unwrap_err();
+        assert!(matches!(err, ValueError::ScaleOutOfRange { .. } | ValueError::WrongType { .. }), "{scale}: {err}");
+    }
+    assert_eq!(
+        value::typed("amount", &vsd, &json!({"scale": 16_383, "value": "AQ=="})).unwrap(),
+        Value::Decimal { unscaled: 1, scale: 16_383 }
+    );
+    // Through decode: the record is refused, naming it.
+    let (good, _) = good_create();
+    let text = String::from_utf8(good.value.clone().unwrap()).unwrap();
+    let huge = text.replace(r#""scale":"2""#, r#""scale":"3000000000""#);
+    assert_ne!(huge, text);
+    let r = SourceRecord { value: Some(huge.into_bytes()), ..good.clone() };
+    let err = decode(&r, &DecodeOptions::default()).unwrap_err();
+    assert_eq!(err.kind(), "bad_schema", "{err}");
+}
+
+mod property;

@@ -7,6 +7,8 @@
 //! sink then encodes in its own terms. Decimals stay exact (i128 unscaled +
 //! scale); nothing goes through f64 unless the source column was a float.
 
+use std::fmt;
+
 use base64::Engine;
 use serde_json::Value as Json;
 
@@ -56,15 +58,87 @@ pub enum ValueError {
     #[error("field {field:?}: decimal schema has no usable 'scale' parameter")]
     MissingScale { field: String },
     #[error(
-        "field {field:?}: decimal scale {scale} is over {MAX_DECIMAL_SCALE}, the most PostgreSQL stores; check the schema's 'scale'"
+        "field {field:?}: decimal scale {scale} is outside 0..={MAX_DECIMAL_SCALE} (PostgreSQL numeric's limit); the schema or the value is corrupt, fix the producer"
     )]
-    ScaleTooLarge { field: String, scale: u64 },
+    ScaleOutOfRange { field: String, scale: String },
+    #[error(
+        "field {field:?} is missing although its schema requires it (optional: false); fix the producer, or make the field optional in the connector's schema"
+    )]
+    Missing { field: String },
+    #[error(
+        "field {field:?} is null although its schema requires it (optional: false); fix the producer, or make the field optional in the connector's schema"
+    )]
+    RequiredNull { field: String },
+    #[error(
+        "field {field:?}: found {found} where the schema says Decimal bytes (base64); the value and its schema disagree, check the converter's decimal.format (BASE64 goes with this schema)"
+    )]
+    DecimalNotBytes { field: String, found: String },
 }
 
-/// The largest decimal scale accepted (PostgreSQL numeric's display-scale
-/// limit). A larger one is no real column, and writing its digits out would
-/// allocate up to 4 GB per value.
-pub const MAX_DECIMAL_SCALE: u32 = 0x3FFF;
+impl ValueError {
+    /// Short machine-readable reason for DLQ headers and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ValueError::WrongType { .. }
+            | ValueError::BadDecimal { .. }
+            | ValueError::DecimalTooWide { .. }
+            | ValueError::MissingScale { .. } => "bad_value",
+            ValueError::ScaleOutOfRange { .. } => "bad_schema",
+            ValueError::Missing { .. } => "missing_field",
+            ValueError::RequiredNull { .. } => "required_null",
+            ValueError::DecimalNotBytes { .. } => "decimal_not_bytes",
+        }
+    }
+
+    /// The same error for a field of a nested block (`source.ts_ms`).
+    pub(crate) fn within(mut self, block: &str) -> ValueError {
+        match &mut self {
+            ValueError::WrongType { field, .. }
+            | ValueError::BadDecimal { field, .. }
+            | ValueError::DecimalTooWide { field, .. }
+            | ValueError::MissingScale { field }
+            | ValueError::ScaleOutOfRange { field, .. }
+            | ValueError::Missing { field }
+            | ValueError::RequiredNull { field }
+            | ValueError::DecimalNotBytes { field, .. } => *field = format!("{block}.{field}"),
+        }
+        self
+    }
+}
+
+/// The largest decimal scale accepted: PostgreSQL numeric's display-scale
+/// limit. Larger ones only come from corrupt schemas, and would make a
+/// decimal's text (and a sink's buffer) gigabytes long.
+pub const MAX_DECIMAL_SCALE: u32 = 16_383;
+
+/// The semantic names [`typed`] reads specially; any other name is typed
+/// by its Connect type alone (the fast path relies on this list).
+pub(crate) const SEMANTIC_NAMES: &[&str] = &[
+    "org.apache.kafka.connect.data.Decimal",
+    "io.debezium.time.Date",
+    "org.apache.kafka.connect.data.Date",
+    "io.debezium.time.Time",
+    "org.apache.kafka.connect.data.Time",
+    "io.debezium.time.MicroTime",
+    "io.debezium.time.NanoTime",
+    "io.debezium.time.Timestamp",
+    "org.apache.kafka.connect.data.Timestamp",
+    "io.debezium.time.MicroTimestamp",
+    "io.debezium.time.NanoTimestamp",
+    "io.debezium.time.ZonedTimestamp",
+    "io.debezium.data.VariableScaleDecimal",
+    "io.debezium.data.Json",
+    "io.debezium.time.MicroDuration",
+];
+
+/// A decimal scale from a schema or a record, checked against [`MAX_DECIMAL_SCALE`].
+fn checked_scale(field: &str, scale: impl TryInto<u32> + fmt::Display + Copy) -> Result<u32, ValueError> {
+    scale
+        .try_into()
+        .ok()
+        .filter(|s| *s <= MAX_DECIMAL_SCALE)
+        .ok_or_else(|| ValueError::ScaleOutOfRange { field: field.to_string(), scale: scale.to_string() })
+}
 
 /// The part of a Connect field schema that decides how a value is read.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -87,6 +161,7 @@ impl FieldType {
         let param = |key: &str| {
             schema.get("parameters").and_then(|p| p.get(key)).and_then(|s| match s {
                 Json::String(s) => s.parse().ok(),
+                // Out of u32 (negative, 2^32 + 2) is no scale, never a wrapped one.
                 Json::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
                 _ => None,
             })
@@ -128,10 +203,12 @@ pub fn typed(field: &str, ty: &FieldType, v: &Json) -> Result<Value, ValueError>
     match ty.name.as_deref() {
         Some("org.apache.kafka.connect.data.Decimal") => {
             let scale = ty.scale.ok_or_else(|| ValueError::MissingScale { field: field.to_string() })?;
+            let scale = checked_scale(field, scale)?;
             return match v {
                 Json::String(s) => decimal_from_base64(field, s, scale),
-                // decimal.format=NUMERIC writes a JSON number.
-                Json::Number(n) => parse_decimal_text(&n.to_string()).ok_or_else(|| wrong("a decimal")),
+                // A number (decimal.format=NUMERIC) does not match a bytes
+                // schema, and its written scale need not be the schema's.
+                Json::Number(_) => Err(ValueError::DecimalNotBytes { field: field.to_string(), found: found(v) }),
                 _ => Err(wrong("base64 decimal bytes")),
             };
         }
@@ -144,10 +221,10 @@ pub fn typed(field: &str, ty: &FieldType, v: &Json) -> Result<Value, ValueError>
         Some("io.debezium.time.MicroTime") => return time(1_000),
         Some("io.debezium.time.NanoTime") => return time(1),
         Some("io.debezium.time.Timestamp") | Some("org.apache.kafka.connect.data.Timestamp") => {
-            return Ok(Value::Timestamp(int()? as i128 * 1_000_000));
+            return Ok(Value::Timestamp(i128::from(int()?) * 1_000_000));
         }
-        Some("io.debezium.time.MicroTimestamp") => return Ok(Value::Timestamp(int()? as i128 * 1_000)),
-        Some("io.debezium.time.NanoTimestamp") => return Ok(Value::Timestamp(int()? as i128)),
+        Some("io.debezium.time.MicroTimestamp") => return Ok(Value::Timestamp(i128::from(int()?) * 1_000)),
+        Some("io.debezium.time.NanoTimestamp") => return Ok(Value::Timestamp(i128::from(int()?))),
         Some("io.debezium.time.ZonedTimestamp") => {
             return v
                 .as_str()
@@ -156,9 +233,13 @@ pub fn typed(field: &str, ty: &FieldType, v: &Json) -> Result<Value, ValueError>
         }
         // PostgreSQL `numeric` without a declared scale: {"scale": n, "value": base64}.
         Some("io.debezium.data.VariableScaleDecimal") => {
-            let scale = v.get("scale").and_then(Json::as_u64).ok_or_else(|| wrong("a {scale, value} decimal"))?;
-            let scale =
-                u32::try_from(scale).map_err(|_| ValueError::ScaleTooLarge { field: field.to_string(), scale })?;
+            let scale = match v.get("scale") {
+                Some(Json::Number(n)) => match n.as_i64() {
+                    Some(s) => checked_scale(field, s)?,
+                    None => return Err(ValueError::ScaleOutOfRange { field: field.to_string(), scale: n.to_string() }),
+                },
+                _ => return Err(wrong("a {scale, value} decimal")),
+            };
             let bytes = v.get("value").and_then(Json::as_str).ok_or_else(|| wrong("a {scale, value} decimal"))?;
             return decimal_from_base64(field, bytes, scale);
         }
@@ -215,7 +296,7 @@ pub fn untyped(v: &Json) -> Value {
 
 pub(crate) fn decimal_from_base64(field: &str, s: &str, scale: u32) -> Result<Value, ValueError> {
     if scale > MAX_DECIMAL_SCALE {
-        return Err(ValueError::ScaleTooLarge { field: field.to_string(), scale: u64::from(scale) });
+        return Err(ValueError::ScaleOutOfRange { field: field.to_string(), scale: scale.to_string() });
     }
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(s)
@@ -248,16 +329,19 @@ pub fn parse_decimal_text(s: &str) -> Option<Value> {
     }
     let mut unscaled: i128 = 0;
     for b in int_part.bytes().chain(frac_part.bytes()) {
-        unscaled = unscaled.checked_mul(10)?.checked_add((b - b'0') as i128)?;
+        unscaled = unscaled.checked_mul(10)?.checked_add(i128::from(b - b'0'))?;
     }
-    Some(Value::Decimal { unscaled: if neg { -unscaled } else { unscaled }, scale: frac_part.len() as u32 })
+    let scale = u32::try_from(frac_part.len()).ok().filter(|s| *s <= MAX_DECIMAL_SCALE)?;
+    Some(Value::Decimal { unscaled: if neg { -unscaled } else { unscaled }, scale })
 }
 
 /// Writes an exact decimal as plain text (`-1234.50`).
 pub fn decimal_text(unscaled: i128, scale: u32) -> String {
     let digits = unscaled.unsigned_abs().to_string();
     let sign = if unscaled < 0 { "-" } else { "" };
-    let scale = scale as usize;
+    // Decoding bounds scales by MAX_DECIMAL_SCALE; clamp anything else
+    // rather than allocate gigabytes of zeros.
+    let scale = usize::try_from(scale.min(MAX_DECIMAL_SCALE)).unwrap_or(0);
     if scale == 0 {
         return format!("{sign}{digits}");
     }
@@ -278,14 +362,15 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let y = yoe + era * 400;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    // doy is 0..=365 and mp 0..=11, so day and month are 1..=31 and 1..=12.
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// `YYYY-MM-DD`.
 pub fn date_text(days: i32) -> String {
-    let (y, m, d) = civil_from_days(days as i64);
+    let (y, m, d) = civil_from_days(i64::from(days));
     format!("{y:04}-{m:02}-{d:02}")
 }
 
@@ -299,8 +384,11 @@ pub fn time_text(nanos: i64) -> String {
 
 /// `YYYY-MM-DDTHH:MM:SS[.fffffffff]` without an offset: a wall clock.
 pub fn timestamp_text(nanos: i128) -> String {
-    let secs = nanos.div_euclid(1_000_000_000) as i64;
-    let frac = nanos.rem_euclid(1_000_000_000) as i64;
+    // Decoded timestamps are an i64 count scaled up, so the seconds fit an
+    // i64; a Value built elsewhere beyond that clamps instead of wrapping.
+    let secs = nanos.div_euclid(1_000_000_000);
+    let secs = i64::try_from(secs).unwrap_or(if secs < 0 { i64::MIN / 1_000_000 } else { i64::MAX / 1_000_000 });
+    let frac = i64::try_from(nanos.rem_euclid(1_000_000_000)).unwrap_or(0);
     let days = secs.div_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     let tod = secs.rem_euclid(86_400);
@@ -329,13 +417,13 @@ mod tests {
         let decimal = |scale| ty("bytes", Some("org.apache.kafka.connect.data.Decimal"), Some(scale));
         let err = typed("Price", &decimal(u32::MAX), &json!("AQ==")).unwrap_err();
         assert!(
-            matches!(err, ValueError::ScaleTooLarge { ref field, scale } if field == "Price" && scale == u64::from(u32::MAX))
+            matches!(err, ValueError::ScaleOutOfRange { ref field, ref scale } if field == "Price" && *scale == u32::MAX.to_string())
         );
         assert!(typed("Price", &decimal(MAX_DECIMAL_SCALE), &json!("AQ==")).is_ok());
         let vsd = ty("struct", Some("io.debezium.data.VariableScaleDecimal"), None);
         for scale in [4_294_967_298u64, 70_000] {
             let err = typed("Price", &vsd, &json!({"scale": scale, "value": "AQ=="})).unwrap_err();
-            assert!(matches!(err, ValueError::ScaleTooLarge { .. }), "{scale}: {err:?}");
+            assert!(matches!(err, ValueError::ScaleOutOfRange { .. }), "{scale}: {err:?}");
         }
         // A scale parameter beyond u32 is no scale, not a wrapped one.
         let schema = json!({"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "parameters": {"scale": 4_294_967_298u64}});
