@@ -138,6 +138,10 @@ struct RunArgs {
     max_poll_interval_ms: u64,
     #[arg(long, env = "PROJECTOR_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
     shutdown_grace_ms: u64,
+    /// A record (or batch) retried for longer than this reports its sink
+    /// down in /health/ready, naming the record, until it lands.
+    #[arg(long, env = "PROJECTOR_STUCK_AFTER_MS", default_value_t = 60_000)]
+    stuck_after_ms: u64,
     /// Log format: json (default) or text.
     #[arg(long, env = "PROJECTOR_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -312,14 +316,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         decode: &decode,
         stop: &stop_rx,
     };
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
     if model.tables.iter().any(|t| t.elasticsearch.is_some()) {
-        tasks.push(common.spawn(Arc::new(
-            Elasticsearch::new(&args.elasticsearch_url)?.with_max_in_flight(args.elasticsearch_in_flight),
-        ))?);
+        common.spawn(
+            &mut tasks,
+            Arc::new(Elasticsearch::new(&args.elasticsearch_url)?.with_max_in_flight(args.elasticsearch_in_flight)),
+        )?;
     }
     if model.tables.iter().any(|t| t.postgres.is_some()) {
-        tasks.push(common.spawn(Arc::new(Postgres::new(&args.postgres_url, model.clone())))?);
+        common.spawn(&mut tasks, Arc::new(Postgres::new(&args.postgres_url, model.clone())))?;
     }
     if model.tables.iter().any(|t| t.bigquery.is_some()) {
         let auth = match args.bigquery_auth.as_str() {
@@ -328,36 +333,51 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             path => Auth::ServiceAccountKey(PathBuf::from(path)),
         };
         let dataset = args.bigquery_dataset.clone().unwrap_or_else(|| model.name.replace('-', "_"));
-        tasks.push(common.spawn(Arc::new(BigQuery::new(
-            &args.bigquery_url,
-            &args.bigquery_project,
-            &dataset,
-            model.clone(),
-            auth,
-        )?))?);
+        common.spawn(
+            &mut tasks,
+            Arc::new(BigQuery::new(&args.bigquery_url, &args.bigquery_project, &dataset, model.clone(), auth)?),
+        )?;
     }
     if tasks.is_empty() {
         anyhow::bail!("{}: no table has an elasticsearch, postgres or bigquery section", model.file.display());
     }
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown requested: stop fetching, flush, commit");
-        let _ = stop_tx.send(true);
-    });
-    // Each sink runs on its own; the first to fail for good stops the process.
-    let mut failure = None;
-    for task in tasks {
-        if let Err(e) = task.await.context("pipeline task panicked")? {
-            tracing::error!(error = %e, "pipeline stopped");
-            failure.get_or_insert(e);
+    let stop_tx = Arc::new(stop_tx);
+    tokio::spawn({
+        let stop_tx = stop_tx.clone();
+        async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested: stop fetching, flush, commit");
+            let _ = stop_tx.send(true);
         }
+    });
+    // The first pipeline to stop for good marks its sink down and stops the
+    // others (they flush and commit what they have); then the process exits
+    // non-zero so that its supervisor restarts it.
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (sink, result) = match joined {
+            Ok((sink, Ok(Ok(())))) => {
+                tracing::info!(sink, "pipeline stopped");
+                continue;
+            }
+            Ok((sink, Ok(Err(e)))) => (sink, anyhow::Error::from(e)),
+            Ok((sink, Err(panic))) => (sink, anyhow::anyhow!("{sink}: pipeline task panicked: {panic}")),
+            Err(panic) => ("unknown", anyhow::anyhow!("pipeline task panicked: {panic}")),
+        };
+        health.stopped(sink, &format!("{result:#}"));
+        tracing::error!(sink, error = %format!("{result:#}"), "pipeline stopped for good; stopping the others, then exiting");
+        let _ = stop_tx.send(true);
+        failure.get_or_insert(result);
     }
     if let Some(e) = failure {
-        return Err(e.into());
+        return Err(e);
     }
     tracing::info!("stopped cleanly");
     Ok(())
 }
+
+/// The running pipelines, each ending with its sink's name and how it ended.
+type PipelineTasks = tokio::task::JoinSet<(&'static str, Result<Result<(), PipelineError>, tokio::task::JoinError>)>;
 
 /// What every sink's pipeline shares.
 struct PipelineParts<'a> {
@@ -372,7 +392,7 @@ struct PipelineParts<'a> {
 
 impl PipelineParts<'_> {
     /// Joins the sink's own consumer group and runs its pipeline.
-    fn spawn<S: Sink>(&self, sink: Arc<S>) -> anyhow::Result<tokio::task::JoinHandle<Result<(), PipelineError>>> {
+    fn spawn<S: Sink>(&self, tasks: &mut PipelineTasks, sink: Arc<S>) -> anyhow::Result<()> {
         let settings = GroupSettings {
             brokers: self.args.brokers.clone(),
             group_id: format!("{}.{}", self.group_prefix, sink.name()),
@@ -400,8 +420,13 @@ impl PipelineParts<'_> {
             decode: self.decode.clone(),
             tolerance: self.args.errors_tolerance,
             shutdown_grace: Duration::from_millis(self.args.shutdown_grace_ms),
+            stuck_after: Duration::from_millis(self.args.stuck_after_ms),
         };
-        Ok(tokio::spawn(pipeline.run(Shutdown::new(self.stop.clone()))))
+        let name = pipeline.sink.name();
+        // Its own task, so that a panic in it is told apart and named.
+        let run = tokio::spawn(pipeline.run(Shutdown::new(self.stop.clone())));
+        tasks.spawn(async move { (name, run.await) });
+        Ok(())
     }
 }
 

@@ -198,3 +198,81 @@ async fn a_record_that_breaks_its_own_schema_is_dead_lettered_and_never_overwrit
     }
     assert_eq!(p.counter("projector_dead_letters_total", &[]).await, expected.len() as f64);
 }
+
+/// A 9 MB record (over `--max-record-bytes`) on a topic that allows 12 MB:
+/// its dead letter cannot be written whole (the producer and broker allow
+/// about 1 MB), so it goes out with its lineage, a bounded prefix and
+/// headers saying it was cut, and the partition moves on.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_dead_letter_is_truncated_keeps_its_lineage_and_the_partition_moves_on() {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let w = World::new("bigdlq", 1).await;
+    let trips = w.db.trips.topic();
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let allow = AlterConfig::new(ResourceSpecifier::Topic(&trips)).set("max.message.bytes", "12582912");
+    for r in admin.alter_configs(&[allow], &AdminOptions::new()).await.unwrap() {
+        r.unwrap();
+    }
+    let mut t = Timeline::default();
+    let at = t.commit(1);
+    w.produce(&[w.db.trips.event('c', None, Some(&trip(1, 1000, 1)), at, t.ts_ms, true)]).await;
+    let big_value = format!(r#"{{"pad":"{}"}}"#, "x".repeat(9_000_000));
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("message.max.bytes", "12582912")
+        .create()
+        .unwrap();
+    let big: FutureRecord<'_, str, str> = FutureRecord::to(&trips).key(r#"{"TripId":2}"#).payload(&big_value);
+    producer.send(big, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+    let at = t.commit(1);
+    w.produce(&[w.db.trips.event('c', None, Some(&trip(3, 1000, 1)), at, t.ts_ms, true)]).await;
+
+    let p = w.start(&w.group);
+    wait_for(Duration::from_secs(120), "the partition to move past the 9 MB record", || {
+        let (group, topics) = (format!("{}.elasticsearch", w.group), w.topics());
+        async move { tokio::task::spawn_blocking(move || lag(&group, &topics)).await.unwrap() == Some(0) }
+    })
+    .await;
+    let docs = w.docs(&w.indexes[0]).await;
+    assert_eq!(
+        docs.keys().collect::<Vec<_>>(),
+        ["1", "3"],
+        "the good neighbours landed; log: {}",
+        log_tail(&p.log_text(), 30)
+    );
+
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("bigdlqreader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&format!("projector.{}.dlq", w.name)]).unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.expect("a dead letter").unwrap();
+    let h: BTreeMap<String, String> = m
+        .headers()
+        .unwrap()
+        .iter()
+        .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string()))
+        .collect();
+    assert_eq!(h["__connect.errors.topic"], trips, "{h:#?}");
+    assert_eq!(h["__connect.errors.partition"], "0");
+    assert_eq!(h["__connect.errors.offset"], "1");
+    assert_eq!(h["__connect.errors.stage"], "decode");
+    assert_eq!(h["__connect.errors.exception.class.name"], "too_large");
+    assert_eq!(h["projector.sink"], "elasticsearch");
+    assert_eq!(h["projector.truncated"], "true");
+    assert_eq!(h["projector.original.value.bytes"], big_value.len().to_string());
+    assert_eq!(h["projector.original.key.bytes"], r#"{"TripId":2}"#.len().to_string());
+    assert_eq!(h["projector.original"], format!("{trips}/0@1"), "the pointer to fetch the original from");
+    let payload = m.payload().unwrap_or_default();
+    assert!(payload.len() <= 64 * 1024, "a bounded prefix, not {} bytes", payload.len());
+    assert!(big_value.as_bytes().starts_with(payload), "the letter carries a prefix of the value");
+    assert_eq!(m.key(), Some(r#"{"TripId":2}"#.as_bytes()), "a short key is kept whole");
+}

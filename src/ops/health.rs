@@ -2,6 +2,11 @@
 //! if not, since when and why; likewise for the services records are read
 //! through (the schema registry). `/health/ready` is 200 only when every
 //! sink and every such upstream is up; the body says which one is not.
+//!
+//! Two states override a sink's last request: a record (or batch) stuck
+//! retrying past `--stuck-after` keeps the sink down, naming the record,
+//! even while other requests succeed, until it settles; and a pipeline that
+//! stopped for good stays down until the process exits.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +32,10 @@ pub struct Health {
     sinks: Arc<Mutex<BTreeMap<String, SinkHealth>>>,
     /// Services on the read side (the schema registry), listed once asked.
     upstreams: Arc<Mutex<BTreeMap<String, SinkHealth>>>,
+    /// Per sink: what is stuck retrying (by the record it starts at) and why.
+    stuck: Arc<Mutex<BTreeMap<String, BTreeMap<String, String>>>>,
+    /// Sinks whose pipeline stopped for good, and why.
+    stopped: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
 fn now_ms() -> u128 {
@@ -46,7 +55,34 @@ impl Health {
         if mark(&self.sinks, sink, None) {
             tracing::info!(sink, "sink is up");
         }
-        metrics::gauge!("projector_sink_up", "sink" => sink.to_string()).set(1.0);
+        self.publish(sink);
+    }
+
+    /// A record (or batch) starting at `record` has been retried past the
+    /// threshold: the sink is down until [`Health::settled`].
+    pub fn stuck(&self, sink: &str, record: &str, detail: &str) {
+        lock(&self.stuck).entry(sink.to_string()).or_default().insert(record.to_string(), detail.to_string());
+        self.publish(sink);
+    }
+
+    /// What [`Health::stuck`] reported for `record` has been written or dead-lettered.
+    pub fn settled(&self, sink: &str, record: &str) {
+        if let Some(m) = lock(&self.stuck).get_mut(sink) {
+            m.remove(record);
+        }
+        self.publish(sink);
+    }
+
+    /// The sink's pipeline stopped for good; it stays down.
+    pub fn stopped(&self, sink: &str, reason: &str) {
+        lock(&self.stopped).insert(sink.to_string(), reason.to_string());
+        self.publish(sink);
+    }
+
+    /// Sets `projector_sink_up` from everything known about the sink.
+    fn publish(&self, sink: &str) {
+        let up = self.snapshot().get(sink).is_some_and(|s| s.up);
+        metrics::gauge!("projector_sink_up", "sink" => sink.to_string()).set(if up { 1.0 } else { 0.0 });
     }
 
     pub fn sink_down(&self, sink: &str, detail: &str) {
@@ -69,12 +105,27 @@ impl Health {
     }
 
     pub fn ready(&self) -> bool {
-        let m = self.lock();
+        let m = self.snapshot();
         !m.is_empty() && m.values().all(|s| s.up) && lock(&self.upstreams).values().all(|s| s.up)
     }
 
+    /// Each sink's state, with what is stuck and what stopped taking precedence.
     pub fn snapshot(&self) -> BTreeMap<String, SinkHealth> {
-        self.lock().clone()
+        let mut m = self.lock().clone();
+        let stuck = lock(&self.stuck);
+        let stopped = lock(&self.stopped);
+        for (sink, s) in m.iter_mut() {
+            let stuck: Vec<&str> =
+                stuck.get(sink).map(|r| r.values().map(String::as_str).collect()).unwrap_or_default();
+            if let Some(reason) = stopped.get(sink) {
+                s.up = false;
+                s.detail = format!("stopped: {reason}");
+            } else if !stuck.is_empty() {
+                s.up = false;
+                s.detail = stuck.join("; ");
+            }
+        }
+        m
     }
 
     pub fn upstreams(&self) -> BTreeMap<String, SinkHealth> {
@@ -108,7 +159,7 @@ fn mark(m: &Mutex<BTreeMap<String, SinkHealth>>, name: &str, down: Option<&str>)
     came_up
 }
 
-fn lock(m: &Mutex<BTreeMap<String, SinkHealth>>) -> std::sync::MutexGuard<'_, BTreeMap<String, SinkHealth>> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -127,6 +178,28 @@ mod tests {
         h.sink_down("elasticsearch", "connection refused");
         assert!(!h.ready());
         assert_eq!(h.snapshot()["elasticsearch"].detail, "connection refused");
+    }
+
+    #[test]
+    fn a_stuck_record_keeps_the_sink_down_while_other_requests_succeed() {
+        let h = Health::default();
+        h.sink_up("elasticsearch");
+        h.stuck("elasticsearch", "t/0@1", "stuck: t/0@1 retrying for 60 s");
+        h.sink_up("elasticsearch");
+        assert!(!h.ready());
+        assert!(h.snapshot()["elasticsearch"].detail.contains("t/0@1"));
+        h.settled("elasticsearch", "t/0@1");
+        assert!(h.ready());
+    }
+
+    #[test]
+    fn a_stopped_pipeline_stays_down() {
+        let h = Health::default();
+        h.sink_up("elasticsearch");
+        h.stopped("elasticsearch", "errors.tolerance is none");
+        h.sink_up("elasticsearch");
+        assert!(!h.ready());
+        assert_eq!(h.snapshot()["elasticsearch"].detail, "stopped: errors.tolerance is none");
     }
 
     #[test]

@@ -88,6 +88,9 @@ pub struct Pipeline<S: Sink> {
     pub tolerance: ErrorTolerance,
     /// How long shutdown waits for an in-flight batch before abandoning it.
     pub shutdown_grace: Duration,
+    /// How long one record (or batch) may be retried before its sink is
+    /// reported down naming it.
+    pub stuck_after: Duration,
 }
 
 /// How long a full buffer may stop consumption before partitions are paused.
@@ -301,6 +304,7 @@ impl<S: Sink> Pipeline<S> {
             dead_letters: self.dead_letters.clone(),
             health: self.health.clone(),
             tolerance: self.tolerance,
+            stuck_after: self.stuck_after,
         };
         tokio::spawn(writer.write(batch))
     }

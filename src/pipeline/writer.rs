@@ -13,7 +13,7 @@ use super::dead_letter::{DeadLetters, Reason};
 use super::fields::KnownFields;
 use super::isolate::TargetCall;
 use super::offsets::WriteResult;
-use super::retry::Decision;
+use super::retry::{Decision, StuckWatch};
 use super::{ErrorTolerance, PipelineError, retry};
 use crate::mapping::ReadModel;
 use crate::ops::Health;
@@ -28,6 +28,8 @@ pub struct Writer<S: Sink> {
     pub dead_letters: DeadLetters,
     pub health: Health,
     pub tolerance: ErrorTolerance,
+    /// How long a share may fail before its sink is reported stuck.
+    pub stuck_after: Duration,
 }
 
 /// A write still to apply, and the index of the record it came from.
@@ -182,6 +184,8 @@ impl<S: Sink> Writer<S> {
         let call = TargetCall { sink: &*self.sink, fields: &self.fields, table, target: &target, progress: offsets };
         let mut freshest: Option<i64> = None;
         let mut delays = retry::delays();
+        let mut stuck = StuckWatch::new(&self.health, name, self.stuck_after);
+        let first = |share: &Share| share.records.first().map(|&r| records[r].lineage.to_string()).unwrap_or_default();
         while !share.writes.is_empty() {
             let started = Instant::now();
             let outcomes = match call.write_isolating(&share.writes).await {
@@ -189,6 +193,7 @@ impl<S: Sink> Writer<S> {
                 Err(e) => {
                     self.retry_later(&e, &share.target, share.writes.len());
                     let wait = delays.next().unwrap_or(Duration::from_secs(30));
+                    let wait = stuck.failed(&first(&share), share.writes.len(), &e.to_string(), wait);
                     tracing::warn!(sink = name, target = %share.target, error = %e, items = share.writes.len(), retry_in = ?wait, "sink write failed; retrying");
                     tokio::time::sleep(wait).await;
                     continue;
@@ -236,6 +241,7 @@ impl<S: Sink> Writer<S> {
             if let Some(e) = last_failure {
                 self.retry_later(&e, &share.target, share.writes.len());
                 let wait = delays.next().unwrap_or(Duration::from_secs(30));
+                let wait = stuck.failed(&first(&share), share.writes.len(), &e.to_string(), wait);
                 tracing::warn!(sink = name, target = %share.target, items = share.writes.len(), error = %e, retry_in = ?wait, "retrying items");
                 tokio::time::sleep(wait).await;
             }

@@ -303,6 +303,11 @@ impl Projector {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The exit code once the process has ended on its own.
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child.as_mut()?.try_wait().ok()??.code()
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
     }
