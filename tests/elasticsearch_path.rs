@@ -321,3 +321,106 @@ async fn an_uncaptured_lob_value_keeps_the_stored_column() {
     assert_eq!(fare(&docs["1"]), 12.5, "the update applied");
     assert_eq!(docs["1"]["Note"], "a long nvarchar(max) note", "the stored value survived");
 }
+
+/// Trips 1..=4 created and caught up, then `refuse` makes the index refuse
+/// writes for a reason that is not the documents' (a block, a closed index)
+/// while their fares change and trips 5 and 6 are created. Nothing may be
+/// dead-lettered: the sink is reported down until `lift`, then every event lands.
+async fn writes_wait_out_an_index_refusal<B, L>(stem: &str, refuse: B, lift: L)
+where
+    B: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    L: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+{
+    let w = World::new(stem, 1).await;
+    let physical = format!("{}/{}_v1", es_url(), w.indexes[0]);
+    let mut t = Timeline::default();
+    let mut expect = BTreeMap::new();
+    let mut records = Vec::new();
+    for id in 1..=4 {
+        let at = t.commit(1);
+        records.push(w.db.trips.event('c', None, Some(&trip(id, 1000, 1)), at, t.ts_ms, true));
+        expect.insert(id.to_string(), 1000);
+    }
+    w.produce(&records).await;
+    let p = w.start_with(&w.group, &[("PROJECTOR_LINGER_MS", "1")]);
+    w.wait_caught_up(&w.group, CATCH_UP).await;
+    assert_fares(&w, &expect).await;
+
+    let c = http();
+    let r = refuse(&c, &physical).send().await.unwrap();
+    assert!(r.status().is_success(), "refusing writes on {physical}: {}", r.text().await.unwrap());
+    let mut records = Vec::new();
+    for id in 1..=4 {
+        let at = t.commit(2);
+        records.push(w.db.trips.event('u', Some(&trip(id, 1000, 1)), Some(&trip(id, 1500, 1)), at, t.ts_ms, true));
+        expect.insert(id.to_string(), 1500);
+    }
+    for id in 5..=6 {
+        let at = t.commit(1);
+        records.push(w.db.trips.event('c', None, Some(&trip(id, 2000, 1)), at, t.ts_ms, true));
+        expect.insert(id.to_string(), 2000);
+    }
+    w.produce(&records).await;
+    wait_for(Duration::from_secs(60), "/health/ready to report the elasticsearch sink down", || async {
+        p.ready().await.is_some_and(|(s, body)| s == 503 && body["sinks"]["elasticsearch"]["up"] == false)
+    })
+    .await;
+    assert!(
+        p.counter("projector_sink_retries_total", &["sink=\"elasticsearch\""]).await > 0.0,
+        "the writes are retried"
+    );
+    assert_eq!(
+        p.counter("projector_dead_letters_total", &[]).await,
+        0.0,
+        "a refusal of the index is no reason to dead-letter"
+    );
+    assert!(
+        lag(&format!("{}.elasticsearch", w.group), &w.topics()).unwrap() > 0,
+        "nothing committed past the refused writes"
+    );
+
+    let r = lift(&c, &physical).send().await.unwrap();
+    assert!(r.status().is_success(), "lifting the refusal on {physical}: {}", r.text().await.unwrap());
+    w.wait_caught_up(&w.group, CATCH_UP).await;
+    assert_fares(&w, &expect).await;
+    assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 0.0, "the dead-letter queue stays empty");
+    wait_for(Duration::from_secs(30), "/health/ready to be 200 again", || async {
+        p.ready().await.is_some_and(|(s, _)| s == 200)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_blocked_index_holds_events_until_unblocked_and_dead_letters_none() {
+    writes_wait_out_an_index_refusal(
+        "wblock",
+        |c, index| c.put(format!("{index}/_settings")).json(&json!({"index": {"blocks": {"write": true}}})),
+        |c, index| c.put(format!("{index}/_settings")).json(&json!({"index": {"blocks": {"write": false}}})),
+    )
+    .await;
+}
+
+/// The flood-stage disk watermark's block (`read_only_allow_delete`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_allow_delete_index_holds_events_until_released_and_dead_letters_none() {
+    writes_wait_out_an_index_refusal(
+        "roblock",
+        |c, index| {
+            c.put(format!("{index}/_settings")).json(&json!({"index": {"blocks": {"read_only_allow_delete": true}}}))
+        },
+        |c, index| {
+            c.put(format!("{index}/_settings")).json(&json!({"index": {"blocks": {"read_only_allow_delete": null}}}))
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_index_holds_events_until_reopened_and_dead_letters_none() {
+    writes_wait_out_an_index_refusal(
+        "closed",
+        |c, index| c.post(format!("{index}/_close")),
+        |c, index| c.post(format!("{index}/_open")),
+    )
+    .await;
+}

@@ -108,6 +108,85 @@ async fn a_column_added_at_the_source_is_mapped_when_it_first_appears() {
     assert_eq!(search(&w.indexes[0], json!({"term": {"Stops": 3}})).await, ["2"]);
 }
 
+/// A type declared in `elasticsearch.types` for a column the index does not
+/// have yet (added to the file after the index was created, before the
+/// column exists at the source) is the type the column gets when it first
+/// appears, not the type of its value.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_declared_type_applies_to_a_column_that_first_appears_later() {
+    let mut w = World::new("latedecl", 1).await;
+    let mut t = Timeline::default();
+    let at = t.commit(1);
+    w.produce(&[w.db.trips.event('c', None, Some(&trip(1, 1000, 1)), at, t.ts_ms, true)]).await;
+    {
+        let _p = w.start(&w.group);
+        w.wait_caught_up(&w.group, Duration::from_secs(120)).await;
+    }
+    assert!(index_properties(&w.indexes[0]).await.get("Stops").is_none());
+    w.set_model(&format!(
+        "read_model: {name}\ntables:\n  - topic: {topic}\n    elasticsearch:\n      index: {index}\n      types:\n        Stops: keyword\n",
+        name = w.name,
+        topic = w.db.trips.topic(),
+        index = w.indexes[0],
+    ));
+    let _p = w.start(&w.group);
+    // ALTER TABLE Trips ADD Stops int: schema and value both say long.
+    w.db.trips.columns.push(Column::new("Stops", "int32").optional());
+    let mut img = trip(2, 2000, 1);
+    img.push(("Stops", json!(3)));
+    let at = t.commit(1);
+    w.produce(&[w.db.trips.event('c', None, Some(&img), at, t.ts_ms, true)]).await;
+    w.wait_caught_up(&w.group, Duration::from_secs(120)).await;
+    assert_eq!(index_properties(&w.indexes[0]).await["Stops"]["type"], "keyword", "declared, not typed from the value");
+    assert_eq!(search(&w.indexes[0], json!({"term": {"Stops": "3"}})).await, ["2"]);
+}
+
+/// An index deleted behind the running sink's back is re-created with the
+/// read-model file's mapping: its declared types, including one for a field
+/// no event carries yet, and never a dynamic mapping.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_deleted_while_running_is_recreated_with_the_declared_types() {
+    let w = World::new("recreate", 1).await;
+    w.set_model(&format!(
+        "read_model: {name}\ntables:\n  - topic: {topic}\n    elasticsearch:\n      index: {index}\n      types:\n        Route: text\n        Stops: keyword\n",
+        name = w.name,
+        topic = w.db.trips.topic(),
+        index = w.indexes[0],
+    ));
+    let mut t = Timeline::default();
+    let mut records = Vec::new();
+    for id in 1..=2 {
+        let at = t.commit(1);
+        records.push(w.db.trips.event('c', None, Some(&trip(id, 1000, 1)), at, t.ts_ms, true));
+    }
+    w.produce(&records).await;
+    let p = w.start_with(&w.group, &[("PROJECTOR_LINGER_MS", "1")]);
+    w.wait_caught_up(&w.group, Duration::from_secs(120)).await;
+    let before = index_properties(&w.indexes[0]).await;
+    assert_eq!((&before["Route"]["type"], &before["Stops"]["type"]), (&json!("text"), &json!("keyword")));
+
+    // First a new row (the bulk request finds the index gone), then an
+    // update of a row this process never wrote (its stored position is read
+    // from the index first, and that read finds it gone).
+    let at = t.commit(1);
+    let create = w.db.trips.event('c', None, Some(&trip(4, 4000, 1)), at, t.ts_ms, true);
+    let at = t.commit(2);
+    let update = w.db.trips.event('u', Some(&trip(3, 1000, 1)), Some(&trip(3, 1300, 1)), at, t.ts_ms, true);
+    for (event, live) in [(create, ["4"]), (update, ["3"])] {
+        let r = http().delete(format!("{}/{}_v1", es_url(), w.indexes[0])).send().await.unwrap();
+        assert!(r.status().is_success(), "deleting the index: {}", r.text().await.unwrap());
+        w.produce(&[event]).await;
+        w.wait_caught_up(&w.group, Duration::from_secs(90)).await;
+        let after = index_properties(&w.indexes[0]).await;
+        assert_eq!(after["Route"]["type"], "text", "declared type kept: {after}");
+        assert_eq!(after["Stops"]["type"], "keyword", "a declared field no event carried yet: {after}");
+        assert_eq!(after["TripId"]["type"], "long", "the schema type for the rest: {after}");
+        assert_eq!(w.docs(&w.indexes[0]).await.keys().collect::<Vec<_>>(), live);
+    }
+    assert_eq!(search(&w.indexes[0], json!({"match": {"Route": "trang"}})).await, ["3"], "full-text on Route works");
+    assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 0.0);
+}
+
 async fn index_properties(alias: &str) -> Json {
     let body: Json = http().get(format!("{}/{alias}/_mapping", es_url())).send().await.unwrap().json().await.unwrap();
     let (_, idx) = body.as_object().unwrap().iter().next().unwrap();

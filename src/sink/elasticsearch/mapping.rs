@@ -1,9 +1,12 @@
 //! Explicit index mappings. The index is created before the first write
 //! with `dynamic: false`, projector's bookkeeping fields and every type the
-//! read-model file fixes. Every other field is mapped from its decoded,
-//! schema-typed value (not from Elasticsearch's guess at JSON) just before
-//! the first bulk request that carries a non-null value for it; a column
-//! added at the source is mapped the same way when it first appears.
+//! read-model file fixes (and re-created with that mapping if it is deleted
+//! while projector runs). Every other field is mapped just before the first
+//! bulk request that carries it, typed by the pipeline's precedence: the
+//! file's declared type, else the Debezium schema type, else the decoded
+//! value (never Elasticsearch's guess at JSON). A column added at the source,
+//! or a type declared after the index was created, is mapped the same way
+//! when the column first appears.
 //!
 //! Default types: integers `long`, floats `double`, decimals `double` (the
 //! exact digits stay in `_source`; use `scaled_float(N)` to index them

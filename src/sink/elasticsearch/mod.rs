@@ -48,6 +48,9 @@ pub struct Elasticsearch {
     client: Client,
     /// Fields already in each alias's mapping.
     mapped: Mutex<HashMap<String, HashSet<String>>>,
+    /// The mapping each alias's index is created with (the read-model
+    /// file's), kept to re-create an index deleted behind our back.
+    mappings: Mutex<HashMap<String, serde_json::Value>>,
     /// Fields whose type Elasticsearch refused (a retyped column); logged once.
     refused: Mutex<HashSet<(String, String)>>,
     /// Bulk requests the pipeline may have in flight at once.
@@ -121,6 +124,7 @@ impl Elasticsearch {
         Ok(Elasticsearch {
             client: Client::new(url, Duration::from_secs(60))?,
             mapped: Mutex::default(),
+            mappings: Mutex::default(),
             refused: Mutex::default(),
             in_flight: 1,
             known: Mutex::default(),
@@ -180,6 +184,7 @@ impl Sink for Elasticsearch {
             if let Some(es) = &table.elasticsearch {
                 let body = mapping::index_mapping(es, &[]);
                 self.client.ensure_alias(&es.index, &body).await?;
+                self.mappings.lock().unwrap_or_else(|e| e.into_inner()).insert(es.index.clone(), body);
                 let fields = self.client.mapped_fields(&es.index).await?;
                 self.mapped
                     .lock()
@@ -193,7 +198,8 @@ impl Sink for Elasticsearch {
     /// Maps the fields the alias's mapping lacks. A field Elasticsearch
     /// refuses to map (already mapped with another type: the column was
     /// retyped) is left as it is; documents that conflict with it are
-    /// refused one by one and dead-lettered.
+    /// refused one by one and dead-lettered. An index found missing is
+    /// re-created with the read-model file's mapping plus these fields.
     async fn add_fields(&self, table: &TableMapping, target: &str, fields: &[NewField]) -> Result<(), SinkError> {
         let declared = table.elasticsearch.as_ref().map(|e| e.types.as_slice()).unwrap_or(&[]);
         let new: Vec<(String, serde_json::Value)> = {
@@ -217,7 +223,12 @@ impl Sink for Elasticsearch {
         if new.is_empty() {
             return Ok(());
         }
-        match self.client.put_mapping(target, &new).await {
+        let mut put = self.client.put_mapping(target, &new).await;
+        if let (Err(SinkError { kind: ErrorKind::NotFound, .. }), Some(es)) = (&put, &table.elasticsearch) {
+            self.recreate(target, &mapping::index_mapping(es, &new)).await?;
+            put = Ok(());
+        }
+        match put {
             Ok(()) => {
                 let mut mapped = self.mapped.lock().unwrap_or_else(|e| e.into_inner());
                 mapped.entry(target.to_string()).or_default().extend(new.into_iter().map(|(n, _)| n));
@@ -300,7 +311,14 @@ impl Elasticsearch {
             }
         }
         let ids: Vec<&str> = lookup.iter().map(|i| writes[*i].doc.id.as_str()).collect();
-        for (i, c) in lookup.iter().zip(self.client.current(target, &ids).await?) {
+        let stored = match self.client.current(target, &ids).await {
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                self.recreate_from_file(target).await?;
+                return Err(e);
+            }
+            other => other?,
+        };
+        for (i, c) in lookup.iter().zip(stored) {
             if let Some(c) = c {
                 current.insert(*i, c);
             }
@@ -345,23 +363,34 @@ impl Elasticsearch {
                 missing_alias |= matches!(&outcome, Outcome::Failed(e) if e.kind == ErrorKind::NotFound);
                 outcomes[*i] = Some(outcome);
             }
-            if missing_alias {
-                // The index is new: nothing remembered about it holds.
-                *known = KnownDocs::default();
-            }
         }
-        // Someone deleted the alias or index: recreate it before the retry
-        // (the pipeline then maps the fields again, typed as before).
         if missing_alias {
-            self.client
-                .ensure_alias(
-                    target,
-                    &serde_json::json!({"dynamic": false, "properties": {META_FIELD: mapping::meta_properties()}}),
-                )
-                .await?;
-            self.mapped.lock().unwrap_or_else(|e| e.into_inner()).remove(target);
+            self.recreate_from_file(target).await?;
         }
         Ok(conflicts)
+    }
+
+    /// Someone deleted the alias or index: re-creates it before the retry
+    /// with the mapping it was first created with, so the file's declared
+    /// types hold again (the pipeline then maps the other fields again,
+    /// typed as before).
+    async fn recreate_from_file(&self, target: &str) -> Result<(), SinkError> {
+        let body = self.mappings.lock().unwrap_or_else(|e| e.into_inner()).get(target).cloned();
+        let body = body.unwrap_or_else(
+            || serde_json::json!({"dynamic": false, "properties": {META_FIELD: mapping::meta_properties()}}),
+        );
+        self.recreate(target, &body).await
+    }
+
+    async fn recreate(&self, target: &str, body: &serde_json::Value) -> Result<(), SinkError> {
+        tracing::warn!(
+            alias = target,
+            "the index behind the alias is gone; re-creating it with the read model's mapping"
+        );
+        // The index is new: nothing remembered about it holds.
+        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = KnownDocs::default();
+        self.mapped.lock().unwrap_or_else(|e| e.into_inner()).remove(target);
+        self.client.ensure_alias(target, body).await
     }
 }
 
@@ -449,5 +478,33 @@ mod tests {
             kind(classify(429, Some(&json!({"type": "es_rejected_execution_exception"})))),
             Some(ErrorKind::Overloaded)
         );
+    }
+
+    /// Refusals that are not about the document are the sink being
+    /// unavailable: retried with the sink reported down, never dead-lettered.
+    #[test]
+    fn refusals_not_about_the_document_are_retried_with_the_sink_down() {
+        use crate::pipeline::retry::{Decision, decide};
+        let flood = json!({"type": "cluster_block_exception", "reason": "index [t] blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, index has read-only-allow-delete block]"});
+        let write_block = json!({"type": "cluster_block_exception", "reason": "index [t] blocked by: [FORBIDDEN/8/index write (api)]"});
+        let closed = json!({"type": "index_closed_exception", "reason": "closed"});
+        let security = json!({"type": "security_exception", "reason": "action [indices:data/write/bulk[s]] is unauthorized for user [projector]"});
+        let unauthenticated = json!({"type": "security_exception", "reason": "missing authentication credentials"});
+        for (status, error) in [
+            (429, Some(&flood)),
+            (403, Some(&write_block)),
+            (400, Some(&closed)),
+            (403, Some(&security)),
+            (401, Some(&unauthenticated)),
+            (401, None),
+            (403, None),
+        ] {
+            let outcome = classify(status, error);
+            let kind = kind(outcome.clone()).unwrap_or_else(|| panic!("{status} {error:?} is a failure"));
+            assert!(!kind.is_data(), "{status} {error:?} is not about the document: {outcome:?}");
+            assert_eq!(decide(kind), Decision::Retry { sink_down: true }, "{status} {error:?}");
+        }
+        assert_eq!(kind(classify(401, Some(&unauthenticated))), Some(ErrorKind::Permission));
+        assert_eq!(kind(classify(403, None)), Some(ErrorKind::Permission));
     }
 }
