@@ -248,6 +248,13 @@ async fn own_role(w: &World) -> (String, String) {
     (role.clone(), format!("{url} user={role}"))
 }
 
+/// Drops a role of [`own_role`] with what it owns (its mirror table), once
+/// projector has stopped.
+async fn drop_role(role: &str) {
+    let r = projector::sink::postgres::quote(role);
+    pg().await.batch_execute(&format!("DROP OWNED BY {r}; DROP ROLE {r}")).await.unwrap();
+}
+
 /// Waits until /health/ready answers 503 naming the PostgreSQL sink down
 /// for the error `sqlstate`, and checks nothing was dead-lettered meanwhile.
 async fn wait_postgres_down(p: &Projector, sqlstate: &str) {
@@ -328,6 +335,8 @@ async fn a_revoked_privilege_is_retried_with_the_sink_down_until_granted_back() 
     assert_eq!(live_fares(&table).await, fares(1..=20));
     assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 0.0);
     wait_for(CATCH_UP, "/health/ready 200 again", || async { p.ready().await.is_some_and(|(s, _)| s == 200) }).await;
+    drop(p);
+    drop_role(&role).await;
 }
 
 /// Issue 7 item 3.2: a read-only transaction (a database switched read-only,
@@ -354,4 +363,6 @@ async fn a_read_only_database_is_retried_with_the_sink_down_until_writable() {
     w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
     assert_eq!(live_fares(&table).await, fares(1..=20));
     assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 0.0);
+    drop(p);
+    drop_role(&role).await;
 }
