@@ -280,3 +280,43 @@ async fn the_demo_read_model_finds_trips_by_a_phrase_in_their_route() {
     let expect = live.values().filter(|d| d["Route"].as_str().is_some_and(|r| r.contains("Da Lat"))).count();
     assert_eq!(routes.len(), expect, "every live trip to Da Lat, and only those");
 }
+
+/// Issue 7 item 3.11: with a `key:` mapping the id comes from chosen
+/// columns, which Debezium does not treat as the key, so an update may
+/// change it. The document under the old id is removed (in every sink),
+/// whether the create and the update share a batch or not.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_that_changes_the_key_columns_removes_the_old_document_in_every_sink() {
+    let w = World::new("rekey", 1).await;
+    let table = format!("{}_trips", w.name);
+    w.set_model(&format!(
+        "read_model: {}\ntables:\n  - topic: {}\n    key: [TripId, Status]\n    elasticsearch: {{ index: {} }}\n    postgres: {{ table: {table} }}\n",
+        w.name,
+        w.db.trips.topic(),
+        w.indexes[0],
+    ));
+    let mut t = Timeline::default();
+    let mut event = |op, before: Option<(i32, i16)>, after: (i32, i16)| {
+        let at = t.commit(1);
+        let before = before.map(|(id, status)| trip(id, 1000, status));
+        w.db.trips.event(op, before.as_ref(), Some(&trip(after.0, 1000, after.1)), at, t.ts_ms, true)
+    };
+    // Trip 1 is created and re-keyed in one batch; trip 2 is re-keyed later.
+    let first = [event('c', None, (1, 1)), event('u', Some((1, 1)), (1, 2)), event('c', None, (2, 1))];
+    let later = [event('u', Some((2, 1)), (2, 3))];
+    w.produce(&first).await;
+    let _p = w.start(&w.group);
+    for sink in ["elasticsearch", "postgres"] {
+        w.wait_sink_caught_up(&w.group, sink, Duration::from_secs(120)).await;
+    }
+    w.produce(&later).await;
+    for sink in ["elasticsearch", "postgres"] {
+        w.wait_sink_caught_up(&w.group, sink, Duration::from_secs(120)).await;
+    }
+    let live = ["1|2".to_string(), "2|3".to_string()];
+    assert_eq!(w.docs(&w.indexes[0]).await.into_keys().collect::<Vec<_>>(), live, "Elasticsearch");
+    let sql =
+        format!("SELECT __id FROM {} ORDER BY 1", projector::sink::postgres::quote_table(&format!("{table}_live")));
+    let rows: Vec<String> = pg().await.query(&sql, &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(rows, live, "PostgreSQL");
+}

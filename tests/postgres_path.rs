@@ -270,3 +270,153 @@ async fn long_table_and_column_names_land_and_are_added_once() {
     let alters = log.lines().filter(|l| l.contains("added columns")).count();
     assert_eq!(alters, 1, "columns are added by the first batch only:\n{}", log_tail(&log, 40));
 }
+
+/// Trips `ids` created with fare `1000 + id` cents.
+fn creates(w: &World, t: &mut Timeline, ids: std::ops::RangeInclusive<i32>) -> Vec<projector::demo::sqlserver::Record> {
+    ids.map(|id| {
+        let at = t.commit(1);
+        w.db.trips.event('c', None, Some(&trip(id, 1000 + i128::from(id), 1)), at, t.ts_ms, true)
+    })
+    .collect()
+}
+
+fn fares(ids: std::ops::RangeInclusive<i32>) -> BTreeMap<String, i64> {
+    ids.map(|id| (id.to_string(), 1000 + i64::from(id))).collect()
+}
+
+/// A login role of this test's own (so revoking its privileges or making it
+/// read-only touches nobody else), with what projector needs to start:
+/// its tables in `public`, the migrations' history and `projector.progress`.
+/// Returns the role and a connection string for it.
+async fn own_role(w: &World) -> (String, String) {
+    let role = format!("{}_role", w.name);
+    let r = projector::sink::postgres::quote(&role);
+    pg().await
+        .batch_execute(&format!(
+            "CREATE ROLE {r} LOGIN; GRANT CREATE ON SCHEMA public TO {r}; GRANT SELECT ON public.refinery_schema_history TO {r};
+             GRANT USAGE ON SCHEMA projector TO {r}; GRANT SELECT, INSERT, UPDATE ON projector.progress TO {r}"
+        ))
+        .await
+        .unwrap();
+    let url = pg_url().split_whitespace().filter(|kv| !kv.starts_with("user=")).collect::<Vec<_>>().join(" ");
+    (role.clone(), format!("{url} user={role}"))
+}
+
+/// Drops a role of [`own_role`] with what it owns (its mirror table), once
+/// projector has stopped.
+async fn drop_role(role: &str) {
+    let r = projector::sink::postgres::quote(role);
+    pg().await.batch_execute(&format!("DROP OWNED BY {r}; DROP ROLE {r}")).await.unwrap();
+}
+
+/// Waits until /health/ready answers 503 naming the PostgreSQL sink down
+/// for the error `sqlstate`, and checks nothing was dead-lettered meanwhile.
+async fn wait_postgres_down(p: &Projector, sqlstate: &str) {
+    wait_for(CATCH_UP, &format!("/health/ready 503 with postgres down ({sqlstate})"), || async {
+        p.ready().await.is_some_and(|(status, body)| {
+            status == 503
+                && body["sinks"]["postgres"]["up"] == json!(false)
+                && body["sinks"]["postgres"]["detail"].as_str().is_some_and(|d| d.contains(&format!("({sqlstate})")))
+        })
+    })
+    .await;
+    assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 0.0, "the sink being wrong is never the data");
+}
+
+/// Issue 7 item 3.2: a mirror table dropped behind projector's back is the
+/// sink being wrong, not the data: it is re-created and every row lands.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_mirror_table_is_re_created_and_nothing_is_dead_lettered() {
+    let w = World::new("pgdrop", 1).await;
+    let table = format!("{}_trips", w.name);
+    w.set_model(&model(&w, &table, false));
+    let mut t = Timeline::default();
+    w.produce(&creates(&w, &mut t, 1..=10)).await;
+    let p = w.start(&w.group);
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    pg().await.batch_execute(&format!("DROP TABLE {} CASCADE", quote_table(&table))).await.unwrap();
+    w.produce(&creates(&w, &mut t, 11..=20)).await;
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    assert_eq!(live_fares(&table).await, fares(11..=20), "the re-created table holds every row written after the drop");
+    assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 0.0);
+}
+
+/// Issue 7 item 3.2: a dropped mirror column is added again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_mirror_column_is_added_again_and_nothing_is_dead_lettered() {
+    let w = World::new("pgdropcol", 1).await;
+    let table = format!("{}_trips", w.name);
+    w.set_model(&model(&w, &table, false));
+    let mut t = Timeline::default();
+    w.produce(&creates(&w, &mut t, 1..=10)).await;
+    let p = w.start(&w.group);
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    pg().await
+        .batch_execute(&format!("ALTER TABLE {} DROP COLUMN \"Fare\" CASCADE", quote_table(&table)))
+        .await
+        .unwrap();
+    w.produce(&creates(&w, &mut t, 11..=20)).await;
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    // Rows written before the drop lost their fares with the column.
+    let sql = format!(
+        "SELECT __id, (\"Fare\" * 100)::bigint FROM {} WHERE \"Fare\" IS NOT NULL",
+        quote_table(&format!("{table}_live"))
+    );
+    let landed: BTreeMap<String, i64> =
+        pg().await.query(&sql, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(landed, fares(11..=20), "every row written after the drop has its fare");
+    assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 0.0);
+}
+
+/// Issue 7 item 3.2: a missing privilege is retried with the sink reported
+/// down (never dead-lettered); granted back, every row lands.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_privilege_is_retried_with_the_sink_down_until_granted_back() {
+    let w = World::new("pgrevoke", 1).await;
+    let table = format!("{}_trips", w.name);
+    let (role, url) = own_role(&w).await;
+    w.set_model(&model(&w, &table, false));
+    let mut t = Timeline::default();
+    w.produce(&creates(&w, &mut t, 1..=10)).await;
+    let p = w.start_with(&w.group, &[("PROJECTOR_POSTGRES_URL", url.as_str())]);
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    let (t_q, r_q) = (quote_table(&table), projector::sink::postgres::quote(&role));
+    pg().await.batch_execute(&format!("REVOKE INSERT ON {t_q} FROM {r_q}")).await.unwrap();
+    w.produce(&creates(&w, &mut t, 11..=20)).await;
+    wait_postgres_down(&p, "42501").await;
+    pg().await.batch_execute(&format!("GRANT INSERT ON {t_q} TO {r_q}")).await.unwrap();
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    assert_eq!(live_fares(&table).await, fares(1..=20));
+    assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 0.0);
+    wait_for(CATCH_UP, "/health/ready 200 again", || async { p.ready().await.is_some_and(|(s, _)| s == 200) }).await;
+    drop(p);
+    drop_role(&role).await;
+}
+
+/// Issue 7 item 3.2: a read-only transaction (a database switched read-only,
+/// a failover to a replica) is the sink unavailable: retried, never
+/// dead-lettered; writable again, every row lands.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_database_is_retried_with_the_sink_down_until_writable() {
+    let w = World::new("pgreadonly", 1).await;
+    let table = format!("{}_trips", w.name);
+    let (role, url) = own_role(&w).await;
+    w.set_model(&model(&w, &table, false));
+    let mut t = Timeline::default();
+    w.produce(&creates(&w, &mut t, 1..=10)).await;
+    let p = w.start_with(&w.group, &[("PROJECTOR_POSTGRES_URL", url.as_str())]);
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    let r_q = projector::sink::postgres::quote(&role);
+    let db = pg().await;
+    // The setting applies to new sessions: end projector's so it reconnects read-only.
+    db.batch_execute(&format!("ALTER ROLE {r_q} SET default_transaction_read_only = on")).await.unwrap();
+    db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", &[&role]).await.unwrap();
+    w.produce(&creates(&w, &mut t, 11..=20)).await;
+    wait_postgres_down(&p, "25006").await;
+    db.batch_execute(&format!("ALTER ROLE {r_q} RESET default_transaction_read_only")).await.unwrap();
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    assert_eq!(live_fares(&table).await, fares(1..=20));
+    assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 0.0);
+    drop(p);
+    drop_role(&role).await;
+}

@@ -3,7 +3,9 @@
 //!
 //! The id comes from the key columns. A single-column key is its value as
 //! text; a composite key joins its parts with `|`, escaping `\` and `|`
-//! inside the parts so that two different keys never share an id.
+//! inside the parts so that two different keys never share an id. An update
+//! that changes a `key:` mapping's columns also retires the old id (see
+//! [`TableMapping::retired`]).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -120,6 +122,38 @@ impl TableMapping {
             key,
             body,
             source_types: event.types.clone(),
+        })
+    }
+
+    /// With a `key:` mapping an update may change the document id: the
+    /// chosen columns are not Debezium's key, so no `d` + `c` pair says so.
+    /// Then the document under the before-image's id must go: this is its
+    /// delete, at the update's position (so the same guard orders it), or
+    /// `None` when the id did not change or the before-image cannot tell
+    /// (absent, or a key column it does not carry).
+    pub fn retired(&self, event: &ChangeEvent, doc: &Document) -> Option<Document> {
+        let cols = self.key.as_ref()?;
+        let before = event.before.as_ref().filter(|_| event.after.is_some())?;
+        let mut key = Row::default();
+        for c in cols {
+            let v = before.get(c).or_else(|| event.key.get(c))?;
+            // Typed as the after-image was, so an unchanged key gives the same id.
+            let v = match self.source_types.iter().find(|(n, _)| n == c) {
+                Some((_, st)) => retyped(c, st, v).ok()?,
+                None => v.clone(),
+            };
+            key.columns.push((c.clone(), v));
+        }
+        let id = document_id(&key).ok().filter(|id| *id != doc.id)?;
+        Some(Document {
+            id,
+            position: doc.position.clone(),
+            op: Op::Delete,
+            source_ts_ms: doc.source_ts_ms,
+            lineage: doc.lineage.clone(),
+            key,
+            body: None,
+            source_types: doc.source_types.clone(),
         })
     }
 

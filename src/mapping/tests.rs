@@ -180,6 +180,33 @@ fn key_override_reads_the_row() {
 }
 
 #[test]
+fn an_update_that_changes_key_columns_retires_the_old_id_at_its_position() {
+    let m = parse(
+        "read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    key: [Code, TripId]\n    elasticsearch: { index: t }\n",
+    )
+    .unwrap();
+    let table = &m.tables[0];
+    let image = |code: &str| vec![("TripId", Value::Int(7)), ("Code", Value::String(code.into()))];
+    let mut moved = event(Op::Update, Some(image("SG")));
+    moved.before = event(Op::Update, Some(image("HN"))).after;
+    let doc = table.document(&moved).unwrap();
+    assert_eq!(doc.id, "SG|7");
+    let old = table.retired(&moved, &doc).expect("the key columns changed");
+    assert_eq!((old.id.as_str(), old.op, old.body.is_none()), ("HN|7", Op::Delete, true));
+    assert_eq!(old.position, doc.position, "guarded by the update's own position");
+    assert_eq!(old.key.get("Code"), Some(&Value::String("HN".into())), "the tombstone keeps its old key");
+
+    let mut same = event(Op::Update, Some(image("HN")));
+    same.before = same.after.clone();
+    assert!(table.retired(&same, &table.document(&same).unwrap()).is_none(), "key unchanged");
+    let created = event(Op::Create, Some(image("HN")));
+    assert!(table.retired(&created, &table.document(&created).unwrap()).is_none(), "no before-image");
+    let plain = parse("read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    elasticsearch: { index: t }\n").unwrap();
+    let doc = plain.tables[0].document(&moved).unwrap();
+    assert!(plain.tables[0].retired(&moved, &doc).is_none(), "Debezium's own key change is a d + c pair");
+}
+
+#[test]
 fn example_mappings_load_and_plan() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
     let mut n = 0;

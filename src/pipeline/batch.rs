@@ -31,6 +31,13 @@ impl Default for BatchLimits {
 #[derive(Debug)]
 pub enum Action {
     Write(Write),
+    /// An update that moved its document to a new id (a `key:` mapping's
+    /// columns changed): the old id's delete and the new id's write, each
+    /// written like any other.
+    Moved {
+        retired: Write,
+        write: Write,
+    },
     /// Nothing to write: a tombstone, a schema-change record, a table this
     /// sink does not take.
     Skip(&'static str),

@@ -282,7 +282,14 @@ impl<S: Sink> Pipeline<S> {
                             if let Some(body) = doc.body.as_mut().filter(|_| !excluded.is_empty()) {
                                 body.columns.retain(|(n, _)| !excluded.contains(n));
                             }
-                            Action::Write(Write { target: Arc::from(target), doc })
+                            let target: Arc<str> = Arc::from(target);
+                            match table.retired(&event, &doc) {
+                                Some(old) => Action::Moved {
+                                    retired: Write { target: target.clone(), doc: old },
+                                    write: Write { target, doc },
+                                },
+                                None => Action::Write(Write { target, doc }),
+                            }
                         }
                         Err(e) => Action::DeadLetter { stage: "mapping", kind: e.kind(), reason: e.to_string() },
                     },

@@ -126,6 +126,10 @@ impl<S: Sink> Writer<S> {
             let record = sorted.records.len();
             match item.action {
                 Action::Write(write) => sorted.writes.push(Pending { write, record }),
+                Action::Moved { retired, write } => {
+                    sorted.writes.push(Pending { write: retired, record });
+                    sorted.writes.push(Pending { write, record });
+                }
                 Action::Skip(why) => {
                     skipped.add(&item.record.lineage.topic, "-", "skipped");
                     tracing::trace!(record = %item.record.lineage, why, "skipped");
