@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::decode::Value;
 use crate::sink::Write;
+use crate::source::consumer::Revoked;
 use crate::source::{PartitionOffset, SourceRecord};
 
 /// Limits that close a batch.
@@ -95,12 +96,12 @@ impl Batch {
         std::mem::take(self)
     }
 
-    /// Drops the items of partitions this member no longer owns; their new
-    /// owner reads them again from the last committed offset.
-    pub fn drop_partitions(&mut self, revoked: &[(String, i32)]) -> usize {
+    /// Drops the items received under the assignments these revokes ended;
+    /// the partition's owner reads them again from the last committed offset.
+    /// Items received under a later assignment of the same partition stay.
+    pub fn drop_partitions(&mut self, revoked: &[Revoked]) -> usize {
         let before = self.items.len();
-        self.items
-            .retain(|i| !revoked.iter().any(|(t, p)| *t == i.record.lineage.topic && *p == i.record.lineage.partition));
+        self.items.retain(|i| !revoked.iter().any(|r| r.covers(&i.record)));
         self.bytes = self.items.iter().map(|i| i.record.size_bytes()).sum();
         if self.items.is_empty() {
             self.opened = None;
@@ -179,6 +180,7 @@ mod tests {
             value: Some(vec![0; 10]),
             headers: vec![],
             timestamp_ms: None,
+            generation: 0,
         }
     }
 
@@ -211,14 +213,29 @@ mod tests {
         assert_eq!(b.next_offsets(), vec![offset("a", 0, 8), offset("a", 1, 10)]);
     }
 
+    fn revoked(topic: &str, partition: i32, generation: u64) -> Revoked {
+        Revoked { topic: topic.into(), partition, generation }
+    }
+
     #[test]
     fn revoked_partitions_are_dropped() {
         let mut b = Batch::default();
         for (p, o) in [(0, 5), (1, 9), (0, 6)] {
             b.push(Item { record: record("a", p, o), action: Action::Skip("test") });
         }
-        assert_eq!(b.drop_partitions(&[("a".into(), 0)]), 2);
+        assert_eq!(b.drop_partitions(&[revoked("a", 0, 0)]), 2);
         assert_eq!(b.next_offsets(), vec![offset("a", 1, 10)]);
+    }
+
+    #[test]
+    fn a_revoke_drops_only_the_records_of_the_assignment_it_ended() {
+        let mut b = Batch::default();
+        for (generation, o) in [(1, 5), (1, 6), (2, 5), (2, 6)] {
+            b.push(Item { record: SourceRecord { generation, ..record("a", 0, o) }, action: Action::Skip("test") });
+        }
+        assert_eq!(b.drop_partitions(&[revoked("a", 0, 1)]), 2);
+        assert!(b.items.iter().all(|i| i.record.generation == 2), "the re-assignment's records stay");
+        assert_eq!(b.next_offsets(), vec![offset("a", 0, 7)]);
     }
 
     #[test]
