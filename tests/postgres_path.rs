@@ -420,3 +420,56 @@ async fn a_read_only_database_is_retried_with_the_sink_down_until_writable() {
     drop(p);
     drop_role(&role).await;
 }
+
+/// Fares (cents) and notes of a table's live rows, by id.
+async fn live_notes(table: &str) -> BTreeMap<String, (i64, Option<String>)> {
+    let sql = format!(
+        "SELECT __id, (\"Fare\" * 100)::bigint, \"Note\" FROM {} ORDER BY 1",
+        quote_table(&format!("{table}_live"))
+    );
+    pg().await.query(&sql, &[]).await.unwrap().iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lob_left_out_of_an_update_keeps_the_value_set_earlier_in_the_same_batch() {
+    let w = World::new("pglobbatch", 1).await;
+    let table = format!("{}_trips", w.name);
+    w.set_model(&model(&w, &table, false));
+    let mut t = Timeline::default();
+    let mut created = trip(1, 1000, 1);
+    created[7].1 = json!("a long nvarchar(max) note");
+    let at = t.commit(1);
+    let mut records = vec![w.db.trips.event('c', None, Some(&created), at, t.ts_ms, true)];
+    let mut updated = trip(1, 1250, 1);
+    updated[7].1 = json!("__debezium_unavailable_value");
+    let at = t.commit(2);
+    records.push(w.db.trips.event('u', Some(&created), Some(&updated), at, t.ts_ms, true));
+    w.produce(&records).await;
+    // A long linger puts both events in one batch, collapsed to one write.
+    let _p = w.start_with(&w.group, &[("PROJECTOR_LINGER_MS", "3000")]);
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    let rows = live_notes(&table).await;
+    assert_eq!(rows["1"], (1250, Some("a long nvarchar(max) note".to_string())), "the update applied, the LOB kept");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_update_leaves_the_good_create_before_it_in_the_batch_applied() {
+    let w = World::new("pgrefnew", 1).await;
+    let table = format!("{}_trips", w.name);
+    w.set_model(&model(&w, &table, false));
+    let mut t = Timeline::default();
+    let created = trip(1, 1000, 1);
+    let at = t.commit(1);
+    let mut records = vec![w.db.trips.event('c', None, Some(&created), at, t.ts_ms, true)];
+    // 10^13 does not fit Fare's numeric(12,2): PostgreSQL refuses the row.
+    let too_big = trip(1, 1_000_000_000_000_000, 1);
+    let at = t.commit(2);
+    records.push(w.db.trips.event('u', Some(&created), Some(&too_big), at, t.ts_ms, true));
+    w.produce(&records).await;
+    let p = w.start_with(&w.group, &[("PROJECTOR_LINGER_MS", "3000")]);
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    assert_eq!(live_fares(&table).await, BTreeMap::from([("1".to_string(), 1000)]), "the create's row exists");
+    let letters = dead_letters(&format!("projector.{}.dlq", w.name), 1).await;
+    assert_eq!(letters.keys().collect::<Vec<_>>(), vec![&(w.db.trips.topic(), 1)], "the update is dead-lettered");
+    assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 1.0);
+}

@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
         value,
         headers: Vec::new(),
         timestamp_ms: None,
+        generation: 0,
     };
     match decode(&record, &DecodeOptions::default()) {
         Ok(Decoded::Change(event)) => {

@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
         value: Some(data.to_vec()),
         headers: Vec::new(),
         timestamp_ms: Some(1_782_000_000_000),
+        generation: 0,
     };
     match decode(&record, &DecodeOptions::default()) {
         // Walk what came out, as the pipeline would (Debug reaches every value).

@@ -105,6 +105,7 @@ fuzz_target!(|data: &[u8]| {
         value,
         headers: Vec::new(),
         timestamp_ms: None,
+        generation: 0,
     };
     let Ok(Decoded::Change(event)) = decode(&record, &DecodeOptions::default()) else { return };
     let Some(table) = model().table(TOPIC) else { return };

@@ -254,6 +254,7 @@ pub fn decode_and_map_stream(prefix: &'static str, n: usize, keep: usize) -> any
                 value: r.value,
                 headers: Vec::new(),
                 timestamp_ms: None,
+                generation: 0,
             })
             .collect();
         let started = probe::thread_cpu_seconds();

@@ -259,6 +259,7 @@ mod tests {
             value,
             headers: vec![],
             timestamp_ms: None,
+            generation: 0,
         }
     }
 

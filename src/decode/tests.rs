@@ -11,6 +11,7 @@ fn source_record(r: &Record, offset: i64) -> SourceRecord {
         value: r.value.clone(),
         headers: vec![],
         timestamp_ms: None,
+        generation: 0,
     }
 }
 
@@ -21,6 +22,7 @@ fn raw(topic: &str, key: Option<&str>, value: Option<&str>) -> SourceRecord {
         value: value.map(|v| v.as_bytes().to_vec()),
         headers: vec![],
         timestamp_ms: None,
+        generation: 0,
     }
 }
 
@@ -353,6 +355,7 @@ fn real_fixture(name: &str) -> SourceRecord {
         value: (!f["value"].is_null()).then(|| serde_json::to_vec(&f["value"]).unwrap()),
         headers: vec![],
         timestamp_ms: None,
+        generation: 0,
     }
 }
 

@@ -10,7 +10,9 @@
 use foldhash::{HashMap, HashMapExt};
 use std::time::{Duration, Instant};
 
+use crate::decode::Value;
 use crate::sink::Write;
+use crate::source::consumer::Revoked;
 use crate::source::{PartitionOffset, SourceRecord};
 
 /// Limits that close a batch.
@@ -101,12 +103,12 @@ impl Batch {
         std::mem::take(self)
     }
 
-    /// Drops the items of partitions this member no longer owns; their new
-    /// owner reads them again from the last committed offset.
-    pub fn drop_partitions(&mut self, revoked: &[(String, i32)]) -> usize {
+    /// Drops the items received under the assignments these revokes ended;
+    /// the partition's owner reads them again from the last committed offset.
+    /// Items received under a later assignment of the same partition stay.
+    pub fn drop_partitions(&mut self, revoked: &[Revoked]) -> usize {
         let before = self.items.len();
-        self.items
-            .retain(|i| !revoked.iter().any(|(t, p)| *t == i.record.lineage.topic && *p == i.record.lineage.partition));
+        self.items.retain(|i| !revoked.iter().any(|r| r.covers(&i.record)));
         self.bytes = self.items.iter().map(|i| i.record.size_bytes()).sum();
         if self.items.is_empty() {
             self.opened = None;
@@ -131,23 +133,44 @@ impl Batch {
     }
 }
 
-/// Picks, for each (target, id), the write with the highest source position.
-/// Returns the indexes (into `writes`) of the winners; the others are
-/// superseded within the batch and need no request.
-pub fn newest_per_key(writes: &[&Write]) -> Vec<usize> {
-    let mut best: HashMap<(&str, &str), usize> = HashMap::with_capacity(writes.len());
+/// Groups the writes by (target, id): each group lists the indexes (into
+/// `writes`) of one key's writes, newest source position first (the earlier
+/// of two at the same position first, as it arrived first). Groups come in
+/// the order of their newest write's index. Only a group's first write needs
+/// a request; the others stand by in case the sink refuses it, and lend it
+/// the values it lacks (see [`fill_unavailable`]).
+pub fn per_key_newest_first(writes: &[&Write]) -> Vec<Vec<usize>> {
+    let mut groups: HashMap<(&str, &str), Vec<usize>> = HashMap::with_capacity(writes.len());
     for (i, w) in writes.iter().enumerate() {
-        best.entry((&w.target, &w.doc.id))
-            .and_modify(|b| {
-                if writes[*b].doc.position < w.doc.position {
-                    *b = i;
-                }
-            })
-            .or_insert(i);
+        groups.entry((&w.target, &w.doc.id)).or_default().push(i);
     }
-    let mut winners: Vec<usize> = best.into_values().collect();
-    winners.sort_unstable();
-    winners
+    let mut groups: Vec<Vec<usize>> = groups
+        .into_values()
+        .map(|mut g| {
+            g.sort_by(|a, b| writes[*b].doc.position.cmp(&writes[*a].doc.position).then(a.cmp(b)));
+            g
+        })
+        .collect();
+    groups.sort_unstable_by_key(|g| g[0]);
+    groups
+}
+
+/// Gives `newest` the values of its unavailable columns (a LOB or TOAST
+/// column the connector did not capture) from `earlier`, the older writes of
+/// the same key, newest first: the sink would otherwise keep its stored value,
+/// which is older than the one this batch carried. A delete among them ends
+/// the search, since what was before it no longer exists.
+pub fn fill_unavailable(newest: &mut Write, earlier: &[&Write]) {
+    let Some(body) = newest.doc.body.as_mut() else { return };
+    for (name, value) in body.columns.iter_mut().filter(|(_, v)| matches!(v, Value::Unavailable)) {
+        let found = earlier
+            .iter()
+            .map_while(|w| w.doc.body.as_ref())
+            .find_map(|b| b.get(name).filter(|v| !matches!(v, Value::Unavailable)));
+        if let Some(v) = found {
+            *value = v.clone();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -164,6 +187,7 @@ mod tests {
             value: Some(vec![0; 10]),
             headers: vec![],
             timestamp_ms: None,
+            generation: 0,
         }
     }
 
@@ -196,21 +220,62 @@ mod tests {
         assert_eq!(b.next_offsets(), vec![offset("a", 0, 8), offset("a", 1, 10)]);
     }
 
+    fn revoked(topic: &str, partition: i32, generation: u64) -> Revoked {
+        Revoked { topic: topic.into(), partition, generation }
+    }
+
     #[test]
     fn revoked_partitions_are_dropped() {
         let mut b = Batch::default();
         for (p, o) in [(0, 5), (1, 9), (0, 6)] {
             b.push(Item { record: record("a", p, o), action: Action::Skip("test") });
         }
-        assert_eq!(b.drop_partitions(&[("a".into(), 0)]), 2);
+        assert_eq!(b.drop_partitions(&[revoked("a", 0, 0)]), 2);
         assert_eq!(b.next_offsets(), vec![offset("a", 1, 10)]);
     }
 
     #[test]
-    fn newest_write_per_key_wins_regardless_of_arrival_order() {
+    fn a_revoke_drops_only_the_records_of_the_assignment_it_ended() {
+        let mut b = Batch::default();
+        for (generation, o) in [(1, 5), (1, 6), (2, 5), (2, 6)] {
+            b.push(Item { record: SourceRecord { generation, ..record("a", 0, o) }, action: Action::Skip("test") });
+        }
+        assert_eq!(b.drop_partitions(&[revoked("a", 0, 1)]), 2);
+        assert!(b.items.iter().all(|i| i.record.generation == 2), "the re-assignment's records stay");
+        assert_eq!(b.next_offsets(), vec![offset("a", 0, 7)]);
+    }
+
+    #[test]
+    fn newest_write_per_key_comes_first_regardless_of_arrival_order() {
         let w = [write("1", "0003"), write("2", "0001"), write("1", "0005"), write("1", "0004")];
         let refs: Vec<&Write> = w.iter().collect();
-        assert_eq!(newest_per_key(&refs), vec![1, 2]);
+        assert_eq!(per_key_newest_first(&refs), vec![vec![1], vec![2, 3, 0]]);
+    }
+
+    fn with_note(mut w: Write, note: Option<Value>) -> Write {
+        w.doc.body = note.map(|n| Row { columns: vec![("Fare".into(), Value::Int(1)), ("Note".into(), n)] });
+        w
+    }
+
+    #[test]
+    fn an_unavailable_value_is_taken_from_the_newest_earlier_write_that_carried_it() {
+        let c = with_note(write("1", "0001"), Some(Value::String("from c".into())));
+        let u1 = with_note(write("1", "0002"), Some(Value::String("from u1".into())));
+        let u2 = with_note(write("1", "0003"), Some(Value::Unavailable));
+        let mut newest = with_note(write("1", "0004"), Some(Value::Unavailable));
+        fill_unavailable(&mut newest, &[&u2, &u1, &c]);
+        let body = newest.doc.body.unwrap();
+        assert_eq!(body.get("Note"), Some(&Value::String("from u1".into())));
+        assert_eq!(body.get("Fare"), Some(&Value::Int(1)), "captured values are the newest's own");
+    }
+
+    #[test]
+    fn a_delete_in_between_leaves_an_unavailable_value_unavailable() {
+        let c = with_note(write("1", "0001"), Some(Value::String("before the delete".into())));
+        let d = with_note(write("1", "0002"), None);
+        let mut newest = with_note(write("1", "0003"), Some(Value::Unavailable));
+        fill_unavailable(&mut newest, &[&d, &c]);
+        assert_eq!(newest.doc.body.unwrap().get("Note"), Some(&Value::Unavailable));
     }
 
     #[test]

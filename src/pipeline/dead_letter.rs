@@ -229,6 +229,7 @@ mod tests {
             value: Some(vec![b'v'; value]),
             headers: vec![],
             timestamp_ms: None,
+            generation: 0,
         }
     }
 

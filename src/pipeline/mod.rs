@@ -124,7 +124,7 @@ impl<S: Sink> Pipeline<S> {
             let revoked = self.group.take_revoked();
             if !revoked.is_empty() {
                 let dropped = batch.drop_partitions(&revoked);
-                held.retain(|r| !revoked.iter().any(|(t, p)| *t == r.lineage.topic && *p == r.lineage.partition));
+                held.retain(|r| !revoked.iter().any(|rev| rev.covers(r)));
                 tracing::info!(sink = name, dropped, "dropped buffered records of revoked partitions");
             }
             if self.group.rebalanced() && paused {

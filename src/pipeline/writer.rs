@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::batch::{Action, Batch, newest_per_key};
+use super::batch::{Action, Batch, fill_unavailable, per_key_newest_first};
 use super::dead_letter::{DeadLetters, Reason};
 use super::fields::KnownFields;
 use super::isolate::TargetCall;
@@ -38,28 +38,60 @@ struct Pending {
     record: usize,
 }
 
+/// The newest write of one key in the batch, and the older ones standing by,
+/// newest first: if the sink refuses the newest for its data, the next one
+/// is applied instead, so a bad update does not cost the good create before it.
+struct Newest {
+    pending: Pending,
+    standby: Vec<Pending>,
+}
+
+impl Newest {
+    /// The newest of `group` (newest first), its unavailable values filled
+    /// from the others.
+    fn of(mut group: Vec<Pending>) -> Option<Newest> {
+        if group.is_empty() {
+            return None;
+        }
+        let mut pending = group.remove(0);
+        let earlier: Vec<&Write> = group.iter().map(|p| &p.write).collect();
+        fill_unavailable(&mut pending.write, &earlier);
+        Some(Newest { pending, standby: group })
+    }
+}
+
 /// One target's writes; `records[i]` is the index of the record `writes[i]`
-/// came from (kept apart so the writes go to the sink as one slice).
+/// came from and `standby[i]` the older writes of its key (kept apart so the
+/// writes go to the sink as one slice).
+#[derive(Default)]
 struct Share {
     target: Arc<str>,
     writes: Vec<Write>,
     records: Vec<usize>,
+    standby: Vec<Vec<Pending>>,
+}
+
+impl Share {
+    fn push(&mut self, newest: Newest) {
+        self.writes.push(newest.pending.write);
+        self.records.push(newest.pending.record);
+        self.standby.push(newest.standby);
+    }
 }
 
 impl Share {
     /// Groups writes by target, targets in first-seen order.
-    fn by_target(pending: Vec<Pending>) -> Vec<Share> {
+    fn by_target(pending: Vec<Newest>) -> Vec<Share> {
         let mut shares: Vec<Share> = Vec::new();
         for p in pending {
-            let share = match shares.iter().position(|s| s.target == p.write.target) {
-                Some(i) => &mut shares[i],
+            let i = match shares.iter().position(|s| s.target == p.pending.write.target) {
+                Some(i) => i,
                 None => {
-                    shares.push(Share { target: p.write.target.clone(), writes: vec![], records: vec![] });
-                    shares.last_mut().expect("just pushed")
+                    shares.push(Share { target: p.pending.write.target.clone(), ..Share::default() });
+                    shares.len() - 1
                 }
             };
-            share.writes.push(p.write);
-            share.records.push(p.record);
+            shares[i].push(p);
         }
         shares
     }
@@ -144,16 +176,21 @@ impl<S: Sink> Writer<S> {
         sorted
     }
 
-    /// Within a batch only the newest write per key matters.
-    fn collapse(&self, writes: Vec<Pending>) -> Vec<Pending> {
+    /// Within a batch only the newest write per key is sent, carrying the
+    /// values it lacks from the older ones, which stand by in case the sink
+    /// refuses it.
+    fn collapse(&self, writes: Vec<Pending>) -> Vec<Newest> {
         let refs: Vec<&Write> = writes.iter().map(|p| &p.write).collect();
-        let winners = newest_per_key(&refs);
-        let superseded = writes.len() - winners.len();
+        let groups = per_key_newest_first(&refs);
+        let superseded = writes.len() - groups.len();
         if superseded > 0 {
             metrics::counter!("projector_events_total", "sink" => self.sink.name(), "topic" => "*", "op" => "-", "outcome" => "superseded").increment(superseded as u64);
         }
-        let mut winners = winners.into_iter().peekable();
-        writes.into_iter().enumerate().filter(|(pos, _)| winners.next_if_eq(pos).is_some()).map(|(_, p)| p).collect()
+        let mut slots: Vec<Option<Pending>> = writes.into_iter().map(Some).collect();
+        groups
+            .into_iter()
+            .filter_map(|g| Newest::of(g.into_iter().filter_map(|i| slots.get_mut(i).and_then(Option::take)).collect()))
+            .collect()
     }
 
     /// Applies the writes, one target at a time, until each is applied,
@@ -161,7 +198,7 @@ impl<S: Sink> Writer<S> {
     /// timestamp applied.
     async fn apply(
         &self,
-        pending: Vec<Pending>,
+        pending: Vec<Newest>,
         offsets: &[PartitionOffset],
         records: &[SourceRecord],
         dead: &mut Vec<DeadLetter>,
@@ -206,10 +243,11 @@ impl<S: Sink> Writer<S> {
             metrics::histogram!("projector_sink_request_seconds", "sink" => name)
                 .record(started.elapsed().as_secs_f64());
             self.health.sink_up(name);
-            let mut again = Share { target: share.target.clone(), writes: vec![], records: vec![] };
+            let mut again = Share { target: share.target.clone(), ..Share::default() };
             let mut last_failure = None;
             let mut tally = EventTally::default();
-            for ((w, record), outcome) in share.writes.into_iter().zip(share.records).zip(outcomes) {
+            let items = share.writes.into_iter().zip(share.records).zip(share.standby);
+            for (((w, record), standby), outcome) in items.zip(outcomes) {
                 tally.add(&w.doc.lineage.topic, w.doc.op.as_str(), label(&outcome));
                 match outcome {
                     Outcome::Applied => {
@@ -221,20 +259,25 @@ impl<S: Sink> Writer<S> {
                     }
                     Outcome::Stale => tracing::debug!(record = %w.doc.lineage, id = %w.doc.id, "stale event ignored"),
                     Outcome::Failed(e) => match retry::decide(e.kind) {
-                        Decision::DeadLetter => dead.push(DeadLetter {
-                            record,
-                            reason: Reason {
-                                stage: "sink",
-                                kind: "rejected",
-                                message: format!(
-                                    "{}: document {:?} refused by {} target {} ({}): {}",
-                                    records[record].lineage, w.doc.id, name, share.target, e.kind, e.message
-                                ),
-                            },
-                        }),
+                        Decision::DeadLetter => {
+                            dead.push(DeadLetter {
+                                record,
+                                reason: Reason {
+                                    stage: "sink",
+                                    kind: "rejected",
+                                    message: format!(
+                                        "{}: document {:?} refused by {} target {} ({}): {}",
+                                        records[record].lineage, w.doc.id, name, share.target, e.kind, e.message
+                                    ),
+                                },
+                            });
+                            // The next newest write of the key is now the newest valid one.
+                            if let Some(next) = Newest::of(standby) {
+                                again.push(next);
+                            }
+                        }
                         Decision::Retry { .. } => {
-                            again.writes.push(w);
-                            again.records.push(record);
+                            again.push(Newest { pending: Pending { write: w, record }, standby });
                             last_failure = Some(e);
                         }
                     },

@@ -12,7 +12,13 @@
 //! - On revoke the [`GroupContext`] records the partitions; the pipeline drops
 //!   what it had buffered for them. Their new owner reads them again from the
 //!   last commit; the sinks' position guard makes that replay harmless.
+//!   The pipeline learns of a revoke only between polls, and by then the
+//!   partition may be assigned to this member again and already fetched from:
+//!   each assignment of a partition bumps its generation, every record is
+//!   stamped with its partition's generation when received, and a revoke
+//!   drops only the records of the generations it ended.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -25,12 +31,65 @@ use rdkafka::{ClientContext, TopicPartitionList as Tpl};
 
 use super::{Lineage, PartitionBacklog, PartitionOffset, SourceRecord};
 
+/// A partition taken from this member: the records it received for it up to
+/// `generation` are no longer its to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revoked {
+    pub topic: String,
+    pub partition: i32,
+    /// The generation of the assignment that the revoke ended.
+    pub generation: u64,
+}
+
+impl Revoked {
+    /// Whether `record` was received under the ended assignment (or before).
+    pub fn covers(&self, record: &SourceRecord) -> bool {
+        record.lineage.partition == self.partition
+            && record.lineage.topic == self.topic
+            && record.generation <= self.generation
+    }
+}
+
 /// Rebalance bookkeeping shared between librdkafka's callbacks and the pipeline.
 #[derive(Default)]
 pub struct GroupContext {
-    revoked: Mutex<Vec<(String, i32)>>,
+    revoked: Mutex<Vec<Revoked>>,
+    /// The generation of each partition's latest assignment.
+    generations: Mutex<HashMap<(String, i32), u64>>,
     rebalances: AtomicU64,
     member: String,
+}
+
+impl GroupContext {
+    /// Books a new assignment of these partitions.
+    pub fn assigned(&self, parts: &[(String, i32)]) {
+        let mut generations = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+        for p in parts {
+            *generations.entry(p.clone()).or_insert(0) += 1;
+        }
+    }
+
+    /// Books the revoke of these partitions, ending their current generation.
+    pub fn revoked(&self, parts: &[(String, i32)]) {
+        let generations = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+        let ended = parts.iter().map(|(topic, partition)| Revoked {
+            topic: topic.clone(),
+            partition: *partition,
+            generation: generations.get(&(topic.clone(), *partition)).copied().unwrap_or(0),
+        });
+        self.revoked.lock().unwrap_or_else(|e| e.into_inner()).extend(ended);
+    }
+
+    /// The generation a record of this partition received now belongs to.
+    pub fn generation(&self, topic: &str, partition: i32) -> u64 {
+        let generations = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+        generations.get(&(topic.to_string(), partition)).copied().unwrap_or(0)
+    }
+
+    /// Partitions revoked since the last call.
+    pub fn take_revoked(&self) -> Vec<Revoked> {
+        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 impl ClientContext for GroupContext {}
@@ -40,7 +99,7 @@ impl ConsumerContext for GroupContext {
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts = partitions(tpl);
             tracing::info!(member = %self.member, partitions = ?parts, "partitions revoked");
-            self.revoked.lock().unwrap_or_else(|e| e.into_inner()).extend(parts);
+            self.revoked(&parts);
         }
     }
 
@@ -48,7 +107,9 @@ impl ConsumerContext for GroupContext {
         self.rebalances.fetch_add(1, Ordering::SeqCst);
         match rebalance {
             Rebalance::Assign(tpl) => {
-                tracing::info!(member = %self.member, partitions = ?partitions(tpl), "partitions assigned")
+                let parts = partitions(tpl);
+                self.assigned(&parts);
+                tracing::info!(member = %self.member, partitions = ?parts, "partitions assigned")
             }
             Rebalance::Error(e) => tracing::warn!(member = %self.member, error = %e, "rebalance error"),
             Rebalance::Revoke(_) => {}
@@ -145,13 +206,14 @@ impl ConsumerGroup {
                     .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
                     .unwrap_or_default(),
                 timestamp_ms: m.timestamp().to_millis(),
+                generation: self.consumer.context().generation(m.topic(), m.partition()),
             })),
         }
     }
 
     /// Partitions revoked since the last call.
-    pub fn take_revoked(&self) -> Vec<(String, i32)> {
-        std::mem::take(&mut *self.consumer.context().revoked.lock().unwrap_or_else(|e| e.into_inner()))
+    pub fn take_revoked(&self) -> Vec<Revoked> {
+        self.consumer.context().take_revoked()
     }
 
     /// True once per rebalance that happened since the last call.
@@ -284,4 +346,44 @@ pub fn group_lag(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::batch::{Action, Batch, Item};
+
+    /// A record as `ConsumerGroup::next` builds it: stamped with the
+    /// generation its partition has when it is received.
+    fn received(ctx: &GroupContext, offset: i64) -> Item {
+        let record = SourceRecord {
+            lineage: Lineage { topic: "t".into(), partition: 0, offset },
+            key: None,
+            value: Some(vec![1]),
+            headers: vec![],
+            timestamp_ms: None,
+            generation: ctx.generation("t", 0),
+        };
+        Item { record, action: Action::Skip("test") }
+    }
+
+    #[test]
+    fn a_partition_revoked_and_assigned_again_within_one_poll_keeps_what_the_new_assignment_fetched() {
+        let ctx = GroupContext::default();
+        let part = [("t".to_string(), 0)];
+        let mut batch = Batch::default();
+        ctx.assigned(&part);
+        batch.push(received(&ctx, 10));
+        // Both callbacks run inside one poll; the pipeline sees the revoke
+        // only afterwards, once the new assignment has already delivered.
+        ctx.revoked(&part);
+        ctx.assigned(&part);
+        batch.push(received(&ctx, 10));
+        batch.push(received(&ctx, 11));
+        assert_eq!(batch.drop_partitions(&ctx.take_revoked()), 1, "only the old assignment's record");
+        let kept: Vec<(i64, u64)> =
+            batch.items.iter().map(|i| (i.record.lineage.offset, i.record.generation)).collect();
+        assert_eq!(kept, vec![(10, 2), (11, 2)]);
+        assert!(ctx.take_revoked().is_empty(), "a revoke is handed over once");
+    }
 }

@@ -28,6 +28,10 @@ pub struct SourceRecord {
     pub headers: Vec<(String, Option<Vec<u8>>)>,
     /// Broker/producer timestamp in ms, used for append-to-ack latency.
     pub timestamp_ms: Option<i64>,
+    /// Which assignment of its partition this member received it under
+    /// (see [`crate::source::consumer::Revoked`]): a partition revoked and
+    /// assigned again within one poll must keep what the new assignment fetched.
+    pub generation: u64,
 }
 
 impl SourceRecord {

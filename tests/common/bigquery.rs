@@ -72,6 +72,7 @@ impl Bq {
                 value: r.value.clone(),
                 headers: vec![],
                 timestamp_ms: None,
+                generation: 0,
             };
             let Decoded::Change(ev) = decode(&rec, &DecodeOptions::default()).unwrap() else { continue };
             let table = self.model.table(&r.topic).unwrap();
