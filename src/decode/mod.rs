@@ -186,6 +186,9 @@ pub enum SchemasEnable {
     False,
 }
 
+/// A row struct's fields and their Connect types, shared by every event of a schema.
+type RowFields = Arc<[(String, FieldType)]>;
+
 /// The Connect schema of a JSON value, with what decoding needs from it.
 #[derive(Debug)]
 pub struct ValueSchema {
@@ -467,7 +470,7 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
         .map_err(|source| DecodeError::Position { lineage: lineage.clone(), source })?;
     let source_ts_ms = source.get("ts_ms").and_then(Json::as_i64);
 
-    let (row_schema, required): (Option<Arc<[(String, FieldType)]>>, _) = match (&schema, &opts.history) {
+    let (row_schema, required): (Option<RowFields>, _) = match (&schema, &opts.history) {
         (Some(s), _) => (s.row.as_ref().map(|r| r.fields.clone()), s.row.as_ref().map(|r| &r.required)),
         (None, Some(history)) => (Some(Arc::from(history_row_schema(history, lineage, &payload)?)), None),
         (None, None) => (None, None),

@@ -464,7 +464,7 @@ fn cached_schema_path_still_reports_bad_payloads_and_other_layouts() {
     let text = String::from_utf8(good.value.clone().unwrap()).unwrap();
     // Same schema, truncated payload: an invalid-JSON error, not a panic or a wrong row.
     let mut bad = good.clone();
-    bad.value = Some(text[..text.len() - 40].as_bytes().to_vec());
+    bad.value = Some(text.as_bytes()[..text.len() - 40].to_vec());
     assert!(matches!(decode(&bad, &opts), Err(DecodeError::InvalidJson { .. })));
     // Same content, pretty-printed: not the compact layout, decoded the slow way.
     let mut pretty = good.clone();
@@ -766,9 +766,8 @@ fn with_key(r: &SourceRecord, key: &Json) -> SourceRecord {
 /// Decodes `r` on the fast path (cache warmed by `warm`) and on the general
 /// path, checks that both refuse it with the same error, and returns its kind.
 fn refused_kind(warm: &SourceRecord, r: &SourceRecord) -> &'static str {
-    match fast_and_general_agree(warm, r) {
-        Ok(ev) => panic!("a record that breaks its schema was decoded: {ev:?}"),
-        Err(_) => {}
+    if let Ok(ev) = fast_and_general_agree(warm, r) {
+        panic!("a record that breaks its schema was decoded: {ev:?}")
     }
     let err = decode(r, &DecodeOptions::default()).unwrap_err();
     assert!(err.to_string().starts_with(&format!("{}: ", r.lineage)), "{err}");
