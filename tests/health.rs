@@ -69,9 +69,11 @@ async fn a_record_stuck_retrying_shows_its_sink_down_naming_it_until_it_lands() 
     let r = http().put(&settings).json(&json!({"index.blocks.write": true})).send().await.unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     let at = t.commit(1);
+    // The clock starts before the record exists: projector may take and fail
+    // it before `produce` returns, so a later start could read under 3 s.
+    let started = Instant::now();
     w.produce(&[w.db.trips.event('c', None, Some(&trip(2, 2000, 1)), at, t.ts_ms, true)]).await;
     let stuck = format!("{trips}/0@1");
-    let started = Instant::now();
     wait_for(Duration::from_secs(60), "/health/ready 503 naming the stuck record", || async {
         matches!(p.ready().await, Some((503, body)) if body["sinks"]["elasticsearch"]["detail"].as_str().is_some_and(|d| d.contains(&stuck) && d.starts_with("stuck:")))
     })
