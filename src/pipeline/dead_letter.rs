@@ -28,7 +28,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::retry;
+use super::retry::{self, StuckWatch};
 use crate::source::SourceRecord;
 
 /// The DLQ producer's `message.max.bytes` (librdkafka's default, set
@@ -126,11 +126,22 @@ fn too_large(e: &KafkaError) -> bool {
 
 impl DeadLetters {
     pub fn new(brokers: &str, topic: &str, read_model: &str) -> Result<DeadLetters, DeadLetterError> {
+        DeadLetters::with_timeout(brokers, topic, read_model, Duration::from_secs(30))
+    }
+
+    /// `timeout`: how long the producer tries one letter before the error
+    /// comes back here (and is retried).
+    fn with_timeout(
+        brokers: &str,
+        topic: &str,
+        read_model: &str,
+        timeout: Duration,
+    ) -> Result<DeadLetters, DeadLetterError> {
         let producer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("message.timeout.ms", "30000")
+            .set("message.timeout.ms", timeout.as_millis().to_string())
             .set("message.max.bytes", MAX_LETTER_BYTES.to_string())
             .create()
             .map_err(|source| DeadLetterError { topic: topic.to_string(), source })?;
@@ -138,9 +149,10 @@ impl DeadLetters {
     }
 
     /// Sends one dead letter and waits until the broker has it, retrying
-    /// for as long as the broker is unreachable, and cutting it when it is
-    /// too large to be written whole.
-    pub async fn send(&self, record: &SourceRecord, sink: &str, reason: &Reason) {
+    /// for as long as the broker is unreachable (reported stuck through
+    /// `watch` past its threshold: the partition waits, so health must say
+    /// so), and cutting it when it is too large to be written whole.
+    pub async fn send(&self, record: &SourceRecord, sink: &str, reason: &Reason, watch: &mut StuckWatch<'_>) {
         let l = &record.lineage;
         let mut delays = retry::delays();
         let mut cut = Cut::first(record, reason);
@@ -157,6 +169,8 @@ impl DeadLetters {
                 }
                 Err((e, _)) => {
                     let wait = delays.next().unwrap_or(Duration::from_secs(30));
+                    let why = format!("its dead letter cannot be written to {}: {e}", self.topic);
+                    let wait = watch.failed(&l.to_string(), 1, &why, wait);
                     tracing::error!(record = %l, dlq = %self.topic, error = %e, retry_in = ?wait, "cannot write dead letter; retrying (the partition waits)");
                     tokio::time::sleep(wait).await;
                 }
@@ -257,6 +271,27 @@ mod tests {
         let m = reason().message;
         let cut = Cut::Prefix.message(&m);
         assert!(cut.len() <= MESSAGE_PREFIX && m.starts_with(cut));
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_that_cannot_be_written_is_reported_stuck() {
+        // The partition waits for the letter, so health must not say ready.
+        let health = crate::ops::Health::default();
+        health.sink_up("es");
+        let letters = DeadLetters::with_timeout("127.0.0.1:1", "dlq", "m", Duration::from_millis(200)).unwrap();
+        let (h, r) = (health.clone(), reason());
+        let sending = tokio::spawn(async move {
+            let mut watch = StuckWatch::new(&h, "es", Duration::ZERO);
+            letters.send(&record(1, 1), "es", &r, &mut watch).await;
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while health.ready() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sending.abort();
+        assert!(!health.ready(), "a letter retried past the threshold is reported");
+        let detail = &health.snapshot()["es"].detail;
+        assert!(detail.contains("t/0@7") && detail.contains("dlq"), "names the record and the DLQ: {detail}");
     }
 
     #[test]

@@ -132,20 +132,54 @@ impl EventTally {
     }
 }
 
+/// A batch written: what is left to do before its offsets may be stored.
+struct Settled {
+    offsets: Vec<PartitionOffset>,
+    records: Vec<SourceRecord>,
+    /// At most one per record.
+    dead: Vec<DeadLetter>,
+    /// The newest source timestamp applied.
+    freshest: Option<i64>,
+    /// Writes not sent because a newer one of their key was applied or stale.
+    superseded: usize,
+}
+
+/// What applying writes came to.
+#[derive(Default)]
+struct Applied {
+    /// The newest source timestamp applied.
+    freshest: Option<i64>,
+    superseded: usize,
+}
+
+impl Applied {
+    fn add(&mut self, other: Applied) {
+        self.freshest = self.freshest.max(other.freshest);
+        self.superseded += other.superseded;
+    }
+}
+
 impl<S: Sink> Writer<S> {
     pub async fn write(self, batch: Batch) -> WriteResult {
         let started = Instant::now();
-        let offsets = batch.next_offsets();
-        let Sorted { records, writes, mut dead } = self.sort(batch);
-        let pending = self.collapse(writes);
-        let freshest = self.apply(pending, &offsets, &records, &mut dead).await;
-        self.send_dead_letters(dead, &records).await?;
+        let Settled { offsets, records, dead, freshest, superseded } = self.settle(batch).await;
         let name = self.sink.name();
+        tracing::debug!(sink = name, records = records.len(), dead = dead.len(), superseded, "batch written");
+        self.send_dead_letters(dead, &records).await?;
         if let Some(ts) = freshest {
             metrics::gauge!("projector_freshness_seconds", "sink" => name).set((now_ms() - ts).max(0) as f64 / 1000.0);
         }
         metrics::histogram!("projector_batch_seconds", "sink" => name).record(started.elapsed().as_secs_f64());
         Ok(offsets)
+    }
+
+    /// Writes the batch until every write is applied, stale or dead.
+    async fn settle(&self, batch: Batch) -> Settled {
+        let offsets = batch.next_offsets();
+        let Sorted { records, writes, mut dead } = self.sort(batch);
+        let pending = self.collapse(writes);
+        let Applied { freshest, superseded } = self.apply(pending, &offsets, &records, &mut dead).await;
+        Settled { offsets, records, dead: one_per_record(dead), freshest, superseded }
     }
 
     /// Splits the batch's items into writes and dead letters; skips are
@@ -178,14 +212,10 @@ impl<S: Sink> Writer<S> {
 
     /// Within a batch only the newest write per key is sent, carrying the
     /// values it lacks from the older ones, which stand by in case the sink
-    /// refuses it.
+    /// refuses it (they are counted superseded once it is applied or stale).
     fn collapse(&self, writes: Vec<Pending>) -> Vec<Newest> {
         let refs: Vec<&Write> = writes.iter().map(|p| &p.write).collect();
         let groups = per_key_newest_first(&refs);
-        let superseded = writes.len() - groups.len();
-        if superseded > 0 {
-            metrics::counter!("projector_events_total", "sink" => self.sink.name(), "topic" => "*", "op" => "-", "outcome" => "superseded").increment(superseded as u64);
-        }
         let mut slots: Vec<Option<Pending>> = writes.into_iter().map(Some).collect();
         groups
             .into_iter()
@@ -194,20 +224,19 @@ impl<S: Sink> Writer<S> {
     }
 
     /// Applies the writes, one target at a time, until each is applied,
-    /// stale or dead (then it joins `dead`). Returns the newest source
-    /// timestamp applied.
+    /// stale or dead (then it joins `dead`).
     async fn apply(
         &self,
         pending: Vec<Newest>,
         offsets: &[PartitionOffset],
         records: &[SourceRecord],
         dead: &mut Vec<DeadLetter>,
-    ) -> Option<i64> {
-        let mut freshest = None;
+    ) -> Applied {
+        let mut applied = Applied::default();
         for share in Share::by_target(pending) {
-            freshest = freshest.max(self.apply_share(share, offsets, records, dead).await);
+            applied.add(self.apply_share(share, offsets, records, dead).await);
         }
-        freshest
+        applied
     }
 
     /// Applies one target's writes, retrying what the sink failed (not the
@@ -218,12 +247,14 @@ impl<S: Sink> Writer<S> {
         offsets: &[PartitionOffset],
         records: &[SourceRecord],
         dead: &mut Vec<DeadLetter>,
-    ) -> Option<i64> {
+    ) -> Applied {
         let name = self.sink.name();
-        let table = share.writes.first().and_then(|w| self.model.table(&w.doc.lineage.topic))?;
+        let Some(table) = share.writes.first().and_then(|w| self.model.table(&w.doc.lineage.topic)) else {
+            return Applied::default();
+        };
         let target = share.target.clone();
         let call = TargetCall { sink: &*self.sink, fields: &self.fields, table, target: &target, progress: offsets };
-        let mut freshest: Option<i64> = None;
+        let mut applied = Applied::default();
         let mut delays = retry::delays();
         let mut stuck = StuckWatch::new(&self.health, name, self.stuck_after);
         let first = |share: &Share| share.records.first().map(|&r| records[r].lineage.to_string()).unwrap_or_default();
@@ -242,16 +273,24 @@ impl<S: Sink> Writer<S> {
             };
             metrics::histogram!("projector_sink_request_seconds", "sink" => name)
                 .record(started.elapsed().as_secs_f64());
-            self.health.sink_up(name);
+            if !outcomes.iter().any(sink_failed) {
+                self.health.sink_up(name);
+            }
             let mut again = Share { target: share.target.clone(), ..Share::default() };
             let mut last_failure = None;
             let mut tally = EventTally::default();
             let items = share.writes.into_iter().zip(share.records).zip(share.standby);
             for (((w, record), standby), outcome) in items.zip(outcomes) {
                 tally.add(&w.doc.lineage.topic, w.doc.op.as_str(), label(&outcome));
+                if matches!(outcome, Outcome::Applied | Outcome::Stale) {
+                    applied.superseded += standby.len();
+                    for s in &standby {
+                        tally.add(&s.write.doc.lineage.topic, s.write.doc.op.as_str(), "superseded");
+                    }
+                }
                 match outcome {
                     Outcome::Applied => {
-                        freshest = freshest.max(w.doc.source_ts_ms);
+                        applied.freshest = applied.freshest.max(w.doc.source_ts_ms);
                         if let Some(ts) = records[record].timestamp_ms {
                             metrics::histogram!("projector_append_to_ack_seconds", "sink" => name)
                                 .record((now_ms() - ts).max(0) as f64 / 1000.0);
@@ -293,7 +332,7 @@ impl<S: Sink> Writer<S> {
                 tokio::time::sleep(wait).await;
             }
         }
-        freshest
+        applied
     }
 
     /// Books a retry: the sink is reported down unless the kind is mere
@@ -322,10 +361,32 @@ impl<S: Sink> Writer<S> {
                     reason: d.reason.message,
                 });
             }
-            self.dead_letters.send(&records[d.record], name, &d.reason).await;
+            let mut watch = StuckWatch::new(&self.health, name, self.stuck_after);
+            self.dead_letters.send(&records[d.record], name, &d.reason, &mut watch).await;
         }
         Ok(())
     }
+}
+
+/// Whether the sink (not the data) failed this item, so it is not up.
+fn sink_failed(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Failed(e) if retry::decide(e.kind) == Decision::Retry { sink_down: true })
+}
+
+/// A record both of whose writes (a moved document's delete and write) were
+/// refused is one dead letter, whose reason names both.
+fn one_per_record(dead: Vec<DeadLetter>) -> Vec<DeadLetter> {
+    let mut out: Vec<DeadLetter> = Vec::with_capacity(dead.len());
+    for d in dead {
+        match out.iter_mut().find(|o| o.record == d.record) {
+            Some(o) if o.reason.message != d.reason.message => {
+                o.reason.message = format!("{}; and {}", o.reason.message, d.reason.message);
+            }
+            Some(_) => {}
+            None => out.push(d),
+        }
+    }
+    out
 }
 
 fn label(outcome: &Outcome) -> &'static str {
@@ -340,3 +401,6 @@ fn label(outcome: &Outcome) -> &'static str {
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests;
