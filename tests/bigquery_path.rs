@@ -16,7 +16,7 @@ use serde_json::{Value as Json, json};
 
 mod common;
 use common::bigquery::{Bq, PROJECT, base_url};
-use common::{http, unique};
+use common::{get_json, http, unique};
 
 fn prefix(stem: &str) -> &'static str {
     Box::leak(unique(stem).into_boxed_str())
@@ -134,14 +134,8 @@ async fn a_retried_batch_whose_jobs_exist_is_not_applied_twice() {
     let row = bq.query(&format!("SELECT __position, Fare = 1 FROM {}", bq.table("trips"))).await;
     assert_eq!(row, vec![vec![s("0"), s("true")]], "the MERGE ran once");
     // No staging table is left behind.
-    let tables: Json = http()
-        .get(format!("{}/bigquery/v2/projects/{PROJECT}/datasets/{}/tables", base_url(), bq.dataset))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tables =
+        get_json(&format!("{}/bigquery/v2/projects/{PROJECT}/datasets/{}/tables", base_url(), bq.dataset)).await;
     let names: Vec<&str> =
         tables["tables"].as_array().unwrap().iter().map(|t| t["tableReference"]["tableId"].as_str().unwrap()).collect();
     assert!(names.iter().all(|n| !n.starts_with("_projector_stage_")), "{names:?}");

@@ -188,24 +188,15 @@ async fn an_index_deleted_while_running_is_recreated_with_the_declared_types() {
 }
 
 async fn index_properties(alias: &str) -> Json {
-    let body: Json = http().get(format!("{}/{alias}/_mapping", es_url())).send().await.unwrap().json().await.unwrap();
+    let body = get_json(&format!("{}/{alias}/_mapping", es_url())).await;
     let (_, idx) = body.as_object().unwrap().iter().next().unwrap();
     assert_eq!(idx["mappings"]["dynamic"], "false", "no dynamic guessing");
     idx["mappings"]["properties"].clone()
 }
 
 async fn search(alias: &str, query: Json) -> Vec<String> {
-    let c = http();
-    let _ = c.post(format!("{}/{alias}/_refresh", es_url())).send().await;
-    let body: Json = c
-        .post(format!("{}/{alias}/_search", es_url()))
-        .json(&json!({"query": query}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    refresh(alias).await;
+    let body = post_json(&format!("{}/{alias}/_search", es_url()), &json!({"query": query})).await;
     body["hits"]["hits"].as_array().unwrap().iter().map(|h| h["_id"].as_str().unwrap().to_string()).collect()
 }
 
@@ -262,16 +253,9 @@ async fn the_demo_read_model_finds_trips_by_a_phrase_in_their_route() {
     w.wait_caught_up(&w.group, Duration::from_secs(120)).await;
 
     let index = &w.indexes[0];
-    let _ = http().post(format!("{}/{index}/_refresh", es_url())).send().await;
-    let body: Json = http()
-        .post(format!("{}/{index}/_search", es_url()))
-        .json(&json!({"query": {"match_phrase": {"Route": "Da Lat"}}, "sort": [{"TripId": "asc"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    refresh(index).await;
+    let query = json!({"query": {"match_phrase": {"Route": "Da Lat"}}, "sort": [{"TripId": "asc"}]});
+    let body = post_json(&format!("{}/{index}/_search", es_url()), &query).await;
     let routes: Vec<&str> =
         body["hits"]["hits"].as_array().unwrap().iter().map(|h| h["_source"]["Route"].as_str().unwrap()).collect();
     assert!(!routes.is_empty(), "the demo's search finds trips to Da Lat: {body}");

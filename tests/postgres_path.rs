@@ -323,6 +323,48 @@ async fn wait_postgres_down(p: &Projector, sqlstate: &str) {
     assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 0.0, "the sink being wrong is never the data");
 }
 
+/// A projector running as a role of [`own_role`], caught up on trips
+/// 1..=10: where the privilege and read-only tests start.
+struct OwnRoleRun {
+    w: World,
+    table: String,
+    role: String,
+    t: Timeline,
+    p: Projector,
+}
+
+impl OwnRoleRun {
+    async fn start(stem: &str) -> OwnRoleRun {
+        let w = World::new(stem, 1).await;
+        let table = format!("{}_trips", w.name);
+        let (role, url) = own_role(&w).await;
+        w.set_model(&model(&w, &table, false));
+        let mut t = Timeline::default();
+        w.produce(&creates(&w, &mut t, 1..=10)).await;
+        let p = w.start_with(&w.group, &[("PROJECTOR_POSTGRES_URL", url.as_str())]);
+        w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+        OwnRoleRun { w, table, role, t, p }
+    }
+
+    /// Produces trips 11..=20 and waits for the sink to be down for `sqlstate`.
+    async fn write_more_until_down(&mut self, sqlstate: &str) {
+        self.w.produce(&creates(&self.w, &mut self.t, 11..=20)).await;
+        wait_postgres_down(&self.p, sqlstate).await;
+    }
+
+    /// Waits until caught up: every trip 1..=20 landed, none dead-lettered.
+    async fn every_row_lands(&self) {
+        self.w.wait_sink_caught_up(&self.w.group, "postgres", CATCH_UP).await;
+        assert_eq!(live_fares(&self.table).await, fares(1..=20));
+        assert_eq!(self.p.counter("projector_dead_letters_total", &[]).await, 0.0);
+    }
+
+    async fn end(self) {
+        drop(self.p);
+        drop_role(&self.role).await;
+    }
+}
+
 /// Issue 7 item 3.2: a mirror table dropped behind projector's back is the
 /// sink being wrong, not the data: it is re-created and every row lands.
 #[tokio::test(flavor = "multi_thread")]
@@ -372,25 +414,15 @@ async fn a_dropped_mirror_column_is_added_again_and_nothing_is_dead_lettered() {
 /// down (never dead-lettered); granted back, every row lands.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_privilege_is_retried_with_the_sink_down_until_granted_back() {
-    let w = World::new("pgrevoke", 1).await;
-    let table = format!("{}_trips", w.name);
-    let (role, url) = own_role(&w).await;
-    w.set_model(&model(&w, &table, false));
-    let mut t = Timeline::default();
-    w.produce(&creates(&w, &mut t, 1..=10)).await;
-    let p = w.start_with(&w.group, &[("PROJECTOR_POSTGRES_URL", url.as_str())]);
-    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
-    let (t_q, r_q) = (quote_table(&table), projector::sink::postgres::quote(&role));
+    let mut run = OwnRoleRun::start("pgrevoke").await;
+    let (t_q, r_q) = (quote_table(&run.table), projector::sink::postgres::quote(&run.role));
     pg().await.batch_execute(&format!("REVOKE INSERT ON {t_q} FROM {r_q}")).await.unwrap();
-    w.produce(&creates(&w, &mut t, 11..=20)).await;
-    wait_postgres_down(&p, "42501").await;
+    run.write_more_until_down("42501").await;
     pg().await.batch_execute(&format!("GRANT INSERT ON {t_q} TO {r_q}")).await.unwrap();
-    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
-    assert_eq!(live_fares(&table).await, fares(1..=20));
-    assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 0.0);
-    wait_for(CATCH_UP, "/health/ready 200 again", || async { p.ready().await.is_some_and(|(s, _)| s == 200) }).await;
-    drop(p);
-    drop_role(&role).await;
+    run.every_row_lands().await;
+    wait_for(CATCH_UP, "/health/ready 200 again", || async { run.p.ready().await.is_some_and(|(s, _)| s == 200) })
+        .await;
+    run.end().await;
 }
 
 /// Issue 7 item 3.2: a read-only transaction (a database switched read-only,
@@ -398,27 +430,18 @@ async fn a_revoked_privilege_is_retried_with_the_sink_down_until_granted_back() 
 /// dead-lettered; writable again, every row lands.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_read_only_database_is_retried_with_the_sink_down_until_writable() {
-    let w = World::new("pgreadonly", 1).await;
-    let table = format!("{}_trips", w.name);
-    let (role, url) = own_role(&w).await;
-    w.set_model(&model(&w, &table, false));
-    let mut t = Timeline::default();
-    w.produce(&creates(&w, &mut t, 1..=10)).await;
-    let p = w.start_with(&w.group, &[("PROJECTOR_POSTGRES_URL", url.as_str())]);
-    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
-    let r_q = projector::sink::postgres::quote(&role);
+    let mut run = OwnRoleRun::start("pgreadonly").await;
+    let r_q = projector::sink::postgres::quote(&run.role);
     let db = pg().await;
     // The setting applies to new sessions: end projector's so it reconnects read-only.
     db.batch_execute(&format!("ALTER ROLE {r_q} SET default_transaction_read_only = on")).await.unwrap();
-    db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", &[&role]).await.unwrap();
-    w.produce(&creates(&w, &mut t, 11..=20)).await;
-    wait_postgres_down(&p, "25006").await;
+    db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", &[&run.role])
+        .await
+        .unwrap();
+    run.write_more_until_down("25006").await;
     db.batch_execute(&format!("ALTER ROLE {r_q} RESET default_transaction_read_only")).await.unwrap();
-    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
-    assert_eq!(live_fares(&table).await, fares(1..=20));
-    assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 0.0);
-    drop(p);
-    drop_role(&role).await;
+    run.every_row_lands().await;
+    run.end().await;
 }
 
 /// Fares (cents) and notes of a table's live rows, by id.

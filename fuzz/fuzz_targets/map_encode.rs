@@ -1,8 +1,9 @@
-//! A Kafka record (framed as in `decode_record`) decoded, mapped through a
-//! fixed read model, then encoded by every sink's encoder in-process: the
-//! PostgreSQL binary COPY cell for each column type, the Elasticsearch bulk
-//! lines and the BigQuery cell text for each column type. Encoders may
-//! refuse a value; they must not panic, wrap or allocate without bound.
+//! A Kafka record (framed as `projector_fuzz::framed_record` says) decoded,
+//! mapped through a fixed read model, then encoded by every sink's encoder
+//! in-process: the PostgreSQL binary COPY cell for each column type, the
+//! Elasticsearch bulk lines and the BigQuery cell text for each column type.
+//! Encoders may refuse a value; they must not panic, wrap or allocate
+//! without bound.
 #![no_main]
 
 use std::path::Path;
@@ -15,10 +16,8 @@ use projector::sink::Write;
 use projector::sink::bigquery::sql::cell_text;
 use projector::sink::elasticsearch::encode;
 use projector::sink::postgres::binary::Cell;
-use projector::source::{Lineage, SourceRecord};
+use projector_fuzz::TOPIC;
 use tokio_postgres::types::{ToSql, Type};
-
-const TOPIC: &str = "vexere.vexere.dbo.Seats";
 
 /// Every column passes through, plus a filter, a computed field and a template.
 const MODEL: &str = "\
@@ -91,22 +90,7 @@ fn encode_value(column: &str, value: &Value) {
 
 fuzz_target!(|data: &[u8]| {
     projector_fuzz::report_stack_overflows();
-    let Some((&split, rest)) = data.split_first() else { return };
-    let (key, value) = if split == 0xff {
-        (None, rest)
-    } else {
-        let at = (split as usize).min(rest.len());
-        (Some(rest[..at].to_vec()), &rest[at..])
-    };
-    let value = if value == b"\0" { None } else { Some(value.to_vec()) };
-    let record = SourceRecord {
-        lineage: Lineage { topic: TOPIC.into(), partition: 3, offset: 7 },
-        key,
-        value,
-        headers: Vec::new(),
-        timestamp_ms: None,
-        generation: 0,
-    };
+    let Some(record) = projector_fuzz::framed_record(data) else { return };
     let Ok(Decoded::Change(event)) = decode(&record, &DecodeOptions::default()) else { return };
     let Some(table) = model().table(TOPIC) else { return };
     let doc = match table.document(&event) {

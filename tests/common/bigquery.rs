@@ -15,9 +15,9 @@ use projector::pipeline::isolate::TargetCall;
 use projector::sink::bigquery::{Auth, BigQuery};
 use projector::sink::{Outcome, Sink, Write};
 use projector::source::{Lineage, SourceRecord};
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
-use super::{http, unique};
+use super::{bigquery_rows, get_json, http, unique};
 
 pub const PROJECT: &str = "projector-local";
 
@@ -103,36 +103,12 @@ impl Bq {
 
     /// Rows of a query, cells as text (TIMESTAMPs as integer microseconds).
     pub async fn query(&self, sql: &str) -> Vec<Vec<Json>> {
-        let body = json!({"query": sql, "useLegacySql": false, "formatOptions": {"useInt64Timestamp": true}});
-        let r: Json = http()
-            .post(format!("{}/bigquery/v2/projects/{PROJECT}/queries", base_url()))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert!(r.get("error").is_none(), "{sql}: {r}");
-        r["rows"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .map(|row| row["f"].as_array().unwrap().iter().map(|c| c["v"].clone()).collect())
-            .collect()
+        bigquery_rows(sql).await
     }
 
     pub async fn schema(&self, table: &str) -> Vec<(String, String)> {
-        let r: Json = http()
-            .get(format!("{}/bigquery/v2/projects/{PROJECT}/datasets/{}/tables/{table}", base_url(), self.dataset))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        r["schema"]["fields"]
+        let url = format!("{}/bigquery/v2/projects/{PROJECT}/datasets/{}/tables/{table}", base_url(), self.dataset);
+        get_json(&url).await["schema"]["fields"]
             .as_array()
             .unwrap()
             .iter()

@@ -200,20 +200,27 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }
 
-/// Every document visible through `index` (an alias): (id, _source, _seq_no).
+/// The JSON body of a GET of `url`.
+pub async fn get_json(url: &str) -> Json {
+    http().get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// The JSON answer to `body` POSTed to `url`.
+pub async fn post_json(url: &str, body: &Json) -> Json {
+    http().post(url).json(body).send().await.unwrap().json().await.unwrap()
+}
+
+/// Makes every write to `index` visible to searches.
+pub async fn refresh(index: &str) {
+    let _ = http().post(format!("{}/{index}/_refresh", es_url())).send().await;
+}
+
+/// Every document visible through `index` (an alias): (id, _source, _seq_no);
+/// none when the index does not exist.
 pub async fn search_all(index: &str) -> Vec<(String, Json, i64)> {
-    let c = http();
-    let _ = c.post(format!("{}/{index}/_refresh", es_url())).send().await;
-    let resp = c
-        .post(format!("{}/{index}/_search", es_url()))
-        .json(&json!({"size": 10000, "seq_no_primary_term": true, "query": {"match_all": {}}}))
-        .send()
-        .await
-        .unwrap();
-    if resp.status() == 404 {
-        return vec![];
-    }
-    let body: Json = resp.json().await.unwrap();
+    refresh(index).await;
+    let query = json!({"size": 10000, "seq_no_primary_term": true, "query": {"match_all": {}}});
+    let body = post_json(&format!("{}/{index}/_search", es_url()), &query).await;
     body["hits"]["hits"]
         .as_array()
         .unwrap_or(&vec![])
@@ -224,17 +231,9 @@ pub async fn search_all(index: &str) -> Vec<(String, Json, i64)> {
 
 /// Every document including tombstones, read from the physical index.
 pub async fn raw_docs(index: &str) -> BTreeMap<String, (Json, i64)> {
-    let c = http();
-    let _ = c.post(format!("{}/{index}_v1/_refresh", es_url())).send().await;
-    let body: Json = c
-        .post(format!("{}/{index}_v1/_search", es_url()))
-        .json(&json!({"size": 10000, "seq_no_primary_term": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    refresh(&format!("{index}_v1")).await;
+    let query = json!({"size": 10000, "seq_no_primary_term": true});
+    let body = post_json(&format!("{}/{index}_v1/_search", es_url()), &query).await;
     body["hits"]["hits"]
         .as_array()
         .unwrap_or(&vec![])
@@ -429,17 +428,12 @@ pub async fn sink_outage_under_load(
     expect
 }
 
-/// Runs a query on the BigQuery emulator; rows as arrays of cell text.
+/// Runs a query on the BigQuery emulator; rows as arrays of cell text
+/// (TIMESTAMPs as integer microseconds).
 pub async fn bigquery_rows(sql: &str) -> Vec<Vec<Json>> {
-    let body: Json = http()
-        .post("http://127.0.0.1:9050/bigquery/v2/projects/projector-local/queries")
-        .json(&json!({"query": sql, "useLegacySql": false, "formatOptions": {"useInt64Timestamp": true}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = format!("{}/bigquery/v2/projects/{}/queries", bigquery::base_url(), bigquery::PROJECT);
+    let query = json!({"query": sql, "useLegacySql": false, "formatOptions": {"useInt64Timestamp": true}});
+    let body = post_json(&url, &query).await;
     assert!(body.get("error").is_none(), "{sql}: {body}");
     body["rows"]
         .as_array()
