@@ -138,7 +138,7 @@ pub enum DecodeError {
     )]
     TooLarge { lineage: Lineage, size: usize, limit: usize },
     #[error("{lineage}: the record has no schema and schema-change topic {history} {gap}")]
-    NoSchema { lineage: Lineage, history: String, gap: schema_history::SchemaGap },
+    NoSchema { lineage: Lineage, history: String, gap: Box<schema_history::SchemaGap> },
     #[error("{lineage}: {part} names schema id {id}, which {detail}")]
     UnknownSchema { lineage: Lineage, part: &'static str, id: u32, detail: String },
     #[error("{lineage}: {part} is not readable Confluent Avro: {detail}")]
@@ -641,7 +641,7 @@ fn history_row_schema(
     history.field_types(&lineage.topic, position, &columns.unwrap_or_default()).map_err(|gap| DecodeError::NoSchema {
         lineage: lineage.clone(),
         history: history.topic().to_string(),
-        gap,
+        gap: Box::new(gap),
     })
 }
 
