@@ -137,10 +137,8 @@ pub enum DecodeError {
         "{lineage}: value is {size} bytes, over the {limit}-byte limit (raise max_record_bytes if this row is legitimate)"
     )]
     TooLarge { lineage: Lineage, size: usize, limit: usize },
-    #[error(
-        "{lineage}: the record has no schema and schema-change topic {history} does not describe {what}; enable include.schema.changes on the connector (or declare source_type for typed columns and drop schema_changes from the read model)"
-    )]
-    NoSchema { lineage: Lineage, history: String, what: String },
+    #[error("{lineage}: the record has no schema and schema-change topic {history} {gap}")]
+    NoSchema { lineage: Lineage, history: String, gap: Box<schema_history::SchemaGap> },
     #[error("{lineage}: {part} names schema id {id}, which {detail}")]
     UnknownSchema { lineage: Lineage, part: &'static str, id: u32, detail: String },
     #[error("{lineage}: {part} is not readable Confluent Avro: {detail}")]
@@ -472,7 +470,7 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
 
     let (row_schema, required): (Option<RowFields>, _) = match (&schema, &opts.history) {
         (Some(s), _) => (s.row.as_ref().map(|r| r.fields.clone()), s.row.as_ref().map(|r| &r.required)),
-        (None, Some(history)) => (Some(Arc::from(history_row_schema(history, lineage, &payload)?)), None),
+        (None, Some(history)) => (Some(Arc::from(history_row_schema(history, lineage, &position, &payload)?)), None),
         (None, None) => (None, None),
     };
     let mut image = |name: &str| -> Result<Option<Row>, DecodeError> {
@@ -630,26 +628,21 @@ fn classify_other(payload: &Map<String, Json>) -> Option<&'static str> {
     }
 }
 
-/// Field types of a schemaless row's columns, from the schema history.
+/// Field types of a schemaless row's columns, from the schema history's
+/// version in force at the event's position.
 fn history_row_schema(
     history: &SchemaHistory,
     lineage: &Lineage,
+    position: &SourcePosition,
     payload: &Map<String, Json>,
 ) -> Result<Vec<(String, FieldType)>, DecodeError> {
-    let missing =
-        |what: String| DecodeError::NoSchema { lineage: lineage.clone(), history: history.topic().to_string(), what };
-    if !history.knows(&lineage.topic) {
-        return Err(missing("this table".into()));
-    }
     let row = payload.get("after").filter(|a| a.is_object()).or_else(|| payload.get("before"));
-    let columns = row.and_then(Json::as_object).map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
-    columns
-        .into_iter()
-        .map(|c| match history.field_type(&lineage.topic, &c) {
-            Some(t) => Ok((c, t)),
-            None => Err(missing(format!("column {c:?} of this table"))),
-        })
-        .collect()
+    let columns = row.and_then(Json::as_object).map(|m| m.keys().map(String::as_str).collect::<Vec<_>>());
+    history.field_types(&lineage.topic, position, &columns.unwrap_or_default()).map_err(|gap| DecodeError::NoSchema {
+        lineage: lineage.clone(),
+        history: history.topic().to_string(),
+        gap: Box::new(gap),
+    })
 }
 
 fn decode_key(record: &SourceRecord, opts: &DecodeOptions) -> Result<Row, DecodeError> {

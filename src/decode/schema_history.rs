@@ -1,13 +1,34 @@
-//! Column types learned from Debezium's schema-change topic.
+//! Column types learned from Debezium's schema-change topic, per source position.
 //!
 //! With `schemas.enable=false` a record no longer says that `"AhYOwA=="` is a
 //! decimal at scale 2 or that `1782900000000000000` is a `datetime2(7)` in
 //! nanoseconds. The connector's schema-change topic (`<topic.prefix>`, with
 //! `include.schema.changes=true`) does: each record's `tableChanges` lists
-//! every column's `typeName`, `length` and `scale`. projector reads that
-//! topic from the beginning at start-up and again whenever a record names a
-//! table or column it has not seen, so an `ALTER` that arrives after the
-//! first record with the new column is still picked up.
+//! every column's `typeName`, `length` and `scale`, and its `source` block
+//! says where in the log the change was made (`commit_lsn`, `change_lsn`).
+//!
+//! A table's columns change over time, and a replay (a new group, a rewind)
+//! reads events older than the newest schema. So the history keeps every
+//! version of each table, ordered by [`SourcePosition`], and an event is typed
+//! by the version in force at its own position: the newest one made at or
+//! before it. Decoding a decimal written at scale 2 with a later scale of 4
+//! would shift it by powers of ten without a sign, so the answer is never
+//! a guess: an event older than every version, or after the table's DROP, is
+//! a [`SchemaGap`] saying what to do. A record without a usable position (not
+//! what the SQL Server connector writes) applies from "now", after every
+//! version read so far, as the only reading that needs no position; it is
+//! logged. Re-emitted, unchanged schemas (a connector restart) add no version,
+//! so a table keeps a handful.
+//!
+//! projector reads the topic from the beginning at start-up and again whenever
+//! a record names a table or column it has not seen, so an `ALTER` read after
+//! the first record with the new column is still picked up. An event may carry
+//! a column that only a version made just AFTER its position describes (the
+//! connector positions an ALTER at the first change it captured with the new
+//! columns, and an event of that transaction can sort before it). The event
+//! itself proves it was written with that column, so that later version types
+//! it, provided it agrees with the version in force on every other column the
+//! event carries; otherwise the event is refused, never typed by a guess.
 //!
 //! Types follow the SQL Server connector's defaults (`decimal.handling.mode`
 //! precise, `time.precision.mode` adaptive, or connect when configured).
@@ -24,6 +45,7 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::Value as Json;
 
+use super::position::SourcePosition;
 use super::value::FieldType;
 
 /// Debezium's `time.precision.mode` for temporal columns.
@@ -42,13 +64,23 @@ pub struct ColumnInfo {
     pub scale: Option<i64>,
 }
 
+/// A table's columns from one schema-change record's position on.
+#[derive(Debug)]
+struct Version {
+    /// Where the record was made. `None` (only ever first) is a positionless
+    /// first record: in force from the beginning.
+    from: Option<SourcePosition>,
+    /// `None` from a DROP on.
+    columns: Option<HashMap<String, ColumnInfo>>,
+}
+
 /// What the schema-change topic has said so far.
 #[derive(Debug, Default)]
 pub struct SchemaHistory {
     topic: String,
     brokers: String,
-    /// `<prefix>.<db>.<schema>.<table>` → columns.
-    tables: RwLock<HashMap<String, HashMap<String, ColumnInfo>>>,
+    /// `<prefix>.<db>.<schema>.<table>` → its versions, sorted by `from`.
+    tables: RwLock<HashMap<String, Vec<Version>>>,
     next_offset: RwLock<i64>,
     pub precision: TimePrecision,
 }
@@ -61,6 +93,40 @@ pub struct SchemaHistory {
 pub struct HistoryError {
     pub topic: String,
     pub detail: String,
+}
+
+/// Why the history cannot type an event's columns; completes the sentence
+/// "schema-change topic T ...".
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SchemaGap {
+    #[error(
+        "does not describe this table; enable include.schema.changes on the connector (or declare source_type for typed columns and drop schema_changes from the read model)"
+    )]
+    UnknownTable,
+    #[error(
+        "does not describe column {column:?} of this table at the event's position {at}; enable include.schema.changes on the connector (or declare source_type for typed columns and drop schema_changes from the read model)"
+    )]
+    UnknownColumn { column: String, at: SourcePosition },
+    #[error(
+        "describes this table only from position {oldest} on, after this event's position {at}; typing it with a later schema could mis-scale its values, so it is not decoded. Keep the schema-change topic from before the oldest event you replay (retention.ms=-1 on it, as for Debezium's schema.history.internal.kafka.topic), or re-snapshot the table so its CREATE precedes the events"
+    )]
+    OlderThanHistory { at: SourcePosition, oldest: SourcePosition },
+    #[error(
+        "says this table was dropped at position {dropped_at}, at or before this event's position {at}; if the table was re-created, the connector's CREATE for it is missing from the topic (check include.schema.changes and the topic's retention)"
+    )]
+    Dropped { at: SourcePosition, dropped_at: SourcePosition },
+    #[error(
+        "does not describe column {column:?} at the event's position {at}; the version from {newer} does, but it types column {differs:?} differently, so which schema wrote this event is unknown and it is not decoded; check that the connector's source positions are ordered, or re-snapshot the table"
+    )]
+    Ambiguous { column: String, at: SourcePosition, newer: SourcePosition, differs: String },
+}
+
+impl SchemaGap {
+    /// Whether reading newer schema-change records could close the gap: no
+    /// record appended later describes a table before its oldest version.
+    pub fn catch_up_may_help(&self) -> bool {
+        !matches!(self, SchemaGap::OlderThanHistory { .. })
+    }
 }
 
 impl SchemaHistory {
@@ -77,45 +143,79 @@ impl SchemaHistory {
     pub fn apply(&self, value: &Json) {
         let payload = value.get("payload").filter(|_| value.get("schema").is_some()).unwrap_or(value);
         let Some(changes) = payload.get("tableChanges").and_then(Json::as_array) else { return };
+        let position = match payload.get("source").and_then(Json::as_object).map(SourcePosition::from_source) {
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => {
+                tracing::warn!(topic = %self.topic, error = %e, "schema-change record has no usable source position; it applies after every version read so far");
+                None
+            }
+            None => {
+                tracing::warn!(topic = %self.topic, "schema-change record has no source block; it applies after every version read so far");
+                None
+            }
+        };
         let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
         for change in changes {
             let Some(id) = change.get("id").and_then(Json::as_str) else { continue };
             let topic =
                 format!("{}.{}", self.topic, id.split('.').map(|p| p.trim_matches('"')).collect::<Vec<_>>().join("."));
-            if change.get("type").and_then(Json::as_str) == Some("DROP") {
-                tables.remove(&topic);
-                continue;
-            }
-            let columns = change.pointer("/table/columns").and_then(Json::as_array).map(|cols| {
-                cols.iter()
-                    .filter_map(|c| {
-                        Some((
-                            c.get("name")?.as_str()?.to_string(),
-                            ColumnInfo {
-                                type_name: c.get("typeName").and_then(Json::as_str).unwrap_or("").to_ascii_lowercase(),
-                                length: c.get("length").and_then(Json::as_i64),
-                                scale: c.get("scale").and_then(Json::as_i64),
-                            },
-                        ))
-                    })
-                    .collect()
-            });
-            if let Some(columns) = columns {
-                tables.insert(topic, columns);
-            }
+            let columns = if change.get("type").and_then(Json::as_str) == Some("DROP") {
+                None
+            } else {
+                match change.pointer("/table/columns").and_then(Json::as_array) {
+                    Some(cols) => Some(cols.iter().filter_map(column_info).collect()),
+                    None => continue,
+                }
+            };
+            add_version(tables.entry(topic).or_default(), position.clone(), columns);
         }
     }
 
-    /// Whether the history knows `table_topic`.
-    pub fn knows(&self, table_topic: &str) -> bool {
-        self.tables.read().unwrap_or_else(|e| e.into_inner()).contains_key(table_topic)
+    /// Whether a version of `table_topic`, not a DROP, is in force at `at`.
+    pub fn knows(&self, table_topic: &str, at: &SourcePosition) -> bool {
+        self.field_types(table_topic, at, &[]).is_ok()
     }
 
-    /// The Connect field type Debezium would have written for a column.
-    pub fn field_type(&self, table_topic: &str, column: &str) -> Option<FieldType> {
+    /// The Connect field type Debezium wrote for `column` in an event at
+    /// `at`, from the version in force there.
+    pub fn field_type(&self, table_topic: &str, at: &SourcePosition, column: &str) -> Result<FieldType, SchemaGap> {
+        let unknown = || SchemaGap::UnknownColumn { column: column.to_string(), at: at.clone() };
+        self.field_types(table_topic, at, &[column])?.pop().map(|(_, t)| t).ok_or_else(unknown)
+    }
+
+    /// The field types of an event's columns: from the version in force at
+    /// `at`, or from the first later version that describes every one of
+    /// them and agrees with it on those both describe (see the header).
+    pub fn field_types(
+        &self,
+        table_topic: &str,
+        at: &SourcePosition,
+        columns: &[&str],
+    ) -> Result<Vec<(String, FieldType)>, SchemaGap> {
         let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
-        let info = tables.get(table_topic)?.get(column)?;
-        Some(connect_type(info, self.precision))
+        let versions = tables.get(table_topic).ok_or(SchemaGap::UnknownTable)?;
+        let in_force = versions.partition_point(|v| v.from.as_ref() <= Some(at));
+        let Some(current) = in_force.checked_sub(1).and_then(|i| versions.get(i)) else {
+            let oldest = versions.first().and_then(|v| v.from.clone());
+            return Err(match oldest {
+                Some(oldest) => SchemaGap::OlderThanHistory { at: at.clone(), oldest },
+                None => SchemaGap::UnknownTable,
+            });
+        };
+        let Some(known) = &current.columns else {
+            return Err(match current.from.clone() {
+                Some(dropped_at) => SchemaGap::Dropped { at: at.clone(), dropped_at },
+                None => SchemaGap::UnknownTable,
+            });
+        };
+        let chosen = match columns.iter().find(|c| !known.contains_key(**c)) {
+            None => known,
+            Some(column) => later_version(&versions[in_force..], known, at, column, columns)?,
+        };
+        Ok(columns
+            .iter()
+            .filter_map(|c| Some((c.to_string(), connect_type(chosen.get(*c)?, self.precision))))
+            .collect())
     }
 
     /// Reads the topic from where it stopped to its current end. Blocking.
@@ -157,6 +257,62 @@ impl SchemaHistory {
         *self.next_offset.write().unwrap_or_else(|e| e.into_inner()) = next;
         Ok(applied)
     }
+}
+
+/// Inserts a version in position order. A positionless record goes after
+/// every version so far; one that says what the version in force at its
+/// position already says (a re-emitted CREATE) adds nothing.
+fn add_version(
+    versions: &mut Vec<Version>,
+    from: Option<SourcePosition>,
+    columns: Option<HashMap<String, ColumnInfo>>,
+) {
+    let from = match from {
+        Some(p) => Some(p),
+        None => versions.last().and_then(|v| v.from.clone()),
+    };
+    let at = versions.partition_point(|v| v.from <= from);
+    if at.checked_sub(1).and_then(|i| versions.get(i)).is_some_and(|v| v.columns == columns) {
+        return;
+    }
+    versions.insert(at, Version { from, columns });
+}
+
+/// The first version after the one in force (`known`) that describes every
+/// column the event carries, when it agrees with `known` on all of them that
+/// `known` describes: the event proves it was written with `missing`.
+fn later_version<'v>(
+    later: &'v [Version],
+    known: &HashMap<String, ColumnInfo>,
+    at: &SourcePosition,
+    missing: &str,
+    columns: &[&str],
+) -> Result<&'v HashMap<String, ColumnInfo>, SchemaGap> {
+    let unknown = || SchemaGap::UnknownColumn { column: missing.to_string(), at: at.clone() };
+    let (newer, cols) = later
+        .iter()
+        .find_map(|v| Some((v, v.columns.as_ref().filter(|c| columns.iter().all(|n| c.contains_key(*n)))?)))
+        .ok_or_else(unknown)?;
+    match columns.iter().find(|n| known.get(**n).is_some_and(|k| cols.get(**n) != Some(k))) {
+        None => Ok(cols),
+        Some(differs) => Err(SchemaGap::Ambiguous {
+            column: missing.to_string(),
+            at: at.clone(),
+            newer: newer.from.clone().ok_or_else(unknown)?,
+            differs: differs.to_string(),
+        }),
+    }
+}
+
+fn column_info(c: &Json) -> Option<(String, ColumnInfo)> {
+    Some((
+        c.get("name")?.as_str()?.to_string(),
+        ColumnInfo {
+            type_name: c.get("typeName").and_then(Json::as_str).unwrap_or("").to_ascii_lowercase(),
+            length: c.get("length").and_then(Json::as_i64),
+            scale: c.get("scale").and_then(Json::as_i64),
+        },
+    ))
 }
 
 /// SQL Server type name → the Connect type the connector emits.
@@ -214,10 +370,29 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn change(kind: &str, columns: Json) -> Json {
-        json!({"source": {}, "databaseName": "vexere", "schemaName": "dbo", "ddl": null, "tableChanges": [
+    const T: &str = "vexere.vexere.dbo.Trips";
+
+    /// A SQL Server `source` block at commit LSN `n` (a snapshot read's shape).
+    fn source(n: u32) -> Json {
+        json!({"connector": "sqlserver", "commit_lsn": format!("0000002a:{n:08x}:0001"), "change_lsn": null, "event_serial_no": null})
+    }
+
+    fn at(n: u32) -> SourcePosition {
+        SourcePosition::from_source(source(n).as_object().unwrap()).unwrap()
+    }
+
+    fn change(kind: &str, source: Json, columns: Json) -> Json {
+        json!({"source": source, "databaseName": "vexere", "schemaName": "dbo", "ddl": null, "tableChanges": [
             {"type": kind, "id": "\"vexere\".\"dbo\".\"Trips\"", "table": {"primaryKeyColumnNames": ["TripId"], "columns": columns}}
         ]})
+    }
+
+    fn fare(scale: i64) -> Json {
+        json!([{"name": "TripId", "typeName": "int"}, {"name": "Fare", "typeName": "decimal", "length": 14, "scale": scale}])
+    }
+
+    fn versions(h: &SchemaHistory) -> usize {
+        h.tables.read().unwrap()[T].len()
     }
 
     #[test]
@@ -225,6 +400,7 @@ mod tests {
         let h = SchemaHistory::new("vexere", "unused:9092", TimePrecision::Adaptive);
         h.apply(&change(
             "CREATE",
+            source(1),
             json!([
                 {"name": "TripId", "typeName": "int", "length": 10, "scale": 0},
                 {"name": "Fare", "typeName": "decimal", "length": 12, "scale": 2},
@@ -235,31 +411,87 @@ mod tests {
                 {"name": "Offset", "typeName": "datetimeoffset", "length": 34, "scale": 7}
             ]),
         ));
-        let t = "vexere.vexere.dbo.Trips";
-        assert!(h.knows(t));
-        assert_eq!(h.field_type(t, "Fare").unwrap().scale, Some(2));
-        assert_eq!(h.field_type(t, "Fee").unwrap().scale, Some(4));
-        assert_eq!(h.field_type(t, "DepartAt").unwrap().name.as_deref(), Some("io.debezium.time.NanoTimestamp"));
-        assert_eq!(h.field_type(t, "BookedAt").unwrap().name.as_deref(), Some("io.debezium.time.Timestamp"));
-        assert_eq!(h.field_type(t, "Leg").unwrap().name.as_deref(), Some("io.debezium.time.MicroTime"));
-        assert_eq!(h.field_type(t, "Offset").unwrap().name.as_deref(), Some("io.debezium.time.ZonedTimestamp"));
-        assert_eq!(h.field_type(t, "TripId").unwrap().connect, "int32");
-        assert!(h.field_type(t, "Nope").is_none());
+        let (p, ty) = (at(1), |c: &str| h.field_type(T, &at(1), c).unwrap());
+        assert!(h.knows(T, &p));
+        assert_eq!(ty("Fare").scale, Some(2));
+        assert_eq!(ty("Fee").scale, Some(4));
+        assert_eq!(ty("DepartAt").name.as_deref(), Some("io.debezium.time.NanoTimestamp"));
+        assert_eq!(ty("BookedAt").name.as_deref(), Some("io.debezium.time.Timestamp"));
+        assert_eq!(ty("Leg").name.as_deref(), Some("io.debezium.time.MicroTime"));
+        assert_eq!(ty("Offset").name.as_deref(), Some("io.debezium.time.ZonedTimestamp"));
+        assert_eq!(ty("TripId").connect, "int32");
+        assert_eq!(h.field_type(T, &p, "Nope"), Err(SchemaGap::UnknownColumn { column: "Nope".into(), at: p }));
     }
 
     #[test]
-    fn alter_replaces_columns_and_drop_forgets_the_table() {
+    fn each_event_gets_the_version_in_force_at_its_position_whatever_order_they_were_read_in() {
         let h = SchemaHistory::new("vexere", "unused:9092", TimePrecision::Connect);
-        h.apply(&change("CREATE", json!([{"name": "TripId", "typeName": "int"}])));
-        h.apply(&json!({"schema": {}, "payload": change("ALTER", json!([{"name": "TripId", "typeName": "int"}, {"name": "DepartAt", "typeName": "datetime2", "scale": 7}]))}));
-        let t = "vexere.vexere.dbo.Trips";
+        h.apply(&change("CREATE", source(10), fare(2)));
+        h.apply(&json!({"schema": {}, "payload": change("ALTER", source(30), fare(4))}));
+        // Read after the ALTER at 30, made before it.
+        h.apply(&change("ALTER", source(20), fare(3)));
+        h.apply(&change("DROP", source(40), json!([])));
+        let scale = |n| h.field_type(T, &at(n), "Fare").map(|t| t.scale);
         assert_eq!(
-            h.field_type(t, "DepartAt").unwrap().name.as_deref(),
-            Some("org.apache.kafka.connect.data.Timestamp"),
-            "connect mode: ms"
+            (scale(10), scale(15), scale(20), scale(29), scale(35)),
+            (Ok(Some(2)), Ok(Some(2)), Ok(Some(3)), Ok(Some(3)), Ok(Some(4)))
         );
-        h.apply(&change("DROP", json!([])));
-        assert!(!h.knows(t));
+        assert_eq!(scale(5), Err(SchemaGap::OlderThanHistory { at: at(5), oldest: at(10) }), "never v1's types");
+        assert_eq!(scale(40), Err(SchemaGap::Dropped { at: at(40), dropped_at: at(40) }));
+        assert!(!h.knows(T, &at(41)) && h.knows(T, &at(39)));
+        assert!(!SchemaGap::OlderThanHistory { at: at(5), oldest: at(10) }.catch_up_may_help());
+    }
+
+    #[test]
+    fn a_positionless_record_applies_after_every_version_read_so_far() {
+        let h = SchemaHistory::new("vexere", "unused:9092", TimePrecision::Adaptive);
+        h.apply(&change("CREATE", json!({}), fare(1)));
+        assert_eq!(h.field_type(T, &at(1), "Fare").unwrap().scale, Some(1), "a first one: from the beginning");
+        h.apply(&change("ALTER", source(10), fare(2)));
+        h.apply(&change("ALTER", json!({"connector": "sqlserver"}), fare(4)));
+        let scale = |n| h.field_type(T, &at(n), "Fare").unwrap().scale;
+        assert_eq!((scale(5), scale(10), scale(11)), (Some(1), Some(4), Some(4)));
+    }
+
+    #[test]
+    fn a_re_emitted_unchanged_schema_adds_no_version() {
+        let h = SchemaHistory::new("vexere", "unused:9092", TimePrecision::Adaptive);
+        for n in [10, 20, 30, 20] {
+            h.apply(&change("CREATE", source(n), fare(2)));
+        }
+        assert_eq!(versions(&h), 1);
+        h.apply(&change("ALTER", source(40), fare(4)));
+        h.apply(&change("CREATE", source(50), fare(4)));
+        assert_eq!(versions(&h), 2);
+    }
+
+    #[test]
+    fn a_column_only_the_next_version_describes_types_the_event_when_the_versions_agree() {
+        let h = SchemaHistory::new("vexere", "unused:9092", TimePrecision::Adaptive);
+        h.apply(&change("CREATE", source(10), fare(2)));
+        let stops = json!({"name": "Stops", "typeName": "smallint"});
+        let mut v20 = fare(2);
+        v20.as_array_mut().unwrap().push(stops.clone());
+        h.apply(&change("ALTER", source(20), v20));
+        let types = h.field_types(T, &at(15), &["TripId", "Fare", "Stops"]).unwrap();
+        assert_eq!(
+            types.iter().map(|(c, t)| (c.as_str(), t.scale)).collect::<Vec<_>>(),
+            [("TripId", None), ("Fare", Some(2)), ("Stops", None)]
+        );
+        assert_eq!(h.field_type(T, &at(15), "Stops").unwrap().connect, "int16");
+        // Widened Fare and a new Legs at 30: an event at 25 with both has no
+        // single version that wrote it.
+        let mut v30 = fare(4);
+        v30.as_array_mut().unwrap().extend([stops, json!({"name": "Legs", "typeName": "int"})]);
+        h.apply(&change("ALTER", source(30), v30));
+        assert_eq!(
+            h.field_types(T, &at(25), &["Fare", "Legs"]),
+            Err(SchemaGap::Ambiguous { column: "Legs".into(), at: at(25), newer: at(30), differs: "Fare".into() })
+        );
+        assert_eq!(
+            h.field_types(T, &at(25), &["Nope"]),
+            Err(SchemaGap::UnknownColumn { column: "Nope".into(), at: at(25) })
+        );
     }
 
     #[test]

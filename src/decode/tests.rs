@@ -333,6 +333,73 @@ fn schemaless_records_are_typed_from_the_schema_change_topic() {
     assert!(matches!(decode(&ddl_rec, &DecodeOptions::default()).unwrap(), Decoded::NotAChange("schema change")));
 }
 
+/// Issue 8 §3: a replay decodes each schemaless event with the columns in
+/// force at its source position, not the newest ones.
+#[test]
+fn a_schemaless_event_decodes_with_the_schema_in_force_at_its_position() {
+    use crate::decode::schema_history::{SchemaHistory, TimePrecision};
+    use crate::demo::sqlserver::Column;
+    let mut db = BusBooking::new("vexere");
+    let history = std::sync::Arc::new(SchemaHistory::new("vexere", "unused:9092", TimePrecision::Adaptive));
+    let opts = DecodeOptions { history: Some(history.clone()), ..Default::default() };
+    let apply = |r: crate::demo::sqlserver::Record| {
+        history.apply(&serde_json::from_slice(r.value.as_deref().unwrap()).unwrap());
+    };
+    let mut t = Timeline::default();
+    let too_old = t.commit(1);
+    // v1: Fare decimal(12,2) and a Stops column, from the snapshot on.
+    db.trips.columns.push(Column::new("Stops", "int16").optional());
+    let v1_at = t.commit(1);
+    apply(db.trips.schema_change_at("CREATE", v1_at, t.ts_ms, false));
+    let mut with_stops = trip(1, 123_456_789, 1);
+    with_stops.push(("Stops", serde_json::json!(3)));
+    let e1 = source_record(&db.trips.event('c', None, Some(&with_stops), t.commit(1), t.ts_ms, false), 1);
+    // v2 at P: Fare widened to decimal(14,4), Stops dropped.
+    let v1_shape = db.trips.clone();
+    db.trips.columns.pop();
+    db.trips.columns.iter_mut().filter(|c| c.name == "Fare").for_each(|c| c.decimal = Some((4, 14)));
+    let p = t.commit(1);
+    apply(db.trips.schema_change_at("ALTER", p, t.ts_ms, false));
+    let at_p = source_record(&db.trips.event('c', None, Some(&trip(2, 12_345_678_912, 1)), p, t.ts_ms, false), 2);
+    let e3 = source_record(&db.trips.event('c', None, Some(&trip(3, 5, 1)), t.commit(1), t.ts_ms, false), 3);
+    let after_p_with_stops =
+        source_record(&v1_shape.event('c', None, Some(&with_stops), t.commit(1), t.ts_ms, false), 4);
+
+    let old = change_with(&e1, &opts).after.unwrap();
+    assert_eq!(old.get("Fare"), Some(&Value::Decimal { unscaled: 123_456_789, scale: 2 }), "1234567.89 as written");
+    assert_eq!(old.get("Stops"), Some(&Value::Int(3)), "a column dropped later still decodes before the drop");
+    let new = change_with(&at_p, &opts).after.unwrap();
+    assert_eq!(new.get("Fare"), Some(&Value::Decimal { unscaled: 12_345_678_912, scale: 4 }), "1234567.8912");
+    let newer = change_with(&e3, &opts).after.unwrap();
+    assert_eq!(newer.get("Fare"), Some(&Value::Decimal { unscaled: 5, scale: 4 }));
+    let err = decode(&after_p_with_stops, &opts).unwrap_err();
+    assert_eq!(err.kind(), "no_schema", "{err}");
+    assert!(err.to_string().contains("\"Stops\""), "{err}");
+
+    // Older than every version: an error naming both positions, never v1's types.
+    let before_v1 = source_record(&db.trips.event('c', None, Some(&trip(9, 1, 1)), too_old, t.ts_ms, false), 5);
+    let err = decode(&before_v1, &opts).unwrap_err();
+    assert_eq!(err.kind(), "no_schema", "{err}");
+    let position = |at: crate::demo::sqlserver::Lsns| {
+        let text = crate::demo::sqlserver::lsn_text;
+        let serial = at.serial.and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+        SourcePosition::sqlserver_parts(&text(at.commit), at.change.map(text).as_deref(), serial).unwrap()
+    };
+    let (event_at, v1) = (position(too_old), position(v1_at));
+    for part in [event_at.as_str(), v1.as_str(), "retention"] {
+        assert!(err.to_string().contains(part), "{part} in {err}");
+    }
+
+    // A DROP of the table ends its last version: events before it still decode.
+    let drop_at = t.commit(1);
+    apply(db.trips.schema_change_at("DROP", drop_at, t.ts_ms, false));
+    assert_eq!(change_with(&e3, &opts).after.unwrap().get("Fare"), Some(&Value::Decimal { unscaled: 5, scale: 4 }));
+    let after_drop = source_record(&db.trips.event('c', None, Some(&trip(4, 1, 1)), t.commit(1), t.ts_ms, false), 6);
+    let err = decode(&after_drop, &opts).unwrap_err();
+    assert_eq!(err.kind(), "no_schema", "{err}");
+    assert!(err.to_string().contains("dropped"), "{err}");
+}
+
 fn change_with(r: &SourceRecord, opts: &DecodeOptions) -> ChangeEvent {
     match decode(r, opts).unwrap() {
         Decoded::Change(c) => c,

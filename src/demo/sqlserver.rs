@@ -242,7 +242,23 @@ impl Table {
     }
 
     /// The record the connector writes to the schema-change topic
-    /// (`<prefix>`) for this table: `kind` is `CREATE` or `ALTER`.
+    /// (`<prefix>`) for this table: `kind` is `CREATE`, `ALTER` or `DROP`,
+    /// made at source position `at` (`source.commit_lsn`, `change_lsn`,
+    /// `event_serial_no`, null where the connector writes null).
+    pub fn schema_change_at(&self, kind: &str, at: Lsns, ts_ms: i64, schemas: bool) -> Record {
+        let mut record = self.schema_change(kind, ts_ms, schemas);
+        let mut value: Json = serde_json::from_slice(record.value.as_deref().unwrap_or_default()).unwrap();
+        let payload = if schemas { &mut value["payload"] } else { &mut value };
+        let source = &mut payload["source"];
+        source["snapshot"] = json!(if at.change.is_none() { "true" } else { "false" });
+        source["commit_lsn"] = json!(lsn_text(at.commit));
+        source["change_lsn"] = json!(at.change.map(lsn_text));
+        source["event_serial_no"] = json!(at.serial);
+        record.value = Some(serde_json::to_vec(&value).unwrap());
+        record
+    }
+
+    /// [`Table::schema_change_at`] without a source position (no `commit_lsn`).
     pub fn schema_change(&self, kind: &str, ts_ms: i64, schemas: bool) -> Record {
         let columns: Vec<Json> = self
             .columns

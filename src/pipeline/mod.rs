@@ -264,7 +264,9 @@ impl<S: Sink> Pipeline<S> {
     /// Decodes and maps one record into what the sink must do with it.
     fn item(&self, record: SourceRecord) -> Item {
         let mut decoded = decode(&record, &self.decode);
-        if let (Err(crate::decode::DecodeError::NoSchema { .. }), Some(history)) = (&decoded, &self.decode.history) {
+        if let (Err(crate::decode::DecodeError::NoSchema { gap, .. }), Some(history)) = (&decoded, &self.decode.history)
+            && gap.catch_up_may_help()
+        {
             // The table's CREATE/ALTER may be newer than what we read: catch up once.
             match tokio::task::block_in_place(|| history.catch_up(Duration::from_secs(30))) {
                 Ok(n) => tracing::info!(applied = n, topic = history.topic(), "schema history refreshed"),
