@@ -485,7 +485,21 @@ struct Source<'a> {
     lsn: Option<Lite<'a>>,
 }
 
-impl Source<'_> {
+impl<'a> Source<'a> {
+    /// Where a `source` field decoding uses is kept; `None` for the others.
+    fn slot(&mut self, field: &str) -> Option<&mut Option<Lite<'a>>> {
+        Some(match field {
+            "connector" => &mut self.connector,
+            "table" => &mut self.table,
+            "ts_ms" => &mut self.ts_ms,
+            "commit_lsn" => &mut self.commit_lsn,
+            "change_lsn" => &mut self.change_lsn,
+            "event_serial_no" => &mut self.event_serial_no,
+            "lsn" => &mut self.lsn,
+            _ => return None,
+        })
+    }
+
     /// As [`SourcePosition::from_source`] would read it, or `None` where
     /// that would fail (the general path then reports the error).
     fn position(&self) -> Option<SourcePosition> {
@@ -552,33 +566,15 @@ impl<'de> Visitor<'de> for SourceSeed<'_> {
                 if !conforms(schema, i, &v) {
                     return Err(de::Error::custom("source field does not match its schema"));
                 }
-                let slot = match &*k {
-                    "connector" => &mut s.connector,
-                    "table" => &mut s.table,
-                    "ts_ms" => &mut s.ts_ms,
-                    "commit_lsn" => &mut s.commit_lsn,
-                    "change_lsn" => &mut s.change_lsn,
-                    "event_serial_no" => &mut s.event_serial_no,
-                    "lsn" => &mut s.lsn,
-                    _ => continue,
-                };
-                once(slot, &mut map, |_| Ok(v))?;
+                if let Some(slot) = s.slot(&k) {
+                    once(slot, &mut map, |_| Ok(v))?;
+                }
                 continue;
             }
-            let slot = match &*k {
-                "connector" => &mut s.connector,
-                "table" => &mut s.table,
-                "ts_ms" => &mut s.ts_ms,
-                "commit_lsn" => &mut s.commit_lsn,
-                "change_lsn" => &mut s.change_lsn,
-                "event_serial_no" => &mut s.event_serial_no,
-                "lsn" => &mut s.lsn,
-                _ => {
-                    map.next_value::<Skip>()?;
-                    continue;
-                }
-            };
-            once(slot, &mut map, |m| m.next_value())?;
+            match s.slot(&k) {
+                Some(slot) => once(slot, &mut map, |m| m.next_value())?,
+                None => drop(map.next_value::<Skip>()?),
+            }
         }
         if let Some(schema) = self.0 {
             let missing = schema.required.iter().enumerate().any(|(i, r)| *r && seen & (1u64 << i) == 0);
