@@ -20,6 +20,7 @@
 pub mod avro;
 mod conform;
 mod fast;
+mod name;
 pub mod position;
 pub mod registry;
 pub mod schema_history;
@@ -31,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
+pub use name::Name;
 pub use position::{PositionError, SourcePosition};
 pub use registry::SchemaRegistry;
 pub use schema_history::SchemaHistory;
@@ -66,7 +68,7 @@ impl Op {
 /// Ordered column values (key columns in key order, row columns in table order).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Row {
-    pub columns: Vec<(String, Value)>,
+    pub columns: Vec<(Name, Value)>,
 }
 
 impl Row {
@@ -90,7 +92,7 @@ pub struct ChangeEvent {
     /// Source commit time in ms (`source.ts_ms`), for freshness metrics.
     pub source_ts_ms: Option<i64>,
     /// The row's column types, when the record (or the schema history) gave them.
-    pub types: Option<Arc<[(String, FieldType)]>>,
+    pub types: Option<RowFields>,
 }
 
 /// What a record turned out to be.
@@ -187,7 +189,7 @@ pub enum SchemasEnable {
 }
 
 /// A row struct's fields and their Connect types, shared by every event of a schema.
-type RowFields = Arc<[(String, FieldType)]>;
+pub type RowFields = Arc<[(Name, FieldType)]>;
 
 /// The Connect schema of a JSON value, with what decoding needs from it.
 #[derive(Debug)]
@@ -635,7 +637,7 @@ fn history_row_schema(
     history: &SchemaHistory,
     lineage: &Lineage,
     payload: &Map<String, Json>,
-) -> Result<Vec<(String, FieldType)>, DecodeError> {
+) -> Result<Vec<(Name, FieldType)>, DecodeError> {
     let missing =
         |what: String| DecodeError::NoSchema { lineage: lineage.clone(), history: history.topic().to_string(), what };
     if !history.knows(&lineage.topic) {
@@ -646,7 +648,7 @@ fn history_row_schema(
     columns
         .into_iter()
         .map(|c| match history.field_type(&lineage.topic, &c) {
-            Some(t) => Ok((c, t)),
+            Some(t) => Ok((Name::from(c), t)),
             None => Err(missing(format!("column {c:?} of this table"))),
         })
         .collect()
