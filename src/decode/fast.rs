@@ -573,7 +573,9 @@ impl<'de> Visitor<'de> for SourceSeed<'_> {
             }
             match s.slot(&k) {
                 Some(slot) => once(slot, &mut map, |m| m.next_value())?,
-                None => drop(map.next_value::<Skip>()?),
+                None => {
+                    map.next_value::<Skip>()?;
+                }
             }
         }
         if let Some(schema) = self.0 {
