@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value as Json};
 
 use super::value::{self, FieldType, Value, ValueError};
-use super::{DecodeError, Op, Row, fast};
+use super::{DecodeError, Name, Op, Row, fast};
 use crate::source::Lineage;
 
 /// A Connect struct's fields and which of them it requires (`"optional":
@@ -19,7 +19,7 @@ use crate::source::Lineage;
 /// own schema and is refused.
 #[derive(Debug)]
 pub(super) struct StructSchema {
-    pub fields: Arc<[(String, FieldType)]>,
+    pub fields: Arc<[(Name, FieldType)]>,
     pub required: Box<[bool]>,
     /// How the fast path types the fields (None: it cannot, see [`fast::Kind::of_fields`]).
     pub kinds: Option<Box<[fast::Kind]>>,
@@ -33,7 +33,7 @@ impl StructSchema {
     pub(super) fn from_fields<'a>(fields: impl Iterator<Item = &'a Json>) -> Option<StructSchema> {
         let (fields, required): (Vec<_>, Vec<_>) = fields
             .filter_map(|f| {
-                let name = f.get("field")?.as_str()?.to_string();
+                let name = Name::from(f.get("field")?.as_str()?);
                 let optional = f.get("optional").and_then(Json::as_bool).unwrap_or(false);
                 Some(((name, FieldType::from_schema(f)), !optional))
             })
@@ -50,11 +50,11 @@ impl StructSchema {
     /// when required, and of their declared type. `block` names it in errors.
     pub(super) fn check(&self, block: &str, m: &Map<String, Json>) -> Result<(), ValueError> {
         for ((name, ty), required) in self.fields.iter().zip(&self.required) {
-            match m.get(name) {
-                None if *required => return Err(ValueError::Missing { field: name.clone() }.within(block)),
+            match m.get(name.as_str()) {
+                None if *required => return Err(ValueError::Missing { field: name.to_string() }.within(block)),
                 None => {}
                 Some(Json::Null) if *required => {
-                    return Err(ValueError::RequiredNull { field: name.clone() }.within(block));
+                    return Err(ValueError::RequiredNull { field: name.to_string() }.within(block));
                 }
                 Some(v) => drop(value::typed(name, ty, v).map_err(|e| e.within(block))?),
             }
@@ -85,7 +85,7 @@ pub(super) fn key_agrees(
         if !same {
             return Err(DecodeError::KeyMismatch {
                 lineage: lineage.clone(),
-                column: column.clone(),
+                column: column.to_string(),
                 key: format!("{k:?}"),
                 row: format!("{v:?}"),
             });
@@ -98,7 +98,7 @@ pub(super) fn key_agrees(
 /// schema), a required column that is missing or null is an error.
 pub(super) fn row(
     m: Map<String, Json>,
-    schema: Option<&[(String, FieldType)]>,
+    schema: Option<&[(Name, FieldType)]>,
     required: Option<&[bool]>,
 ) -> Result<Row, ValueError> {
     let mut columns = Vec::with_capacity(m.len());
@@ -109,7 +109,8 @@ pub(super) fn row(
             Some((n, _)) if *n == name => Some(i),
             _ => s.iter().position(|(n, _)| *n == name),
         });
-        let value = match (schema, at) {
+        // A declared column shares its schema's name; only others allocate one.
+        let (name, value) = match (schema, at) {
             (Some(s), Some(at)) => {
                 if required.is_some_and(|r| r.get(at) == Some(&true)) {
                     if v.is_null() {
@@ -117,9 +118,9 @@ pub(super) fn row(
                     }
                     required_seen += 1;
                 }
-                value::typed(&name, &s[at].1, &v)?
+                (s[at].0.clone(), value::typed(&name, &s[at].1, &v)?)
             }
-            _ => value::untyped_owned(v),
+            _ => (Name::from(name), value::untyped_owned(v)),
         };
         columns.push((name, value));
     }
@@ -128,7 +129,7 @@ pub(super) fn row(
     {
         let missing = s.iter().zip(required).find(|((n, _), r)| **r && columns.iter().all(|(c, _)| c != n));
         if let Some(((name, _), _)) = missing {
-            return Err(ValueError::Missing { field: name.clone() });
+            return Err(ValueError::Missing { field: name.to_string() });
         }
     }
     Ok(Row { columns })

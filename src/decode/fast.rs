@@ -23,7 +23,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde_json::Value as Json;
 
 use super::value::{self, FieldType, MAX_DECIMAL_SCALE, SEMANTIC_NAMES, UNAVAILABLE_PLACEHOLDER, Value, ValueError};
-use super::{Op, Row, SIGNAL_TABLE, SourcePosition};
+use super::{Name, Op, Row, SIGNAL_TABLE, SourcePosition};
 
 /// How a column is typed on the fast path, worked out once per schema
 /// from its [`FieldType`] so that no type names are compared per value.
@@ -69,7 +69,7 @@ impl Kind {
     /// name: the fast path's positional match then could not rule out a
     /// duplicate column in the JSON (which the general path resolves as
     /// "last value wins").
-    pub(super) fn of_fields(fields: &[(String, FieldType)]) -> Option<Box<[Kind]>> {
+    pub(super) fn of_fields(fields: &[(Name, FieldType)]) -> Option<Box<[Kind]>> {
         let unique = fields.iter().enumerate().all(|(i, (n, _))| fields[..i].iter().all(|(m, _)| m != n));
         unique.then(|| fields.iter().map(|(_, t)| Kind::of(t)).collect())
     }
@@ -78,7 +78,7 @@ impl Kind {
 /// A row struct's schema as the fast path uses it.
 #[derive(Clone, Copy)]
 pub(super) struct RowSchema<'s> {
-    pub fields: &'s [(String, FieldType)],
+    pub fields: &'s [(Name, FieldType)],
     pub kinds: &'s [Kind],
     /// Fields that must be present and not null.
     pub required: &'s [bool],
@@ -248,12 +248,12 @@ impl<'de> Visitor<'de> for LiteVisitor {
 }
 
 /// A field name, borrowed unless it had escapes.
-struct Name<'a>(Cow<'a, str>);
+struct FieldName<'a>(Cow<'a, str>);
 
-impl<'de> de::Deserialize<'de> for Name<'de> {
+impl<'de> de::Deserialize<'de> for FieldName<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match Lite::deserialize(d)? {
-            Lite::Str(s) => Ok(Name(s)),
+            Lite::Str(s) => Ok(FieldName(s)),
             _ => Err(de::Error::custom("field name is not a string")),
         }
     }
@@ -306,7 +306,7 @@ impl<'de> Visitor<'de> for SkipVisitor {
         Ok(Skip)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
-        while map.next_key::<Name<'de>>()?.is_some() {
+        while map.next_key::<FieldName<'de>>()?.is_some() {
             map.next_value::<Skip>()?;
         }
         Ok(Skip)
@@ -344,7 +344,7 @@ impl<'de> Visitor<'de> for EnvelopeVisitor<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEnvelope<'de>, A::Error> {
         let mut env = RawEnvelope { op: None, before: None, after: None, source: None };
-        while let Some(Name(k)) = map.next_key()? {
+        while let Some(FieldName(k)) = map.next_key()? {
             match &*k {
                 "op" => once(&mut env.op, &mut map, |m| m.next_value())?,
                 "before" => once(&mut env.before, &mut map, |m| m.next_value_seed(ImageSeed(self.0.row)))?,
@@ -412,12 +412,12 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
         let RowSchema { fields, kinds, required } = self.0;
         let mut columns = Vec::with_capacity(fields.len());
-        while let Some(Name(name)) = map.next_key()? {
+        while let Some(FieldName(name)) = map.next_key()? {
             // Debezium writes columns in schema order; anything else is left
             // to the general path. With unique schema names (see
             // Kind::of_fields) this also rules out duplicate columns.
             let i = columns.len();
-            let Some(((column, ty), kind)) = fields.get(i).zip(kinds.get(i)).filter(|((n, _), _)| *n == name) else {
+            let Some(((column, ty), kind)) = fields.get(i).zip(kinds.get(i)).filter(|((n, _), _)| *n == *name) else {
                 return Err(de::Error::custom("column not in schema order"));
             };
             let v: Lite<'de> = map.next_value()?;
@@ -485,7 +485,21 @@ struct Source<'a> {
     lsn: Option<Lite<'a>>,
 }
 
-impl Source<'_> {
+impl<'a> Source<'a> {
+    /// Where a `source` field decoding uses is kept; `None` for the others.
+    fn slot(&mut self, field: &str) -> Option<&mut Option<Lite<'a>>> {
+        Some(match field {
+            "connector" => &mut self.connector,
+            "table" => &mut self.table,
+            "ts_ms" => &mut self.ts_ms,
+            "commit_lsn" => &mut self.commit_lsn,
+            "change_lsn" => &mut self.change_lsn,
+            "event_serial_no" => &mut self.event_serial_no,
+            "lsn" => &mut self.lsn,
+            _ => return None,
+        })
+    }
+
     /// As [`SourcePosition::from_source`] would read it, or `None` where
     /// that would fail (the general path then reports the error).
     fn position(&self) -> Option<SourcePosition> {
@@ -540,7 +554,7 @@ impl<'de> Visitor<'de> for SourceSeed<'_> {
         let mut s = Source::default();
         // Declared fields seen, one bit each (at most MAX_BLOCK_FIELDS).
         let (mut seen, mut next) = (0u64, 0);
-        while let Some(Name(k)) = map.next_key()? {
+        while let Some(FieldName(k)) = map.next_key()? {
             if let Some((i, schema)) = self.0.and_then(|schema| declared(schema, &k, next)) {
                 let bit = u32::try_from(i).ok().and_then(|i| 1u64.checked_shl(i)).unwrap_or(0);
                 if bit == 0 || seen & bit != 0 {
@@ -552,33 +566,17 @@ impl<'de> Visitor<'de> for SourceSeed<'_> {
                 if !conforms(schema, i, &v) {
                     return Err(de::Error::custom("source field does not match its schema"));
                 }
-                let slot = match &*k {
-                    "connector" => &mut s.connector,
-                    "table" => &mut s.table,
-                    "ts_ms" => &mut s.ts_ms,
-                    "commit_lsn" => &mut s.commit_lsn,
-                    "change_lsn" => &mut s.change_lsn,
-                    "event_serial_no" => &mut s.event_serial_no,
-                    "lsn" => &mut s.lsn,
-                    _ => continue,
-                };
-                once(slot, &mut map, |_| Ok(v))?;
+                if let Some(slot) = s.slot(&k) {
+                    once(slot, &mut map, |_| Ok(v))?;
+                }
                 continue;
             }
-            let slot = match &*k {
-                "connector" => &mut s.connector,
-                "table" => &mut s.table,
-                "ts_ms" => &mut s.ts_ms,
-                "commit_lsn" => &mut s.commit_lsn,
-                "change_lsn" => &mut s.change_lsn,
-                "event_serial_no" => &mut s.event_serial_no,
-                "lsn" => &mut s.lsn,
-                _ => {
+            match s.slot(&k) {
+                Some(slot) => once(slot, &mut map, |m| m.next_value())?,
+                None => {
                     map.next_value::<Skip>()?;
-                    continue;
                 }
-            };
-            once(slot, &mut map, |m| m.next_value())?;
+            }
         }
         if let Some(schema) = self.0 {
             let missing = schema.required.iter().enumerate().any(|(i, r)| *r && seen & (1u64 << i) == 0);

@@ -20,6 +20,7 @@
 pub mod avro;
 mod conform;
 mod fast;
+mod name;
 pub mod position;
 pub mod registry;
 pub mod schema_history;
@@ -31,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
+pub use name::Name;
 pub use position::{PositionError, SourcePosition};
 pub use registry::SchemaRegistry;
 pub use schema_history::SchemaHistory;
@@ -66,7 +68,7 @@ impl Op {
 /// Ordered column values (key columns in key order, row columns in table order).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Row {
-    pub columns: Vec<(String, Value)>,
+    pub columns: Vec<(Name, Value)>,
 }
 
 impl Row {
@@ -90,7 +92,7 @@ pub struct ChangeEvent {
     /// Source commit time in ms (`source.ts_ms`), for freshness metrics.
     pub source_ts_ms: Option<i64>,
     /// The row's column types, when the record (or the schema history) gave them.
-    pub types: Option<Arc<[(String, FieldType)]>>,
+    pub types: Option<RowFields>,
 }
 
 /// What a record turned out to be.
@@ -185,7 +187,7 @@ pub enum SchemasEnable {
 }
 
 /// A row struct's fields and their Connect types, shared by every event of a schema.
-type RowFields = Arc<[(String, FieldType)]>;
+pub type RowFields = Arc<[(Name, FieldType)]>;
 
 /// The Connect schema of a JSON value, with what decoding needs from it.
 #[derive(Debug)]
@@ -635,14 +637,13 @@ fn history_row_schema(
     lineage: &Lineage,
     position: &SourcePosition,
     payload: &Map<String, Json>,
-) -> Result<Vec<(String, FieldType)>, DecodeError> {
+) -> Result<Vec<(Name, FieldType)>, DecodeError> {
     let row = payload.get("after").filter(|a| a.is_object()).or_else(|| payload.get("before"));
     let columns = row.and_then(Json::as_object).map(|m| m.keys().map(String::as_str).collect::<Vec<_>>());
-    history.field_types(&lineage.topic, position, &columns.unwrap_or_default()).map_err(|gap| DecodeError::NoSchema {
-        lineage: lineage.clone(),
-        history: history.topic().to_string(),
-        gap: Box::new(gap),
-    })
+    let types = history.field_types(&lineage.topic, position, &columns.unwrap_or_default()).map_err(|gap| {
+        DecodeError::NoSchema { lineage: lineage.clone(), history: history.topic().to_string(), gap: Box::new(gap) }
+    })?;
+    Ok(types.into_iter().map(|(c, t)| (Name::from(c), t)).collect())
 }
 
 fn decode_key(record: &SourceRecord, opts: &DecodeOptions) -> Result<Row, DecodeError> {

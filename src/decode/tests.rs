@@ -42,7 +42,7 @@ fn create_with_schema_types_every_column() {
         let ev =
             change(&source_record(&db.trips.event('c', None, Some(&trip(7, 35_000_000, 1)), at, t.ts_ms, schemas), 0));
         assert_eq!(ev.op, Op::Create);
-        assert_eq!(ev.key.columns, vec![("TripId".to_string(), Value::Int(7))]);
+        assert_eq!(ev.key.columns, vec![("TripId".into(), Value::Int(7))]);
         let after = ev.after.unwrap();
         if schemas {
             assert_eq!(after.get("Fare"), Some(&Value::Decimal { unscaled: 35_000_000, scale: 2 }));
@@ -692,7 +692,7 @@ fn fast_path_decodes_exactly_like_the_general_path() {
     assert_eq!(after.get("Amount"), Some(&Value::Decimal { unscaled: -(1 << 70), scale: 2 }));
     assert_eq!(after.get("PromoCode"), Some(&Value::String("TET5".into())));
     assert_eq!(after.get("Rating"), Some(&Value::Float(6.25)));
-    assert_eq!(u.key.columns, vec![("BookingId".to_string(), Value::Int(5)), ("SeatNo".to_string(), Value::Int(6))]);
+    assert_eq!(u.key.columns, vec![("BookingId".into(), Value::Int(5)), ("SeatNo".into(), Value::Int(6))]);
     let d = fast_and_general_agree(&create, &delete).unwrap();
     assert!(d.after.is_none());
     assert_eq!(d.before.unwrap().get("PromoCode"), Some(&Value::Null), "a null optional column");

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::types::SourceType;
 use super::{TableMapping, expr};
-use crate::decode::{ChangeEvent, FieldType, Op, Row, SourcePosition, Value, value};
+use crate::decode::{ChangeEvent, FieldType, Name, Op, Row, SourcePosition, Value, value};
 use crate::source::Lineage;
 
 /// What a sink should hold for one key after this change.
@@ -29,7 +29,7 @@ pub struct Document {
     /// (deleted at the source, or no longer matching the `where` filter).
     pub body: Option<Row>,
     /// The source columns' Connect types, when known (see [`TableMapping::output_type`]).
-    pub source_types: Option<Arc<[(String, FieldType)]>>,
+    pub source_types: Option<Arc<[(Name, FieldType)]>>,
 }
 
 impl Document {
@@ -94,7 +94,7 @@ impl TableMapping {
                 let mut key = Row::default();
                 for c in cols {
                     let v = image.and_then(|r| r.get(c)).or_else(|| event.key.get(c)).ok_or_else(|| {
-                        MappingError::MissingKeyColumn { lineage: lineage.clone(), column: c.clone() }
+                        MappingError::MissingKeyColumn { lineage: lineage.clone(), column: c.to_string() }
                     })?;
                     key.columns.push((c.clone(), v.clone()));
                 }
@@ -160,7 +160,7 @@ impl TableMapping {
     /// The source type of an output field: a column passed through or
     /// renamed keeps its column's type; value-mapped, computed and constant
     /// fields have none (sinks type them from their values).
-    pub fn output_type(&self, field: &str, source: Option<&[(String, FieldType)]>) -> Option<FieldType> {
+    pub fn output_type(&self, field: &str, source: Option<&[(Name, FieldType)]>) -> Option<FieldType> {
         let column = match &self.fields {
             None => field,
             Some(fields) => {
@@ -179,8 +179,7 @@ impl TableMapping {
     /// constants. A row this mapping already owns (retyped) is moved, not copied.
     fn shape(&self, row: Cow<'_, Row>) -> Row {
         // Computed fields read the source row, which the output may take over.
-        let computed: Vec<(String, Value)> =
-            self.computed.iter().map(|c| (c.name.clone(), c.expr.eval(&row))).collect();
+        let computed: Vec<(Name, Value)> = self.computed.iter().map(|c| (c.name.clone(), c.expr.eval(&row))).collect();
         let mut out = match &self.fields {
             // Unavailable values stay as markers: the sink keeps what it has.
             None => row.into_owned(),
@@ -247,7 +246,7 @@ pub fn document_id(key: &Row) -> Result<String, (String, String)> {
     let mut parts = Vec::with_capacity(key.columns.len());
     for (name, v) in &key.columns {
         let text = match v {
-            Value::Null | Value::Unavailable | Value::Json(_) => return Err((name.clone(), format!("{v:?}"))),
+            Value::Null | Value::Unavailable | Value::Json(_) => return Err((name.to_string(), format!("{v:?}"))),
             other => expr::text(other),
         };
         parts.push(text);
@@ -263,7 +262,7 @@ mod tests {
     use super::*;
 
     fn key(cols: &[(&str, Value)]) -> Row {
-        Row { columns: cols.iter().map(|(n, v)| (n.to_string(), v.clone())).collect() }
+        Row { columns: cols.iter().map(|(n, v)| (Name::from(*n), v.clone())).collect() }
     }
 
     #[test]

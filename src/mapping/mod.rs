@@ -28,8 +28,8 @@ use expr::Expr;
 use file::{FileField, FileModel, FileSink, FileTable};
 pub use types::SourceType;
 
-use crate::decode::Value;
 use crate::decode::schema_history::TimePrecision;
+use crate::decode::{Name, Value};
 
 /// A parsed, validated read-model file.
 #[derive(Clone, Debug)]
@@ -48,7 +48,7 @@ pub struct TableMapping {
     /// Line in the file where this table is declared, for error messages.
     pub line: u64,
     /// Key columns overriding the Debezium key.
-    pub key: Option<Vec<String>>,
+    pub key: Option<Vec<Name>>,
     /// Row filter: rows for which it is not true are absent from the read
     /// model (an update that stops matching removes the row).
     pub filter: Option<(String, Expr)>,
@@ -57,7 +57,7 @@ pub struct TableMapping {
     /// Source types for columns of schemaless records.
     pub source_types: Vec<(String, SourceType)>,
     pub computed: Vec<Computed>,
-    pub constants: Vec<(String, Value)>,
+    pub constants: Vec<(Name, Value)>,
     pub elasticsearch: Option<ElasticsearchTarget>,
     pub postgres: Option<TableTarget>,
     pub bigquery: Option<TableTarget>,
@@ -68,7 +68,7 @@ pub struct TableMapping {
 pub struct FieldMapping {
     pub column: String,
     /// Output name.
-    pub name: String,
+    pub name: Name,
     pub values: Option<Vec<(String, Value)>>,
     pub default: Option<Value>,
 }
@@ -76,7 +76,7 @@ pub struct FieldMapping {
 /// A computed output field.
 #[derive(Clone, Debug)]
 pub struct Computed {
-    pub name: String,
+    pub name: Name,
     pub source: String,
     pub expr: Expr,
 }
@@ -238,7 +238,7 @@ fn table(c: &mut Checker, line: u64, t: FileTable) -> Option<TableMapping> {
         if k.value.is_empty() {
             c.add(k.referenced.line(), "key is empty: list the key columns, or leave key out to use the Debezium key");
         }
-        k.value
+        k.value.iter().map(Name::from).collect()
     });
     let filter = t.filter.and_then(|f| match expr::parse(&f.value) {
         Ok(e) => Some((f.value.clone(), e)),
@@ -256,7 +256,9 @@ fn table(c: &mut Checker, line: u64, t: FileTable) -> Option<TableMapping> {
         for f in fields {
             let fl = f.referenced.line();
             let m = match f.value {
-                FileField::Column(column) => FieldMapping { name: column.clone(), column, values: None, default: None },
+                FileField::Column(column) => {
+                    FieldMapping { name: Name::from(&column), column, values: None, default: None }
+                }
                 FileField::Full(full) => {
                     if let Some(st) = &full.source_type {
                         match SourceType::parse(st) {
@@ -265,7 +267,7 @@ fn table(c: &mut Checker, line: u64, t: FileTable) -> Option<TableMapping> {
                         }
                     }
                     FieldMapping {
-                        name: full.name.clone().unwrap_or_else(|| full.column.clone()),
+                        name: Name::from(full.name.as_ref().unwrap_or(&full.column)),
                         values: full.values.map(|v| v.into_iter().map(|(k, v)| (k.0, json_value(&v))).collect()),
                         default: full.default.as_ref().map(json_value),
                         column: full.column,
@@ -301,14 +303,14 @@ fn table(c: &mut Checker, line: u64, t: FileTable) -> Option<TableMapping> {
             }
         };
         match parsed {
-            Ok((source, expr)) => computed.push(Computed { name: cf.name, source, expr }),
+            Ok((source, expr)) => computed.push(Computed { name: Name::from(cf.name), source, expr }),
             Err(e) => c.add(cl, format!("computed field {:?}: {e}", cf.name)),
         }
     }
-    let constants = t.constants.iter().map(|(k, v)| (k.clone(), json_value(&v.value))).collect::<Vec<_>>();
+    let constants = t.constants.iter().map(|(k, v)| (Name::from(k), json_value(&v.value))).collect::<Vec<_>>();
     let outputs = output_names(&fields, &computed, &constants);
     for (name, v) in &t.constants {
-        if computed.iter().any(|cf| &cf.name == name) {
+        if computed.iter().any(|cf| cf.name == *name) {
             c.add(v.referenced.line(), format!("constant {name:?} has the name of a computed field; rename one"));
         }
     }
@@ -356,15 +358,15 @@ fn table(c: &mut Checker, line: u64, t: FileTable) -> Option<TableMapping> {
 fn output_names(
     fields: &Option<Vec<FieldMapping>>,
     computed: &[Computed],
-    constants: &[(String, Value)],
+    constants: &[(Name, Value)],
 ) -> Option<Vec<String>> {
     let fields = fields.as_ref()?;
     Some(
         fields
             .iter()
-            .map(|f| f.name.clone())
-            .chain(computed.iter().map(|c| c.name.clone()))
-            .chain(constants.iter().map(|c| c.0.clone()))
+            .map(|f| f.name.to_string())
+            .chain(computed.iter().map(|c| c.name.to_string()))
+            .chain(constants.iter().map(|c| c.0.to_string()))
             .collect(),
     )
 }

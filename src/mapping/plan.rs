@@ -65,7 +65,7 @@ fn fields(t: &TableMapping) -> String {
         Some(fs) => fs
             .iter()
             .map(|f| {
-                let mut s = if f.name == f.column { f.name.clone() } else { format!("{} <- {}", f.name, f.column) };
+                let mut s = if f.name == f.column { f.name.to_string() } else { format!("{} <- {}", f.name, f.column) };
                 if f.values.is_some() {
                     s.push_str(" (value map)");
                 }

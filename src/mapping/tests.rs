@@ -2,7 +2,7 @@
 //! mapping does what the file says.
 
 use super::*;
-use crate::decode::{ChangeEvent, Op, Row, SourcePosition};
+use crate::decode::{ChangeEvent, Name, Op, Row, SourcePosition};
 use crate::source::Lineage;
 
 fn parse(text: &str) -> Result<ReadModel, ReadModelError> {
@@ -80,7 +80,7 @@ tables:
 }
 
 fn event(op: Op, after: Option<Vec<(&str, Value)>>) -> ChangeEvent {
-    let row = |cols: Vec<(&str, Value)>| Row { columns: cols.into_iter().map(|(n, v)| (n.to_string(), v)).collect() };
+    let row = |cols: Vec<(&str, Value)>| Row { columns: cols.into_iter().map(|(n, v)| (Name::from(n), v)).collect() };
     ChangeEvent {
         lineage: Lineage { topic: "a.b.dbo.T".into(), partition: 0, offset: 9 },
         op,
@@ -239,7 +239,7 @@ fn pass_through_keeps_every_column_then_computed_and_constants() {
     let ev = event(Op::Update, Some(cols.clone()));
     let doc = m.tables[0].document(&ev).unwrap();
     let body = doc.body.unwrap();
-    let mut expected: Vec<(String, Value)> = cols.into_iter().map(|(n, v)| (n.to_string(), v)).collect();
+    let mut expected: Vec<(Name, Value)> = cols.into_iter().map(|(n, v)| (Name::from(n), v)).collect();
     expected.push(("code".into(), Value::String("T-7".into())));
     expected.push(("source_system".into(), Value::String("vexere".into())));
     assert_eq!(body.columns, expected);

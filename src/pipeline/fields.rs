@@ -54,7 +54,7 @@ impl KnownFields {
         for w in writes {
             let body = w.doc.body.as_ref().map(|b| b.columns.as_slice()).unwrap_or(&[]);
             for (name, value) in body.iter().chain(w.doc.key.columns.iter()) {
-                if known.is_some_and(|k| k.contains(name)) || new.iter().any(|f| f.name == *name) {
+                if known.is_some_and(|k| k.contains(name.as_str())) || new.iter().any(|f| f.name == *name) {
                     continue;
                 }
                 let source = if sink.declares(table, name) {
@@ -67,7 +67,7 @@ impl KnownFields {
                     None
                 };
                 if let Some(source) = source {
-                    new.push(NewField { name: name.clone(), source });
+                    new.push(NewField { name: name.to_string(), source });
                 }
             }
         }
@@ -124,8 +124,10 @@ mod tests {
                 source_ts_ms: None,
                 lineage: Lineage { topic: "x".into(), partition: 0, offset: 0 },
                 key: Row::default(),
-                body: Some(Row { columns: columns.into_iter().map(|(n, v)| (n.to_string(), v)).collect() }),
-                source_types: Some(schema.into_iter().map(|(n, t)| (n.to_string(), t)).collect()),
+                body: Some(Row {
+                    columns: columns.into_iter().map(|(n, v)| (crate::decode::Name::from(n), v)).collect(),
+                }),
+                source_types: Some(schema.into_iter().map(|(n, t)| (crate::decode::Name::from(n), t)).collect()),
             },
         }
     }

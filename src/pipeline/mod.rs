@@ -282,7 +282,7 @@ impl<S: Sink> Pipeline<S> {
                         Ok(mut doc) => {
                             let excluded = self.sink.excluded(table);
                             if let Some(body) = doc.body.as_mut().filter(|_| !excluded.is_empty()) {
-                                body.columns.retain(|(n, _)| !excluded.contains(n));
+                                body.columns.retain(|(n, _)| !excluded.iter().any(|e| e == n));
                             }
                             let target: Arc<str> = Arc::from(target);
                             match table.retired(&event, &doc) {
