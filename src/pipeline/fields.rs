@@ -126,6 +126,7 @@ mod tests {
                 key: Row::default(),
                 body: Some(Row { columns: columns.into_iter().map(|(n, v)| (n.to_string(), v)).collect() }),
                 source_types: Some(schema.into_iter().map(|(n, t)| (n.to_string(), t)).collect()),
+                compaction: false,
             },
         }
     }

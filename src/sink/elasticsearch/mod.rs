@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use super::{ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, Write};
 use crate::decode::Op;
-use crate::mapping::{ReadModel, TableMapping};
+use crate::mapping::{Document, ReadModel, TableMapping};
 use crate::source::PartitionOffset;
 pub use client::{Client, Current, META_FIELD};
 
@@ -157,6 +157,23 @@ pub fn is_newer(incoming: &str, stored: Option<&Current>) -> bool {
     }
 }
 
+/// What a compaction delete (a Kafka tombstone) does to the stored
+/// document without being sent: `None` when it must be sent (a live
+/// document last written from its partition at a lower offset).
+pub fn compaction_outcome(tombstone: &Document, stored: Option<&Current>) -> Option<Outcome> {
+    let stored = match stored {
+        None => return Some(Outcome::Stale),
+        Some(c) if c.deleted => return Some(Outcome::Stale),
+        Some(c) => c,
+    };
+    match stored.written_by {
+        Some((partition, offset)) if partition == tombstone.lineage.partition => {
+            (offset >= tombstone.lineage.offset).then_some(Outcome::Stale)
+        }
+        _ => Some(Outcome::Unmatched),
+    }
+}
+
 impl Sink for Elasticsearch {
     fn name(&self) -> &'static str {
         client::SINK
@@ -184,6 +201,8 @@ impl Sink for Elasticsearch {
             if let Some(es) = &table.elasticsearch {
                 let body = mapping::index_mapping(es, &[]);
                 self.client.ensure_alias(&es.index, &body).await?;
+                // An index created before a bookkeeping field existed gets it.
+                self.client.put_mapping(&es.index, &[(META_FIELD.to_string(), mapping::meta_properties())]).await?;
                 self.mappings.lock().unwrap_or_else(|e| e.into_inner()).insert(es.index.clone(), body);
                 let fields = self.client.mapped_fields(&es.index).await?;
                 self.mapped
@@ -328,11 +347,16 @@ impl Elasticsearch {
         let mut sent = Vec::new();
         for &i in todo {
             let w = &writes[i];
-            if is_newer(w.doc.position.as_str(), current.get(&i)) {
-                encode::write(&mut body, w, current.get(&i));
-                sent.push(i);
-            } else {
-                outcomes[i] = Some(Outcome::Stale);
+            let settled = match w.doc.compaction {
+                true => compaction_outcome(&w.doc, current.get(&i)),
+                false => (!is_newer(w.doc.position.as_str(), current.get(&i))).then_some(Outcome::Stale),
+            };
+            match settled {
+                Some(outcome) => outcomes[i] = Some(outcome),
+                None => {
+                    encode::write(&mut body, w, current.get(&i));
+                    sent.push(i);
+                }
             }
         }
         let mut conflicts = Vec::new();
@@ -347,11 +371,18 @@ impl Elasticsearch {
                 let w = &writes[*i];
                 match (item.status, item.seq_no, item.primary_term) {
                     (200 | 201, Some(seq_no), Some(primary_term)) => {
-                        known.put(
-                            &w.target,
-                            &w.doc.id,
-                            Current { seq_no, primary_term, position: Some(w.doc.position.as_str().to_string()) },
-                        );
+                        let position = match w.doc.compaction {
+                            true => current.get(i).and_then(|c| c.position.clone()),
+                            false => Some(w.doc.position.as_str().to_string()),
+                        };
+                        let c = Current {
+                            seq_no,
+                            primary_term,
+                            position,
+                            written_by: Some((w.doc.lineage.partition, w.doc.lineage.offset)),
+                            deleted: w.doc.body.is_none(),
+                        };
+                        known.put(&w.target, &w.doc.id, c);
                     }
                     (409, ..) => {
                         known.forget(&w.target, &w.doc.id);
@@ -413,11 +444,33 @@ pub fn classify(status: u16, error: Option<&serde_json::Value>) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compaction_delete_applies_only_over_a_live_document_written_earlier_on_its_partition() {
+        let tombstone = Document {
+            id: "1".into(),
+            position: crate::decode::SourcePosition::from_stored(""),
+            op: Op::Delete,
+            source_ts_ms: None,
+            lineage: crate::source::Lineage { topic: "t".into(), partition: 1, offset: 10 },
+            key: crate::decode::Row::default(),
+            body: None,
+            source_types: None,
+            compaction: true,
+        };
+        let stored = |written_by, deleted| Current { written_by, deleted, ..Current::default() };
+        assert_eq!(compaction_outcome(&tombstone, Some(&stored(Some((1, 9)), false))), None, "sent");
+        assert_eq!(compaction_outcome(&tombstone, Some(&stored(Some((1, 11)), false))), Some(Outcome::Stale));
+        assert_eq!(compaction_outcome(&tombstone, Some(&stored(Some((1, 9)), true))), Some(Outcome::Stale));
+        assert_eq!(compaction_outcome(&tombstone, None), Some(Outcome::Stale));
+        assert_eq!(compaction_outcome(&tombstone, Some(&stored(Some((0, 3)), false))), Some(Outcome::Unmatched));
+        assert_eq!(compaction_outcome(&tombstone, Some(&stored(None, false))), Some(Outcome::Unmatched));
+    }
     use serde_json::json;
 
     #[test]
     fn newer_position_replaces_stale_does_not() {
-        let stored = Current { seq_no: 3, primary_term: 1, position: Some("0005".into()) };
+        let stored = Current { seq_no: 3, primary_term: 1, position: Some("0005".into()), ..Current::default() };
         assert!(is_newer("0006", Some(&stored)));
         assert!(!is_newer("0005", Some(&stored)), "a re-delivered event is not newer");
         assert!(!is_newer("0004", Some(&stored)));
@@ -427,7 +480,7 @@ mod tests {
     #[test]
     fn known_docs_are_per_target_forgettable_and_bounded_to_two_generations() {
         let (trips, seats): (Arc<str>, Arc<str>) = (Arc::from("trips"), Arc::from("seats"));
-        let at = |seq_no| Current { seq_no, primary_term: 1, position: Some("01".into()) };
+        let at = |seq_no| Current { seq_no, primary_term: 1, position: Some("01".into()), ..Current::default() };
         let mut known = KnownDocs::default();
         known.put(&trips, "1", at(1));
         known.put(&trips, "1", at(2));
