@@ -130,3 +130,26 @@ async fn a_delete_and_its_tombstone_leave_the_row_deleted_at_the_deletes_positio
     assert_eq!(doc["__projector"]["position"].as_str(), Some(deleted["1"].1.as_str()), "the d's position");
     assert_eq!(live(&w, &table).await, ids(&[]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tombstone_keeps_a_row_written_before_offsets_were_stored_and_counts_it() {
+    let (w, table) = world("compold").await;
+    let mut t = Timeline::default();
+    let at = t.commit(1);
+    w.produce(&[w.db.trips.event('c', None, Some(&trip(1, 1000, 1)), at, t.ts_ms, true)]).await;
+    let p = w.start(&w.group);
+    caught_up(&w, &w.group).await;
+    // As a row written before projector stored Kafka offsets.
+    let sql =
+        format!("UPDATE {} SET __partition = NULL, __offset = NULL", projector::sink::postgres::quote_table(&table));
+    pg().await.execute(&sql, &[]).await.unwrap();
+    w.produce(&[w.db.trips.tombstone(&trip(1, 0, 1), true)]).await;
+    caught_up(&w, &w.group).await;
+    let (pg_live, es_live) = live(&w, &table).await;
+    assert_eq!(pg_live, vec!["1".to_string()], "the row without an offset is kept");
+    assert!(es_live.is_empty(), "Elasticsearch stored the offset, so the tombstone deleted the document");
+    let unmatched =
+        p.counter("projector_events_total", &["sink=\"postgres\"", "outcome=\"tombstone_unmatched\""]).await;
+    assert_eq!(unmatched, 1.0);
+    assert!(p.log_text().contains("a tombstone found a live row"), "logged");
+}

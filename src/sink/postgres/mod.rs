@@ -4,7 +4,8 @@
 //! ## Tables
 //! Each mapped table gets `__id` (the document id, primary key),
 //! `__position` (source position, fixed-width hex), `__deleted`,
-//! `__source_ts` and `__written_at`, plus one column per output field, added
+//! `__source_ts`, `__partition` and `__offset` (the Kafka record that last
+//! wrote the row; added to older tables on prepare) and `__written_at`, plus one column per output field, added
 //! when the field first appears with a known type (from the Debezium schema:
 //! `numeric(p,s)`, `timestamp(3|6)`, `timestamptz`, `uuid`, `bytea`, `jsonb`,
 //! ...; or from the read model's `postgres.types`). Nothing is dropped or
@@ -23,7 +24,10 @@
 //! values the row had in the table (a row first seen as a delete holds only
 //! its key). The row stays as a tombstone for ever, so a late, older event
 //! can never bring it back. Readers use the view `<table>_live`, which has
-//! only live rows. A value the connector could not capture (LOB/TOAST
+//! only live rows. A Kafka tombstone (a compaction delete) is guarded by
+//! offset, not position ([`compaction_delete_sql`]): it deletes only a live
+//! row last written from its partition at a lower offset, and keeps the
+//! row's `__position`. A value the connector could not capture (LOB/TOAST
 //! placeholder) leaves the stored column as it was.
 //!
 //! ## Errors
@@ -578,6 +582,16 @@ fn describe(e: &tokio_postgres::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compaction_delete_is_guarded_by_offset_on_its_partition_and_keeps_the_position() {
+        let sql = compaction_delete_sql("trips");
+        assert!(sql.contains("SET __deleted = true, __offset = s.o, __written_at = now()"), "{sql}");
+        assert!(!sql.contains("__position"), "the stored position stays: {sql}");
+        assert!(sql.contains("NOT t.__deleted AND t.__partition = s.p AND t.__offset < s.o"), "{sql}");
+        let unmatched = compaction_unmatched_sql("trips");
+        assert!(unmatched.contains("t.__offset IS NULL OR t.__partition IS DISTINCT FROM s.p"), "{unmatched}");
+    }
 
     #[test]
     fn only_value_errors_are_data_and_the_sink_being_wrong_is_not() {
