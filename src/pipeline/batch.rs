@@ -164,6 +164,24 @@ pub fn per_key_newest_first(writes: &[&Write]) -> Vec<Vec<usize>> {
     groups
 }
 
+/// Turns `newest`, a tombstone, into the delete of the newest real write of
+/// its key before it in the batch (`earlier`, newest first), if there is
+/// one: sent alone, the tombstone would find no row written from them (the
+/// batch sends only the newest write per key) and change nothing, so the
+/// row would stay absent, or live at an older state. As their delete it
+/// carries that write's position and is guarded like any delete.
+pub fn settle_tombstone(newest: &mut Write, earlier: &[&Write]) {
+    if !newest.doc.compaction {
+        return;
+    }
+    if let Some(real) = earlier.iter().find(|w| !w.doc.compaction) {
+        let mut doc = real.doc.clone();
+        doc.body = None;
+        doc.op = crate::decode::Op::Delete;
+        newest.doc = doc;
+    }
+}
+
 /// Gives `newest` the values of its unavailable columns (a LOB or TOAST
 /// column the connector did not capture) from `earlier`, the older writes of
 /// the same key, newest first: the sink would otherwise keep its stored value,
@@ -279,6 +297,20 @@ mod tests {
         let w = [at(write("1", "0001"), 10, false), at(write("1", ""), 11, true), at(write("2", "0001"), 12, false)];
         let refs: Vec<&Write> = w.iter().collect();
         assert_eq!(per_key_newest_first(&refs), vec![vec![1, 0], vec![2]]);
+    }
+
+    #[test]
+    fn a_tombstone_newest_in_its_batch_deletes_the_writes_before_it_at_their_position() {
+        let c = write("1", "0001");
+        let u = with_note(write("1", "0002"), Some(Value::String("u".into())));
+        let mut tombstone = at(write("1", ""), 9, true);
+        settle_tombstone(&mut tombstone, &[&u, &c]);
+        assert!(!tombstone.doc.compaction, "guarded by position, as a delete");
+        assert_eq!(tombstone.doc.position.as_str(), "0002");
+        assert!(tombstone.doc.body.is_none());
+        let mut alone = at(write("1", ""), 9, true);
+        settle_tombstone(&mut alone, &[]);
+        assert!(alone.doc.compaction, "with nothing before it, it stays a compaction delete");
     }
 
     fn with_note(mut w: Write, note: Option<Value>) -> Write {

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::batch::{Action, Batch, fill_unavailable, per_key_newest_first};
+use super::batch::{Action, Batch, fill_unavailable, per_key_newest_first, settle_tombstone};
 use super::dead_letter::{DeadLetters, Reason};
 use super::fields::KnownFields;
 use super::isolate::TargetCall;
@@ -56,6 +56,7 @@ impl Newest {
         let mut pending = group.remove(0);
         let earlier: Vec<&Write> = group.iter().map(|p| &p.write).collect();
         fill_unavailable(&mut pending.write, &earlier);
+        settle_tombstone(&mut pending.write, &earlier);
         Some(Newest { pending, standby: group })
     }
 }
