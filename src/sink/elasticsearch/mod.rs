@@ -29,6 +29,7 @@
 //! The guard costs one `_mget` per batch.
 
 pub mod client;
+mod compaction;
 pub mod encode;
 pub mod mapping;
 
@@ -38,9 +39,10 @@ use std::time::Duration;
 
 use super::{ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, Write};
 use crate::decode::Op;
-use crate::mapping::{Document, ReadModel, TableMapping};
+use crate::mapping::{ReadModel, TableMapping};
 use crate::source::PartitionOffset;
 pub use client::{Client, Current, META_FIELD};
+pub use compaction::compaction_outcome;
 
 /// Writes read-model documents to Elasticsearch or OpenSearch.
 #[derive(Debug)]
@@ -154,23 +156,6 @@ pub fn is_newer(incoming: &str, stored: Option<&Current>) -> bool {
         // an older version of it): the first positioned write takes over.
         Some(Current { position: None, .. }) => true,
         Some(Current { position: Some(p), .. }) => incoming > p.as_str(),
-    }
-}
-
-/// What a compaction delete (a Kafka tombstone) does to the stored
-/// document without being sent: `None` when it must be sent (a live
-/// document last written from its partition at a lower offset).
-pub fn compaction_outcome(tombstone: &Document, stored: Option<&Current>) -> Option<Outcome> {
-    let stored = match stored {
-        None => return Some(Outcome::Stale),
-        Some(c) if c.deleted => return Some(Outcome::Stale),
-        Some(c) => c,
-    };
-    match stored.written_by {
-        Some((partition, offset)) if partition == tombstone.lineage.partition => {
-            (offset >= tombstone.lineage.offset).then_some(Outcome::Stale)
-        }
-        _ => Some(Outcome::Unmatched),
     }
 }
 
@@ -444,28 +429,6 @@ pub fn classify(status: u16, error: Option<&serde_json::Value>) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_compaction_delete_applies_only_over_a_live_document_written_earlier_on_its_partition() {
-        let tombstone = Document {
-            id: "1".into(),
-            position: crate::decode::SourcePosition::from_stored(""),
-            op: Op::Delete,
-            source_ts_ms: None,
-            lineage: crate::source::Lineage { topic: "t".into(), partition: 1, offset: 10 },
-            key: crate::decode::Row::default(),
-            body: None,
-            source_types: None,
-            compaction: true,
-        };
-        let stored = |written_by, deleted| Current { written_by, deleted, ..Current::default() };
-        assert_eq!(compaction_outcome(&tombstone, Some(&stored(Some((1, 9)), false))), None, "sent");
-        assert_eq!(compaction_outcome(&tombstone, Some(&stored(Some((1, 11)), false))), Some(Outcome::Stale));
-        assert_eq!(compaction_outcome(&tombstone, Some(&stored(Some((1, 9)), true))), Some(Outcome::Stale));
-        assert_eq!(compaction_outcome(&tombstone, None), Some(Outcome::Stale));
-        assert_eq!(compaction_outcome(&tombstone, Some(&stored(Some((0, 3)), false))), Some(Outcome::Unmatched));
-        assert_eq!(compaction_outcome(&tombstone, Some(&stored(None, false))), Some(Outcome::Unmatched));
-    }
     use serde_json::json;
 
     #[test]

@@ -25,7 +25,7 @@
 //! its key). The row stays as a tombstone for ever, so a late, older event
 //! can never bring it back. Readers use the view `<table>_live`, which has
 //! only live rows. A Kafka tombstone (a compaction delete) is guarded by
-//! offset, not position ([`compaction_delete_sql`]): it deletes only a live
+//! offset, not position (see `compaction.rs`): it deletes only a live
 //! row last written from its partition at a lower offset, and keeps the
 //! row's `__position`. A value the connector could not capture (LOB/TOAST
 //! placeholder) leaves the stored column as it was.
@@ -38,6 +38,7 @@
 //! everything else is retried with the sink reported down.
 
 pub mod binary;
+mod compaction;
 pub mod schema;
 
 use std::collections::{HashMap, HashSet};
@@ -53,6 +54,8 @@ use crate::decode::{Row, Value};
 use crate::mapping::{ReadModel, TableMapping};
 use crate::source::PartitionOffset;
 use binary::Cell;
+use compaction::{Applied, compaction_deletes};
+pub use compaction::{compaction_delete_sql, compaction_unmatched_sql};
 pub use schema::{pg_type_of_field, pg_type_of_value, quote, quote_table};
 
 mod migrations {
@@ -317,54 +320,6 @@ pub fn meta_values(d: &Document) -> [Value; 6] {
     ]
 }
 
-/// What one table's transaction did: the ids it wrote, and the ids of
-/// compaction deletes that found a live row they cannot be ordered against.
-#[derive(Default)]
-struct Applied {
-    ids: HashSet<String>,
-    unmatched: HashSet<String>,
-}
-
-/// Marks rows deleted for Kafka tombstones, guarded by offset: only a live
-/// row last written from the tombstone's partition at a lower offset. The
-/// row's `__position` stays, so the position guard still orders what comes
-/// after; its `__offset` becomes the tombstone's.
-pub fn compaction_delete_sql(target: &str) -> String {
-    format!(
-        "WITH s AS (SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[]) AS s(id, p, o)) \
-         UPDATE {t} AS t SET __deleted = true, __offset = s.o, __written_at = now() FROM s \
-         WHERE t.__id = s.id AND NOT t.__deleted AND t.__partition = s.p AND t.__offset < s.o RETURNING t.__id",
-        t = quote_table(target)
-    )
-}
-
-/// The live rows of those ids that no stored offset of the same partition orders.
-pub fn compaction_unmatched_sql(target: &str) -> String {
-    format!(
-        "SELECT t.__id FROM {t} AS t JOIN unnest($1::text[], $2::int4[]) AS s(id, p) ON t.__id = s.id \
-         WHERE NOT t.__deleted AND (t.__offset IS NULL OR t.__partition IS DISTINCT FROM s.p)",
-        t = quote_table(target)
-    )
-}
-
-async fn compaction_deletes(
-    tx: &tokio_postgres::Transaction<'_>,
-    target: &str,
-    writes: &[&Write],
-) -> Result<Applied, TxError> {
-    let ids: Vec<&str> = writes.iter().map(|w| w.doc.id.as_str()).collect();
-    let partitions: Vec<i32> = writes.iter().map(|w| w.doc.lineage.partition).collect();
-    let offsets: Vec<i64> = writes.iter().map(|w| w.doc.lineage.offset).collect();
-    let mut applied = Applied::default();
-    for row in tx.query(&compaction_delete_sql(target), &[&ids, &partitions, &offsets]).await? {
-        applied.ids.insert(row.get::<_, String>(0));
-    }
-    for row in tx.query(&compaction_unmatched_sql(target), &[&ids, &partitions]).await? {
-        applied.unmatched.insert(row.get::<_, String>(0));
-    }
-    Ok(applied)
-}
-
 /// A row's value for a catalog column name, which is the mapped form of a
 /// long source name (see `schema::identifier`).
 fn get<'r>(row: &'r Row, column: &str) -> Option<&'r Value> {
@@ -582,16 +537,6 @@ fn describe(e: &tokio_postgres::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_compaction_delete_is_guarded_by_offset_on_its_partition_and_keeps_the_position() {
-        let sql = compaction_delete_sql("trips");
-        assert!(sql.contains("SET __deleted = true, __offset = s.o, __written_at = now()"), "{sql}");
-        assert!(!sql.contains("__position"), "the stored position stays: {sql}");
-        assert!(sql.contains("NOT t.__deleted AND t.__partition = s.p AND t.__offset < s.o"), "{sql}");
-        let unmatched = compaction_unmatched_sql("trips");
-        assert!(unmatched.contains("t.__offset IS NULL OR t.__partition IS DISTINCT FROM s.p"), "{unmatched}");
-    }
 
     #[test]
     fn only_value_errors_are_data_and_the_sink_being_wrong_is_not() {
