@@ -100,8 +100,8 @@ pub struct ChangeEvent {
 pub enum Decoded {
     Change(ChangeEvent),
     /// The Kafka-null value Debezium writes after each delete so compaction can
-    /// drop the key. The preceding `d` event already carried the delete and its
-    /// position, so the tombstone itself changes nothing.
+    /// drop the key. Compaction may drop the `d` event before it too, so the
+    /// pipeline turns it into a compaction delete (see [`tombstone_key`]).
     Tombstone,
     /// A record that is not a row change: schema change, transaction marker,
     /// heartbeat. The reason names which.
@@ -339,6 +339,13 @@ impl Default for DecodeOptions {
             schemas: Arc::default(),
         }
     }
+}
+
+/// The key of a tombstone (a record [`decode`] found [`Decoded::Tombstone`]),
+/// decoded as every record's key is: on a compacted topic it is all that
+/// is left of a delete.
+pub fn tombstone_key(record: &SourceRecord, opts: &DecodeOptions) -> Result<Row, DecodeError> {
+    decode_key(record, opts)
 }
 
 /// Decodes one Kafka record.

@@ -6,6 +6,11 @@
 //! inside the parts so that two different keys never share an id. An update
 //! that changes a `key:` mapping's columns also retires the old id (see
 //! [`TableMapping::retired`]).
+//!
+//! A Kafka tombstone becomes a compaction delete ([`TableMapping::compaction_delete`]):
+//! on a compacted topic the `d` event before it may be gone, so the
+//! tombstone alone must delete the row. It carries only the Kafka key, so
+//! its id is formed from the key alone, and it is ordered by Kafka offset.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -30,6 +35,12 @@ pub struct Document {
     pub body: Option<Row>,
     /// The source columns' Connect types, when known (see [`TableMapping::output_type`]).
     pub source_types: Option<Arc<[(Name, FieldType)]>>,
+    /// A compaction delete: a Kafka tombstone (see
+    /// [`TableMapping::compaction_delete`]). It has no source position, so
+    /// sinks guard it by Kafka offset instead: it deletes a row only when
+    /// the row was last written from the same partition at a lower offset,
+    /// and it leaves the row's stored position as it was.
+    pub compaction: bool,
 }
 
 impl Document {
@@ -122,6 +133,7 @@ impl TableMapping {
             key,
             body,
             source_types: event.types.clone(),
+            compaction: false,
         })
     }
 
@@ -154,7 +166,53 @@ impl TableMapping {
             key,
             body: None,
             source_types: doc.source_types.clone(),
+            compaction: false,
         })
+    }
+
+    /// The delete a Kafka tombstone stands for, with `key` the tombstone's
+    /// decoded Kafka key. `Ok(None)` when the document id cannot be formed
+    /// from the Kafka key alone: a `key:` mapping naming a column the Kafka
+    /// key does not carry (the pipeline skips such tombstones, counted).
+    /// Its position is empty (below every real one) so a sink that ignored
+    /// the flag would find it stale, never apply it as a newer delete.
+    pub fn compaction_delete(&self, lineage: &Lineage, key: Row) -> Result<Option<Document>, MappingError> {
+        let key = match &self.key {
+            None => key,
+            Some(cols) => {
+                let mut chosen = Row::default();
+                for c in cols {
+                    let Some(v) = key.get(c) else { return Ok(None) };
+                    // Typed as an after-image's value is, so both give one id.
+                    let v = match self.source_types.iter().find(|(n, _)| n == c) {
+                        Some((_, st)) => retyped(c, st, v).map_err(|detail| MappingError::SourceType {
+                            lineage: lineage.clone(),
+                            column: c.to_string(),
+                            detail,
+                        })?,
+                        None => v.clone(),
+                    };
+                    chosen.columns.push((c.clone(), v));
+                }
+                chosen
+            }
+        };
+        let id = document_id(&key).map_err(|(column, found)| MappingError::BadKey {
+            lineage: lineage.clone(),
+            column,
+            found,
+        })?;
+        Ok(Some(Document {
+            id,
+            position: SourcePosition::from_stored(""),
+            op: Op::Delete,
+            source_ts_ms: None,
+            lineage: lineage.clone(),
+            key,
+            body: None,
+            source_types: None,
+            compaction: true,
+        }))
     }
 
     /// The source type of an output field: a column passed through or

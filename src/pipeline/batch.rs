@@ -135,7 +135,8 @@ impl Batch {
 
 /// Groups the writes by (target, id): each group lists the indexes (into
 /// `writes`) of one key's writes, newest source position first (the earlier
-/// of two at the same position first, as it arrived first). Groups come in
+/// of two at the same position first, as it arrived first), or newest Kafka
+/// offset first when the group holds a compaction delete (a tombstone). Groups come in
 /// the order of their newest write's index. Only a group's first write needs
 /// a request; the others stand by in case the sink refuses it, and lend it
 /// the values it lacks (see [`fill_unavailable`]).
@@ -147,12 +148,38 @@ pub fn per_key_newest_first(writes: &[&Write]) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> = groups
         .into_values()
         .map(|mut g| {
-            g.sort_by(|a, b| writes[*b].doc.position.cmp(&writes[*a].doc.position).then(a.cmp(b)));
+            // A compaction delete has no position: a group holding one is
+            // ordered by Kafka offset instead (one key's records share a
+            // partition, where the offset orders them as they were written).
+            // One order per group keeps the sort total.
+            if g.iter().any(|&i| writes[i].doc.compaction) {
+                g.sort_by(|a, b| writes[*b].doc.lineage.offset.cmp(&writes[*a].doc.lineage.offset).then(a.cmp(b)));
+            } else {
+                g.sort_by(|a, b| writes[*b].doc.position.cmp(&writes[*a].doc.position).then(a.cmp(b)));
+            }
             g
         })
         .collect();
     groups.sort_unstable_by_key(|g| g[0]);
     groups
+}
+
+/// Turns `newest`, a tombstone, into the delete of the newest real write of
+/// its key before it in the batch (`earlier`, newest first), if there is
+/// one: sent alone, the tombstone would find no row written from them (the
+/// batch sends only the newest write per key) and change nothing, so the
+/// row would stay absent, or live at an older state. As their delete it
+/// carries that write's position and is guarded like any delete.
+pub fn settle_tombstone(newest: &mut Write, earlier: &[&Write]) {
+    if !newest.doc.compaction {
+        return;
+    }
+    if let Some(real) = earlier.iter().find(|w| !w.doc.compaction) {
+        let mut doc = real.doc.clone();
+        doc.body = None;
+        doc.op = crate::decode::Op::Delete;
+        newest.doc = doc;
+    }
 }
 
 /// Gives `newest` the values of its unavailable columns (a LOB or TOAST
@@ -207,6 +234,7 @@ mod tests {
                 key: Row::default(),
                 body: None,
                 source_types: None,
+                compaction: false,
             },
         }
     }
@@ -250,6 +278,39 @@ mod tests {
         let w = [write("1", "0003"), write("2", "0001"), write("1", "0005"), write("1", "0004")];
         let refs: Vec<&Write> = w.iter().collect();
         assert_eq!(per_key_newest_first(&refs), vec![vec![1], vec![2, 3, 0]]);
+    }
+
+    fn at(mut w: Write, offset: i64, compaction: bool) -> Write {
+        w.doc.lineage.offset = offset;
+        w.doc.compaction = compaction;
+        w
+    }
+
+    #[test]
+    fn a_tombstone_and_the_writes_of_its_key_are_ordered_by_kafka_offset() {
+        // c@10, tombstone@11, c again@12: the re-insert is the newest.
+        let w = [at(write("1", "0001"), 10, false), at(write("1", ""), 11, true), at(write("1", "0003"), 12, false)];
+        let refs: Vec<&Write> = w.iter().collect();
+        assert_eq!(per_key_newest_first(&refs), vec![vec![2, 1, 0]]);
+        // c@10 then its tombstone@11: the tombstone is the newest, although
+        // its (empty) position is below every real one.
+        let w = [at(write("1", "0001"), 10, false), at(write("1", ""), 11, true), at(write("2", "0001"), 12, false)];
+        let refs: Vec<&Write> = w.iter().collect();
+        assert_eq!(per_key_newest_first(&refs), vec![vec![1, 0], vec![2]]);
+    }
+
+    #[test]
+    fn a_tombstone_newest_in_its_batch_deletes_the_writes_before_it_at_their_position() {
+        let c = write("1", "0001");
+        let u = with_note(write("1", "0002"), Some(Value::String("u".into())));
+        let mut tombstone = at(write("1", ""), 9, true);
+        settle_tombstone(&mut tombstone, &[&u, &c]);
+        assert!(!tombstone.doc.compaction, "guarded by position, as a delete");
+        assert_eq!(tombstone.doc.position.as_str(), "0002");
+        assert!(tombstone.doc.body.is_none());
+        let mut alone = at(write("1", ""), 9, true);
+        settle_tombstone(&mut alone, &[]);
+        assert!(alone.doc.compaction, "with nothing before it, it stays a compaction delete");
     }
 
     fn with_note(mut w: Write, note: Option<Value>) -> Write {

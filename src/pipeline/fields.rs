@@ -128,6 +128,7 @@ mod tests {
                     columns: columns.into_iter().map(|(n, v)| (crate::decode::Name::from(n), v)).collect(),
                 }),
                 source_types: Some(schema.into_iter().map(|(n, t)| (crate::decode::Name::from(n), t)).collect()),
+                compaction: false,
             },
         }
     }

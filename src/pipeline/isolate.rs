@@ -119,6 +119,7 @@ mod tests {
                 key: Row::default(),
                 body: None,
                 source_types: None,
+                compaction: false,
             },
         }
     }

@@ -298,11 +298,33 @@ impl<S: Sink> Pipeline<S> {
                     None => Action::Skip("table not written by this sink"),
                 }
             }
-            Ok(Decoded::Tombstone) => Action::Skip("tombstone"),
+            Ok(Decoded::Tombstone) => self.compaction_delete(&record),
             Ok(Decoded::NotAChange(what)) => Action::Skip(what),
             Err(e) => Action::DeadLetter { stage: "decode", kind: e.kind(), reason: e.to_string() },
         };
         Item { record, action }
+    }
+
+    /// A tombstone becomes a compaction delete (see
+    /// [`crate::mapping::TableMapping::compaction_delete`]), or a counted skip
+    /// when the read model's id cannot be formed from the Kafka key alone.
+    fn compaction_delete(&self, record: &SourceRecord) -> Action {
+        let lineage = &record.lineage;
+        let Some((table, target)) = self.model.table(&lineage.topic).and_then(|t| Some((t, self.sink.target(t)?)))
+        else {
+            return Action::Skip("table not written by this sink");
+        };
+        let key = match crate::decode::tombstone_key(record, &self.decode) {
+            Ok(key) => key,
+            Err(e) => return Action::DeadLetter { stage: "decode", kind: e.kind(), reason: e.to_string() },
+        };
+        match table.compaction_delete(lineage, key) {
+            Ok(Some(doc)) => Action::Write(Write { target: Arc::from(target), doc }),
+            Ok(None) => Action::Skip(
+                "tombstone: the read model's `key:` names columns the Kafka key lacks, so its document id cannot be formed",
+            ),
+            Err(e) => Action::DeadLetter { stage: "mapping", kind: e.kind(), reason: e.to_string() },
+        }
     }
 
     fn spawn_write(&self, batch: Batch, fields: &KnownFields) -> JoinHandle<WriteResult> {

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::batch::{Action, Batch, fill_unavailable, per_key_newest_first};
+use super::batch::{Action, Batch, fill_unavailable, per_key_newest_first, settle_tombstone};
 use super::dead_letter::{DeadLetters, Reason};
 use super::fields::KnownFields;
 use super::isolate::TargetCall;
@@ -56,6 +56,7 @@ impl Newest {
         let mut pending = group.remove(0);
         let earlier: Vec<&Write> = group.iter().map(|p| &p.write).collect();
         fill_unavailable(&mut pending.write, &earlier);
+        settle_tombstone(&mut pending.write, &earlier);
         Some(Newest { pending, standby: group })
     }
 }
@@ -196,6 +197,12 @@ impl<S: Sink> Writer<S> {
                     sorted.writes.push(Pending { write: retired, record });
                     sorted.writes.push(Pending { write, record });
                 }
+                Action::Skip(why) if why.starts_with("tombstone") => {
+                    skipped.add(&item.record.lineage.topic, "-", "tombstone_skipped");
+                    if first_time(self.sink.name(), "skipped", &item.record.lineage.topic) {
+                        tracing::warn!(sink = self.sink.name(), record = %item.record.lineage, why, "tombstones of this topic are skipped (logged once per topic)");
+                    }
+                }
                 Action::Skip(why) => {
                     skipped.add(&item.record.lineage.topic, "-", "skipped");
                     tracing::trace!(record = %item.record.lineage, why, "skipped");
@@ -297,6 +304,12 @@ impl<S: Sink> Writer<S> {
                         }
                     }
                     Outcome::Stale => tracing::debug!(record = %w.doc.lineage, id = %w.doc.id, "stale event ignored"),
+                    Outcome::Unmatched => {
+                        if first_time(name, "unmatched", &share.target) {
+                            tracing::warn!(sink = name, target = %share.target, record = %w.doc.lineage, id = %w.doc.id,
+                                "a tombstone found a live row written before projector stored Kafka offsets, or from another partition; the row is kept (rebuild the target to apply compaction deletes to it; logged once per target)");
+                        }
+                    }
                     Outcome::Failed(e) => match retry::decide(e.kind) {
                         Decision::DeadLetter => {
                             dead.push(DeadLetter {
@@ -393,9 +406,23 @@ fn label(outcome: &Outcome) -> &'static str {
     match outcome {
         Outcome::Applied => "applied",
         Outcome::Stale => "stale",
+        Outcome::Unmatched => "tombstone_unmatched",
         Outcome::Failed(e) if e.kind.is_data() => "rejected",
         Outcome::Failed(_) => "retry",
     }
+}
+
+/// Whether this is the first time `(sink, what, name)` is seen here: for
+/// warnings that would otherwise repeat for every record.
+fn first_time(sink: &'static str, what: &'static str, name: &str) -> bool {
+    type Seen = Vec<(&'static str, &'static str, String)>;
+    static SEEN: std::sync::Mutex<Seen> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if seen.iter().any(|(s, w, n)| *s == sink && *w == what && n == name) {
+        return false;
+    }
+    seen.push((sink, what, name.to_string()));
+    true
 }
 
 fn now_ms() -> i64 {

@@ -7,6 +7,13 @@
 //! targets, how to add typed fields to them, how to encode, send and read
 //! each item's outcome, and one table that maps its server's error codes to
 //! an [`ErrorKind`].
+//!
+//! Every sink stores, beside each row, the Kafka partition and offset of the
+//! record that wrote it. A compaction delete ([`Document::compaction`], a
+//! Kafka tombstone) has no source position and is guarded by those instead:
+//! it marks the row deleted only when the row was written from the same
+//! partition at a lower offset, and it keeps the row's stored position, so
+//! a later real event still applies and an older one still cannot revive it.
 
 pub mod bigquery;
 pub mod elasticsearch;
@@ -34,7 +41,13 @@ pub enum Outcome {
     /// The sink now holds this write's state.
     Applied,
     /// The sink already held the same or a newer position; nothing changed.
+    /// For a compaction delete: the row was already deleted, written at a
+    /// later offset, or not there at all.
     Stale,
+    /// A compaction delete found a live row it cannot order itself against:
+    /// the row's stored offset is unknown (written before sinks stored it)
+    /// or from another partition. The row is left as it is.
+    Unmatched,
     /// The sink did not apply it; the error's kind tells the pipeline
     /// whether to retry it or dead-letter it.
     Failed(SinkError),

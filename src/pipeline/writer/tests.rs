@@ -69,6 +69,7 @@ fn write(id: &str, position: &str, op: Op, offset: i64) -> Write {
             key: Row::default(),
             body: None,
             source_types: None,
+            compaction: false,
         },
     }
 }

@@ -193,7 +193,11 @@ impl BigQuery {
             .iter()
             .copied()
             .filter(|w| {
-                let newer = before.get(&w.doc.id).is_none_or(|p| p.as_str() < w.doc.position.as_str());
+                // Compaction deletes (Kafka tombstones) need the offset guard
+                // this sink does not have yet: never staged, so a tombstone
+                // cannot insert or delete a row here.
+                let newer =
+                    !w.doc.compaction && before.get(&w.doc.id).is_none_or(|p| p.as_str() < w.doc.position.as_str());
                 if !newer {
                     out.insert(w.doc.id.clone(), Outcome::Stale);
                 }

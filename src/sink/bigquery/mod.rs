@@ -34,6 +34,10 @@
 //! Readers use the view `<table>_live`. A value the connector could not
 //! capture (LOB placeholder) leaves the stored column as it was.
 //!
+//! Not yet: compaction deletes (a Kafka tombstone whose `d` was compacted
+//! away, see [`crate::sink`]). This sink stores no Kafka offset to guard
+//! them by, so it finds them stale and leaves the row as it is.
+//!
 //! ## Failures
 //! [`kind_of`] folds the client's [`BqError`] into an [`ErrorKind`]: a 400
 //! `invalid`/`invalidQuery` (a value BigQuery refuses) is bad data, and the

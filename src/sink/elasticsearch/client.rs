@@ -24,12 +24,17 @@ pub struct Client {
 }
 
 /// What `_mget` says about one document.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Current {
     pub seq_no: i64,
     pub primary_term: i64,
     /// The stored source position; `None` for a document projector did not write.
     pub position: Option<String>,
+    /// The Kafka partition and offset of the record that last wrote it;
+    /// `None` for a document written before projector stored them.
+    pub written_by: Option<(i32, i64)>,
+    /// Whether it is a tombstone document (`__projector.deleted`).
+    pub deleted: bool,
 }
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> SinkError {
@@ -188,7 +193,7 @@ impl Client {
         if ids.is_empty() {
             return Ok(vec![]);
         }
-        let url = format!("{}/{alias}/_mget?_source_includes={META_FIELD}.position&realtime=true", self.base);
+        let url = format!("{}/{alias}/_mget?_source_includes={META_FIELD}&realtime=true", self.base);
         let (status, body) =
             self.send(self.http.post(url).json(&json!({"ids": ids})), "reading current positions").await?;
         if status != 200 {
@@ -212,6 +217,7 @@ impl Client {
                 if d.get("found").and_then(Json::as_bool) != Some(true) {
                     return Ok(None);
                 }
+                let meta = d.pointer(&format!("/_source/{META_FIELD}"));
                 Ok(Some(Current {
                     seq_no: d
                         .get("_seq_no")
@@ -221,10 +227,12 @@ impl Client {
                         .get("_primary_term")
                         .and_then(Json::as_i64)
                         .ok_or_else(|| err(ErrorKind::Unavailable, "_mget: found document without _primary_term"))?,
-                    position: d
-                        .pointer(&format!("/_source/{META_FIELD}/position"))
-                        .and_then(Json::as_str)
-                        .map(str::to_string),
+                    position: meta.and_then(|m| m.get("position")).and_then(Json::as_str).map(str::to_string),
+                    written_by: meta.and_then(|m| {
+                        let partition = i32::try_from(m.get("partition")?.as_i64()?).ok()?;
+                        Some((partition, m.get("offset")?.as_i64()?))
+                    }),
+                    deleted: meta.and_then(|m| m.get("deleted")).and_then(Json::as_bool).unwrap_or(false),
                 }))
             })
             .collect()

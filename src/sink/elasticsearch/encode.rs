@@ -1,4 +1,6 @@
-//! Turns a write into the two NDJSON lines of a bulk action.
+//! Turns a write into the two NDJSON lines of a bulk action. Every document
+//! carries, beside its position, the Kafka partition and offset that wrote
+//! it (`__projector.partition`/`.offset`), which order compaction deletes.
 
 use std::io::Write as _;
 
@@ -14,6 +16,21 @@ pub fn write(out: &mut Vec<u8>, w: &Write, current: Option<&Current>) {
     let index = serde_json::to_string(&*w.target).unwrap_or_default();
     let id = serde_json::to_string(&w.doc.id).unwrap_or_default();
     match current {
+        // Only the deleted flag and the offset change: the stored position
+        // (and values) stay, so the position guard still orders later events.
+        Some(c) if w.doc.compaction => {
+            let _ = writeln!(
+                out,
+                r#"{{"update":{{"_index":{index},"_id":{id},"if_seq_no":{},"if_primary_term":{}}}}}"#,
+                c.seq_no, c.primary_term
+            );
+            let _ = writeln!(
+                out,
+                r#"{{"doc":{{"{META_FIELD}":{{"deleted":true,"partition":{},"offset":{}}}}}}}"#,
+                w.doc.lineage.partition, w.doc.lineage.offset
+            );
+            return;
+        }
         Some(c) if w.doc.is_partial() => {
             let _ = writeln!(
                 out,
@@ -59,9 +76,11 @@ pub fn document(out: &mut Vec<u8>, doc: &Document) {
     }
     let _ = write!(
         out,
-        r#""{META_FIELD}":{{"position":"{}","deleted":{deleted},"op":"{}""#,
+        r#""{META_FIELD}":{{"position":"{}","deleted":{deleted},"op":"{}","partition":{},"offset":{}"#,
         doc.position.as_str(),
-        doc.op.as_str()
+        doc.op.as_str(),
+        doc.lineage.partition,
+        doc.lineage.offset
     );
     if let Some(ts) = doc.source_ts_ms {
         let _ = write!(out, r#","source_ts_ms":{ts}"#);
@@ -109,6 +128,7 @@ mod tests {
             key: Row { columns: vec![("TripId".into(), Value::Int(7))] },
             body,
             source_types: None,
+            compaction: false,
         }
     }
 
@@ -138,7 +158,11 @@ mod tests {
         let row = Row { columns: vec![("TripId".into(), Value::Int(7)), ("Note".into(), Value::Unavailable)] };
         let w = Write { target: "trips".into(), doc: doc(Some(row)) };
         let mut out = Vec::new();
-        write(&mut out, &w, Some(&Current { seq_no: 4, primary_term: 1, position: Some("00aa".into()) }));
+        write(
+            &mut out,
+            &w,
+            Some(&Current { seq_no: 4, primary_term: 1, position: Some("00aa".into()), ..Current::default() }),
+        );
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], r#"{"update":{"_index":"trips","_id":"7","if_seq_no":4,"if_primary_term":1}}"#);
@@ -146,6 +170,29 @@ mod tests {
         assert_eq!(body["doc"]["TripId"], 7);
         assert!(body["doc"].get("Note").is_none(), "the unavailable column is left as stored");
         assert_eq!(body["doc"][META_FIELD]["position"], "00ff");
+    }
+
+    #[test]
+    fn a_compaction_delete_is_a_conditional_update_of_the_flag_and_offset_only() {
+        let mut d = doc(None);
+        d.compaction = true;
+        d.lineage.offset = 9;
+        let w = Write { target: "trips".into(), doc: d };
+        let mut out = Vec::new();
+        write(&mut out, &w, Some(&Current { seq_no: 4, primary_term: 1, ..Current::default() }));
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], r#"{"update":{"_index":"trips","_id":"7","if_seq_no":4,"if_primary_term":1}}"#);
+        let body: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(body, serde_json::json!({"doc": {META_FIELD: {"deleted": true, "partition": 0, "offset": 9}}}));
+    }
+
+    #[test]
+    fn every_document_carries_the_kafka_partition_and_offset_that_wrote_it() {
+        let mut out = Vec::new();
+        document(&mut out, &doc(None));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!((v[META_FIELD]["partition"].as_i64(), v[META_FIELD]["offset"].as_i64()), (Some(0), Some(1)));
     }
 
     #[test]

@@ -80,7 +80,9 @@ pub fn meta_properties() -> Json {
         "position": {"type": "keyword"},
         "deleted": {"type": "boolean"},
         "op": {"type": "keyword"},
-        "source_ts_ms": {"type": "date", "format": "epoch_millis"}
+        "source_ts_ms": {"type": "date", "format": "epoch_millis"},
+        "partition": {"type": "integer"},
+        "offset": {"type": "long"}
     }})
 }
 

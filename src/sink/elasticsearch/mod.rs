@@ -29,6 +29,7 @@
 //! The guard costs one `_mget` per batch.
 
 pub mod client;
+mod compaction;
 pub mod encode;
 pub mod mapping;
 
@@ -41,6 +42,7 @@ use crate::decode::Op;
 use crate::mapping::{ReadModel, TableMapping};
 use crate::source::PartitionOffset;
 pub use client::{Client, Current, META_FIELD};
+pub use compaction::compaction_outcome;
 
 /// Writes read-model documents to Elasticsearch or OpenSearch.
 #[derive(Debug)]
@@ -184,6 +186,8 @@ impl Sink for Elasticsearch {
             if let Some(es) = &table.elasticsearch {
                 let body = mapping::index_mapping(es, &[]);
                 self.client.ensure_alias(&es.index, &body).await?;
+                // An index created before a bookkeeping field existed gets it.
+                self.client.put_mapping(&es.index, &[(META_FIELD.to_string(), mapping::meta_properties())]).await?;
                 self.mappings.lock().unwrap_or_else(|e| e.into_inner()).insert(es.index.clone(), body);
                 let fields = self.client.mapped_fields(&es.index).await?;
                 self.mapped
@@ -328,11 +332,16 @@ impl Elasticsearch {
         let mut sent = Vec::new();
         for &i in todo {
             let w = &writes[i];
-            if is_newer(w.doc.position.as_str(), current.get(&i)) {
-                encode::write(&mut body, w, current.get(&i));
-                sent.push(i);
-            } else {
-                outcomes[i] = Some(Outcome::Stale);
+            let settled = match w.doc.compaction {
+                true => compaction_outcome(&w.doc, current.get(&i)),
+                false => (!is_newer(w.doc.position.as_str(), current.get(&i))).then_some(Outcome::Stale),
+            };
+            match settled {
+                Some(outcome) => outcomes[i] = Some(outcome),
+                None => {
+                    encode::write(&mut body, w, current.get(&i));
+                    sent.push(i);
+                }
             }
         }
         let mut conflicts = Vec::new();
@@ -347,11 +356,18 @@ impl Elasticsearch {
                 let w = &writes[*i];
                 match (item.status, item.seq_no, item.primary_term) {
                     (200 | 201, Some(seq_no), Some(primary_term)) => {
-                        known.put(
-                            &w.target,
-                            &w.doc.id,
-                            Current { seq_no, primary_term, position: Some(w.doc.position.as_str().to_string()) },
-                        );
+                        let position = match w.doc.compaction {
+                            true => current.get(i).and_then(|c| c.position.clone()),
+                            false => Some(w.doc.position.as_str().to_string()),
+                        };
+                        let c = Current {
+                            seq_no,
+                            primary_term,
+                            position,
+                            written_by: Some((w.doc.lineage.partition, w.doc.lineage.offset)),
+                            deleted: w.doc.body.is_none(),
+                        };
+                        known.put(&w.target, &w.doc.id, c);
                     }
                     (409, ..) => {
                         known.forget(&w.target, &w.doc.id);
@@ -417,7 +433,7 @@ mod tests {
 
     #[test]
     fn newer_position_replaces_stale_does_not() {
-        let stored = Current { seq_no: 3, primary_term: 1, position: Some("0005".into()) };
+        let stored = Current { seq_no: 3, primary_term: 1, position: Some("0005".into()), ..Current::default() };
         assert!(is_newer("0006", Some(&stored)));
         assert!(!is_newer("0005", Some(&stored)), "a re-delivered event is not newer");
         assert!(!is_newer("0004", Some(&stored)));
@@ -427,7 +443,7 @@ mod tests {
     #[test]
     fn known_docs_are_per_target_forgettable_and_bounded_to_two_generations() {
         let (trips, seats): (Arc<str>, Arc<str>) = (Arc::from("trips"), Arc::from("seats"));
-        let at = |seq_no| Current { seq_no, primary_term: 1, position: Some("01".into()) };
+        let at = |seq_no| Current { seq_no, primary_term: 1, position: Some("01".into()), ..Current::default() };
         let mut known = KnownDocs::default();
         known.put(&trips, "1", at(1));
         known.put(&trips, "1", at(2));

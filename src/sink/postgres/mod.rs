@@ -4,7 +4,8 @@
 //! ## Tables
 //! Each mapped table gets `__id` (the document id, primary key),
 //! `__position` (source position, fixed-width hex), `__deleted`,
-//! `__source_ts` and `__written_at`, plus one column per output field, added
+//! `__source_ts`, `__partition` and `__offset` (the Kafka record that last
+//! wrote the row; added to older tables on prepare) and `__written_at`, plus one column per output field, added
 //! when the field first appears with a known type (from the Debezium schema:
 //! `numeric(p,s)`, `timestamp(3|6)`, `timestamptz`, `uuid`, `bytea`, `jsonb`,
 //! ...; or from the read model's `postgres.types`). Nothing is dropped or
@@ -23,7 +24,10 @@
 //! values the row had in the table (a row first seen as a delete holds only
 //! its key). The row stays as a tombstone for ever, so a late, older event
 //! can never bring it back. Readers use the view `<table>_live`, which has
-//! only live rows. A value the connector could not capture (LOB/TOAST
+//! only live rows. A Kafka tombstone (a compaction delete) is guarded by
+//! offset, not position (see `compaction.rs`): it deletes only a live
+//! row last written from its partition at a lower offset, and keeps the
+//! row's `__position`. A value the connector could not capture (LOB/TOAST
 //! placeholder) leaves the stored column as it was.
 //!
 //! ## Errors
@@ -34,6 +38,7 @@
 //! everything else is retried with the sink reported down.
 
 pub mod binary;
+mod compaction;
 pub mod schema;
 
 use std::collections::{HashMap, HashSet};
@@ -49,6 +54,8 @@ use crate::decode::{Row, Value};
 use crate::mapping::{ReadModel, TableMapping};
 use crate::source::PartitionOffset;
 use binary::Cell;
+use compaction::{Applied, compaction_deletes};
+pub use compaction::{compaction_delete_sql, compaction_unmatched_sql};
 pub use schema::{pg_type_of_field, pg_type_of_value, quote, quote_table};
 
 mod migrations {
@@ -86,14 +93,22 @@ fn pg_err(what: &str, e: &tokio_postgres::Error) -> SinkError {
     err(kind, format!("{what}: {}", describe(e)))
 }
 
-/// Columns every mirror table has, in COPY order.
-pub const META: [(&str, &str); 5] = [
+/// Columns every mirror table has, in COPY order. `__partition` and
+/// `__offset` (the Kafka record that last wrote the row) order compaction
+/// deletes; tables created before them get them on prepare, NULL in old rows.
+pub const META: [(&str, &str); 7] = [
     ("__id", "text NOT NULL PRIMARY KEY"),
     ("__position", "text NOT NULL"),
     ("__deleted", "boolean NOT NULL DEFAULT false"),
     ("__source_ts", "timestamptz"),
+    ("__partition", "integer"),
+    ("__offset", "bigint"),
     ("__written_at", "timestamptz NOT NULL DEFAULT now()"),
 ];
+
+/// The bookkeeping columns added after the first release, added to older
+/// tables by [`Postgres::create_table`].
+const ADDED_META: [&str; 2] = ["__partition", "__offset"];
 
 /// Writes read-model rows to PostgreSQL.
 pub struct Postgres {
@@ -136,13 +151,20 @@ impl Postgres {
             .collect())
     }
 
-    /// Creates `target` (and its live view) if it does not exist.
+    /// Creates `target` (and its live view) if it does not exist, and adds
+    /// the bookkeeping columns an older table lacks.
     async fn create_table(client: &Client, target: &str) -> Result<(), SinkError> {
         let meta: Vec<String> = META.iter().map(|(n, ty)| format!("{} {ty}", quote(n))).collect();
+        let added: Vec<String> = META
+            .iter()
+            .filter(|(n, _)| ADDED_META.contains(n))
+            .map(|(n, ty)| format!("ADD COLUMN IF NOT EXISTS {} {ty}", quote(n)))
+            .collect();
         client
             .batch_execute(&format!(
-                "{schema}CREATE TABLE IF NOT EXISTS {table} ({}); {}",
+                "{schema}CREATE TABLE IF NOT EXISTS {table} ({}); ALTER TABLE {table} {}; {}",
                 meta.join(", "),
+                added.join(", "),
                 live_view(target),
                 schema = schema::create_schema(target),
                 table = quote_table(target),
@@ -159,8 +181,28 @@ impl Postgres {
         guard.as_mut().ok_or_else(|| err(ErrorKind::Unavailable, "no connection"))
     }
 
-    /// Applies writes to one table inside `tx`; returns the applied ids.
+    /// Applies writes to one table inside `tx`: the compaction deletes by
+    /// offset, the rest by position.
     async fn apply(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        target: &str,
+        writes: &[&Write],
+        columns: &[(String, Type)],
+    ) -> Result<Applied, TxError> {
+        let (compactions, writes): (Vec<&Write>, Vec<&Write>) = writes.iter().partition(|w| w.doc.compaction);
+        let mut applied = Applied::default();
+        if !compactions.is_empty() {
+            applied = compaction_deletes(tx, target, &compactions).await?;
+        }
+        if !writes.is_empty() {
+            applied.ids.extend(self.apply_positioned(tx, target, &writes, columns).await?);
+        }
+        Ok(applied)
+    }
+
+    /// Applies writes guarded by position; returns the applied ids.
+    async fn apply_positioned(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
         target: &str,
@@ -174,9 +216,11 @@ impl Postgres {
             quote_table(target)
         ))
         .await?;
-        let mut copy_cols: Vec<&str> = vec!["__id", "__position", "__deleted", "__source_ts", "__unavailable"];
+        let mut copy_cols: Vec<&str> =
+            vec!["__id", "__position", "__deleted", "__source_ts", "__partition", "__offset", "__unavailable"];
         copy_cols.extend(data.iter().map(|(n, _)| n.as_str()));
-        let mut types = vec![Type::TEXT, Type::TEXT, Type::BOOL, Type::TIMESTAMPTZ, Type::TEXT_ARRAY];
+        let mut types =
+            vec![Type::TEXT, Type::TEXT, Type::BOOL, Type::TIMESTAMPTZ, Type::INT4, Type::INT8, Type::TEXT_ARRAY];
         types.extend(data.iter().map(|(_, t)| t.clone()));
         let sink = tx
             .copy_in(&format!(
@@ -187,8 +231,10 @@ impl Postgres {
         let writer = BinaryCopyInWriter::new(sink, &types);
         copy_rows(writer, writes, &data).await?;
         let data_list = data.iter().map(|(n, _)| quote(n)).collect::<Vec<_>>().join(", ");
-        let all =
-            format!("__id, __position, __deleted, __source_ts{}{data_list}", if data.is_empty() { "" } else { ", " });
+        let all = format!(
+            "__id, __position, __deleted, __source_ts, __partition, __offset{}{data_list}",
+            if data.is_empty() { "" } else { ", " }
+        );
         let mut applied = HashSet::new();
         for row in tx
             .query(
@@ -215,6 +261,8 @@ impl Postgres {
                 "__position = s.__position".into(),
                 "__deleted = s.__deleted".into(),
                 "__source_ts = s.__source_ts".into(),
+                "__partition = s.__partition".into(),
+                "__offset = s.__offset".into(),
                 "__written_at = now()".into(),
             ])
             .collect();
@@ -237,7 +285,7 @@ impl Postgres {
         writes: &[&Write],
         columns: &[(String, Type)],
         progress: &[PartitionOffset],
-    ) -> Result<HashSet<String>, SinkError> {
+    ) -> Result<Applied, SinkError> {
         let failed = |e: tokio_postgres::Error| pg_err(&format!("writing table {target}"), &e);
         let tx = client.transaction().await.map_err(failed)?;
         let applied = self.apply(&tx, target, writes, columns).await.map_err(|e| match e {
@@ -259,13 +307,16 @@ impl Postgres {
 }
 
 /// The bookkeeping columns of a row (`__id`, `__position`, `__deleted`,
-/// `__source_ts`, in [`META`] order), as the staging table stores them.
-pub fn meta_values(d: &Document) -> [Value; 4] {
+/// `__source_ts`, `__partition`, `__offset`, in [`META`] order), as the
+/// staging table stores them.
+pub fn meta_values(d: &Document) -> [Value; 6] {
     [
         Value::String(d.id.clone()),
         Value::String(d.position.as_str().to_string()),
         Value::Bool(d.body.is_none()),
         d.source_ts_ms.map(|ms| Value::Timestamp(ms as i128 * 1_000_000)).unwrap_or(Value::Null),
+        Value::Int(i64::from(d.lineage.partition)),
+        Value::Int(d.lineage.offset),
     ]
 }
 
@@ -441,7 +492,11 @@ impl Sink for Postgres {
         match self.transaction(client, target, &all, &columns, progress).await {
             Ok(applied) => Ok(writes
                 .iter()
-                .map(|w| if applied.contains(&w.doc.id) { Outcome::Applied } else { Outcome::Stale })
+                .map(|w| match (applied.ids.contains(&w.doc.id), applied.unmatched.contains(&w.doc.id)) {
+                    (true, _) => Outcome::Applied,
+                    (false, true) => Outcome::Unmatched,
+                    (false, false) => Outcome::Stale,
+                })
                 .collect()),
             Err(e) => {
                 match e.kind {
