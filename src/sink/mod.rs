@@ -16,6 +16,7 @@
 //! a later real event still applies and an older one still cannot revive it.
 
 pub mod bigquery;
+pub mod compaction;
 pub mod elasticsearch;
 pub mod postgres;
 

@@ -5,7 +5,10 @@
 //!
 //! ## Steps
 //! 1. the stored positions of the batch's ids are read; writes that are not
-//!    newer are reported `Stale` and left out;
+//!    newer are reported `Stale` and left out; compaction deletes (Kafka
+//!    tombstones, no position) are decided by [`compaction::outcome`] on the
+//!    stored `__deleted`/`__partition`/`__offset`, and those it lets through
+//!    are one offset-guarded MERGE ([`sql::compaction_delete`]), read back;
 //! 2. the rest are staged with a query job, `CREATE OR REPLACE TABLE
 //!    _projector_stage_<hash> AS SELECT ... FROM UNNEST(JSON_QUERY_ARRAY(@rows))`
 //!    (values travel as exact text and are cast to the column types; a query
@@ -61,7 +64,28 @@ use super::client::{BqError, Param};
 use super::{BigQuery, SINK, is_meta, sql};
 use crate::decode::Value;
 use crate::decode::value::timestamp_text;
+use crate::sink::compaction::{self, Stored};
 use crate::sink::{Outcome, Write};
+
+/// One stored row as the sink reads it back.
+struct StoredRow {
+    position: String,
+    stored: Stored,
+}
+
+impl StoredRow {
+    /// From a `sql::positions` row: id, position, deleted, partition, offset.
+    fn of(r: &[Option<String>]) -> Option<(String, StoredRow)> {
+        let cell = |i: usize| r.get(i).cloned().flatten();
+        let number = |i: usize| cell(i).and_then(|c| c.parse::<i64>().ok());
+        let written_by = match (number(3).and_then(|p| i32::try_from(p).ok()), number(4)) {
+            (Some(p), Some(o)) => Some((p, o)),
+            _ => None,
+        };
+        let deleted = cell(2).is_some_and(|d| d.eq_ignore_ascii_case("true"));
+        Some((cell(0)?, StoredRow { position: cell(1)?, stored: Stored { deleted, written_by } }))
+    }
+}
 
 /// Largest staging parameter per job (BigQuery caps a request at 10 MB).
 const MAX_STAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -87,21 +111,23 @@ impl BigQuery {
         Ok(info.incarnation)
     }
 
-    /// Stored `__position` per id. An id stored twice (two writers raced,
-    /// see the module doc) is collapsed to its newest row first.
-    async fn stored_positions(&self, target: &str, ids: Vec<String>) -> Result<HashMap<String, String>, BqError> {
+    /// What is stored per id: its `__position`, and what a compaction
+    /// delete reads (deleted, written by which record). An id stored twice
+    /// (two writers raced, see the module doc) is collapsed to its newest
+    /// row first.
+    async fn stored_rows(&self, target: &str, ids: Vec<String>) -> Result<HashMap<String, StoredRow>, BqError> {
         let tref = self.tref(target);
         let rows = self.client.query(&sql::positions(&tref), &[Param::Strings("ids", ids)]).await?;
-        let mut stored: HashMap<String, String> = HashMap::new();
+        let mut stored: HashMap<String, StoredRow> = HashMap::new();
         let mut twice: Vec<String> = Vec::new();
-        for (id, position) in rows.into_iter().filter_map(|r| Some((r.first()?.clone()?, r.get(1)?.clone()?))) {
+        for (id, row) in rows.iter().filter_map(|r| StoredRow::of(r)) {
             match stored.get_mut(&id) {
                 None => {
-                    stored.insert(id, position);
+                    stored.insert(id, row);
                 }
                 Some(newest) => {
-                    if *newest < position {
-                        *newest = position;
+                    if newest.position < row.position {
+                        *newest = row;
                     }
                     if !twice.contains(&id) {
                         twice.push(id);
@@ -138,6 +164,8 @@ impl BigQuery {
         m.insert("id".into(), Json::String(d.id.clone()));
         m.insert("pos".into(), Json::String(d.position.as_str().to_string()));
         m.insert("del".into(), Json::String(d.body.is_none().to_string()));
+        m.insert("part".into(), Json::String(d.lineage.partition.to_string()));
+        m.insert("off".into(), Json::String(d.lineage.offset.to_string()));
         m.insert(
             "ts".into(),
             d.source_ts_ms
@@ -187,17 +215,26 @@ impl BigQuery {
             .cloned()
             .ok_or_else(|| BqError::NotFound(format!("table {target} is not known yet; re-creating it")))?;
         let data: Vec<(String, String)> = columns.into_iter().filter(|(n, _)| !is_meta(n)).collect();
-        let before = self.stored_positions(target, writes.iter().map(|w| w.doc.id.clone()).collect()).await?;
+        let before = self.stored_rows(target, writes.iter().map(|w| w.doc.id.clone()).collect()).await?;
         let mut out: HashMap<String, Outcome> = HashMap::new();
+        let (tombstones, writes): (Vec<&Write>, Vec<&Write>) = writes.iter().copied().partition(|w| w.doc.compaction);
+        let tombstones: Vec<&Write> = tombstones
+            .into_iter()
+            .filter(|w| match compaction::outcome(&w.doc, before.get(&w.doc.id).map(|r| r.stored)) {
+                Some(outcome) => {
+                    out.insert(w.doc.id.clone(), outcome);
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        if !tombstones.is_empty() {
+            self.compaction_deletes(target, &tombstones, &mut out).await?;
+        }
         let fresh: Vec<&Write> = writes
-            .iter()
-            .copied()
+            .into_iter()
             .filter(|w| {
-                // Compaction deletes (Kafka tombstones) need the offset guard
-                // this sink does not have yet: never staged, so a tombstone
-                // cannot insert or delete a row here.
-                let newer =
-                    !w.doc.compaction && before.get(&w.doc.id).is_none_or(|p| p.as_str() < w.doc.position.as_str());
+                let newer = before.get(&w.doc.id).is_none_or(|r| r.position.as_str() < w.doc.position.as_str());
                 if !newer {
                     out.insert(w.doc.id.clone(), Outcome::Stale);
                 }
@@ -221,12 +258,38 @@ impl BigQuery {
             self.stage_and_merge(target, &fresh[start..end], &rows[start..end], &data).await?;
             start = end;
         }
-        let after = self.stored_positions(target, fresh.iter().map(|w| w.doc.id.clone()).collect()).await?;
+        let after = self.stored_rows(target, fresh.iter().map(|w| w.doc.id.clone()).collect()).await?;
         for w in fresh {
-            let applied = after.get(&w.doc.id).is_some_and(|p| p == w.doc.position.as_str());
+            let applied = after.get(&w.doc.id).is_some_and(|r| r.position == w.doc.position.as_str());
             out.insert(w.doc.id.clone(), if applied { Outcome::Applied } else { Outcome::Stale });
         }
         Ok(out)
+    }
+
+    /// Marks rows deleted for compaction deletes that their stored rows let
+    /// through (see [`compaction::outcome`]); reads back which did. The
+    /// statement is guarded by offset, so a retry changes nothing twice.
+    async fn compaction_deletes(
+        &self,
+        target: &str,
+        tombstones: &[&Write],
+        out: &mut HashMap<String, Outcome>,
+    ) -> Result<(), BqError> {
+        let rows: Vec<Json> = tombstones
+            .iter()
+            .map(|w| {
+                serde_json::json!({"id": w.doc.id, "part": w.doc.lineage.partition.to_string(), "off": w.doc.lineage.offset.to_string()})
+            })
+            .collect();
+        let rows = Json::Array(rows).to_string();
+        self.client.query(&sql::compaction_delete(&self.tref(target)), &[Param::String("rows", rows)]).await?;
+        let after = self.stored_rows(target, tombstones.iter().map(|w| w.doc.id.clone()).collect()).await?;
+        for w in tombstones {
+            let by_it = Some((w.doc.lineage.partition, w.doc.lineage.offset));
+            let applied = after.get(&w.doc.id).is_some_and(|r| r.stored.deleted && r.stored.written_by == by_it);
+            out.insert(w.doc.id.clone(), if applied { Outcome::Applied } else { Outcome::Stale });
+        }
+        Ok(())
     }
 
     /// Stages some fresh writes and MERGEs them, each step a job with a

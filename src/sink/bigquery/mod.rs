@@ -34,9 +34,10 @@
 //! Readers use the view `<table>_live`. A value the connector could not
 //! capture (LOB placeholder) leaves the stored column as it was.
 //!
-//! Not yet: compaction deletes (a Kafka tombstone whose `d` was compacted
-//! away, see [`crate::sink`]). This sink stores no Kafka offset to guard
-//! them by, so it finds them stale and leaves the row as it is.
+//! Compaction deletes (a Kafka tombstone whose `d` may have been compacted
+//! away, see [`crate::sink::compaction`]) are guarded by `__partition` and
+//! `__offset`, the Kafka record that last wrote each row; a table created
+//! before these columns existed gets them on start.
 //!
 //! ## Failures
 //! [`kind_of`] folds the client's [`BqError`] into an [`ErrorKind`]: a 400
@@ -181,6 +182,23 @@ impl BigQuery {
         Ok(true)
     }
 
+    /// Adds to a table created by an older projector the bookkeeping
+    /// columns it lacks (`__partition`, `__offset`).
+    async fn add_missing_meta(&self, target: &str, cols: &mut Vec<(String, String)>) -> Result<(), BqError> {
+        let missing: Vec<(String, String)> = sql::META
+            .iter()
+            .filter(|(m, _)| !cols.iter().any(|(n, _)| n.eq_ignore_ascii_case(m)))
+            .map(|(m, t)| (m.to_string(), t.to_string()))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.client.query(&sql::add_columns(&self.tref(target), &missing), &[]).await?;
+        tracing::info!(sink = SINK, table = target, columns = ?missing, "added bookkeeping columns to a table an older projector created");
+        cols.extend(missing);
+        Ok(())
+    }
+
     /// The fields the table lacks, in BigQuery types.
     fn new_columns(
         &self,
@@ -296,7 +314,8 @@ impl Sink for BigQuery {
             let existing =
                 self.client.table_columns(&self.dataset, &bq.table).await.map_err(|e| self.transient(&bq.table, e))?;
             match existing {
-                Some(cols) => {
+                Some(mut cols) => {
+                    self.add_missing_meta(&bq.table, &mut cols).await.map_err(|e| self.transient(&bq.table, e))?;
                     self.columns.lock().await.insert(bq.table.clone(), cols);
                 }
                 // Created now when partitioning/clustering need only declared

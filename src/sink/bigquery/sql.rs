@@ -10,12 +10,16 @@ use crate::decode::value::{date_text, decimal_text, time_text, timestamp_text};
 use crate::decode::{FieldType, Value};
 
 /// The bookkeeping columns every table has, with their types.
-pub const META: [(&str, &str); 5] = [
+pub const META: [(&str, &str); 7] = [
     ("__id", "STRING NOT NULL"),
     ("__position", "STRING NOT NULL"),
     ("__deleted", "BOOL NOT NULL"),
     ("__source_ts", "TIMESTAMP"),
     ("__written_at", "TIMESTAMP"),
+    // The Kafka record that last wrote the row: what a compaction delete
+    // (a tombstone, which has no source position) is ordered by.
+    ("__partition", "INT64"),
+    ("__offset", "INT64"),
 ];
 
 /// The staging table's extra column: `,i,j,` lists the data columns whose
@@ -267,7 +271,7 @@ pub fn live_view(view: &str, table: &str) -> String {
 }
 
 /// `CREATE OR REPLACE TABLE <stage> AS SELECT ...` from the `@rows` JSON
-/// array parameter: each row `{"id","pos","del","ts","keep","c0".."cN"}`,
+/// array parameter: each row `{"id","pos","del","ts","part","off","keep","c0".."cN"}`,
 /// every value as text, cast to its column's type. A query job's output is
 /// ordinary table storage (not the streaming buffer), so it can be merged at
 /// once. The table expires after a day should the sink never drop it.
@@ -277,6 +281,8 @@ pub fn stage(stage: &str, columns: &[(String, String)]) -> String {
         format!("JSON_VALUE(r, '$.pos') AS {}", quote("__position")),
         format!("CAST(JSON_VALUE(r, '$.del') AS BOOL) AS {}", quote("__deleted")),
         format!("CAST(JSON_VALUE(r, '$.ts') AS TIMESTAMP) AS {}", quote("__source_ts")),
+        format!("CAST(JSON_VALUE(r, '$.part') AS INT64) AS {}", quote("__partition")),
+        format!("CAST(JSON_VALUE(r, '$.off') AS INT64) AS {}", quote("__offset")),
         format!("JSON_VALUE(r, '$.keep') AS {}", quote(KEEP)),
     ];
     for (i, (n, t)) in columns.iter().enumerate() {
@@ -298,17 +304,29 @@ pub fn merge(target: &str, stage: &str, columns: &[String]) -> String {
         format!("{d} = S.{d}", d = q("__deleted")),
         format!("{s} = S.{s}", s = q("__source_ts")),
         format!("{} = CURRENT_TIMESTAMP()", q("__written_at")),
+        format!("{p} = S.{p}", p = q("__partition")),
+        format!("{o} = S.{o}", o = q("__offset")),
     ];
     for (i, n) in columns.iter().enumerate() {
         sets.push(format!("{c} = IF(STRPOS(COALESCE(S.{k}, ''), ',{i},') > 0, T.{c}, S.{c})", c = q(n), k = q(KEEP)));
     }
-    let mut names = vec![q("__id"), q("__position"), q("__deleted"), q("__source_ts"), q("__written_at")];
+    let mut names = vec![
+        q("__id"),
+        q("__position"),
+        q("__deleted"),
+        q("__source_ts"),
+        q("__written_at"),
+        q("__partition"),
+        q("__offset"),
+    ];
     let mut values = vec![
         format!("S.{}", q("__id")),
         format!("S.{}", q("__position")),
         format!("S.{}", q("__deleted")),
         format!("S.{}", q("__source_ts")),
         "CURRENT_TIMESTAMP()".to_string(),
+        format!("S.{}", q("__partition")),
+        format!("S.{}", q("__offset")),
     ];
     for n in columns {
         names.push(q(n));
@@ -324,9 +342,33 @@ pub fn merge(target: &str, stage: &str, columns: &[String]) -> String {
     )
 }
 
-/// The stored positions of some ids (`@ids`, an ARRAY<STRING> parameter).
+/// The stored position, deletion and writing record (partition, offset) of
+/// some ids (`@ids`, an ARRAY<STRING> parameter).
 pub fn positions(target: &str) -> String {
-    format!("SELECT {id}, {p} FROM {target} WHERE {id} IN UNNEST(@ids)", id = quote("__id"), p = quote("__position"))
+    format!(
+        "SELECT {id}, {p}, {d}, {part}, {off} FROM {target} WHERE {id} IN UNNEST(@ids)",
+        id = quote("__id"),
+        p = quote("__position"),
+        d = quote("__deleted"),
+        part = quote("__partition"),
+        off = quote("__offset"),
+    )
+}
+
+/// Compaction deletes (Kafka tombstones) from the `@rows` JSON array
+/// parameter, each `{"id","part","off"}`: a live row last written from the
+/// same partition at a lower offset is marked deleted and takes the
+/// tombstone's offset; its position and values stay. Run again it changes
+/// nothing (the row is deleted, or its offset is no longer lower).
+pub fn compaction_delete(target: &str) -> String {
+    format!(
+        "MERGE {target} T USING (SELECT JSON_VALUE(r, '$.id') AS id, CAST(JSON_VALUE(r, '$.part') AS INT64) AS part, CAST(JSON_VALUE(r, '$.off') AS INT64) AS off FROM UNNEST(JSON_QUERY_ARRAY(@rows)) AS r) S ON T.{id} = S.id WHEN MATCHED AND NOT T.{d} AND T.{part} = S.part AND T.{off} < S.off THEN UPDATE SET {d} = TRUE, {off} = S.off, {w} = CURRENT_TIMESTAMP()",
+        id = quote("__id"),
+        d = quote("__deleted"),
+        part = quote("__partition"),
+        off = quote("__offset"),
+        w = quote("__written_at"),
+    )
 }
 
 /// Collapses the rows of each `@ids` id to one, the one with the highest
@@ -457,7 +499,7 @@ mod tests {
         );
         assert_eq!(
             sql,
-            "CREATE TABLE IF NOT EXISTS `p`.`d`.`t` (`__id` STRING NOT NULL, `__position` STRING NOT NULL, `__deleted` BOOL NOT NULL, `__source_ts` TIMESTAMP, `__written_at` TIMESTAMP, `Fare` NUMERIC(12, 2), PRIMARY KEY (`__id`) NOT ENFORCED) PARTITION BY DATETIME_TRUNC(`DepartAt`, DAY) CLUSTER BY `__id`"
+            "CREATE TABLE IF NOT EXISTS `p`.`d`.`t` (`__id` STRING NOT NULL, `__position` STRING NOT NULL, `__deleted` BOOL NOT NULL, `__source_ts` TIMESTAMP, `__written_at` TIMESTAMP, `__partition` INT64, `__offset` INT64, `Fare` NUMERIC(12, 2), PRIMARY KEY (`__id`) NOT ENFORCED) PARTITION BY DATETIME_TRUNC(`DepartAt`, DAY) CLUSTER BY `__id`"
         );
         assert!(create_table("t", &[], None, &["Trip`Id".into()]).ends_with("NOT ENFORCED) CLUSTER BY `Trip\\`Id`"));
         assert_eq!(partition_expr("d", "DATE").unwrap(), "`d`");
@@ -479,9 +521,19 @@ mod tests {
         let m = merge("`t`", "`s`", &["Fare".into()]);
         assert_eq!(
             m,
-            "MERGE `t` T USING `s` S ON T.`__id` = S.`__id` WHEN MATCHED AND T.`__position` < S.`__position` THEN UPDATE SET `__position` = S.`__position`, `__deleted` = S.`__deleted`, `__source_ts` = S.`__source_ts`, `__written_at` = CURRENT_TIMESTAMP(), `Fare` = IF(STRPOS(COALESCE(S.`__keep`, ''), ',0,') > 0, T.`Fare`, S.`Fare`) WHEN NOT MATCHED THEN INSERT (`__id`, `__position`, `__deleted`, `__source_ts`, `__written_at`, `Fare`) VALUES (S.`__id`, S.`__position`, S.`__deleted`, S.`__source_ts`, CURRENT_TIMESTAMP(), S.`Fare`)"
+            "MERGE `t` T USING `s` S ON T.`__id` = S.`__id` WHEN MATCHED AND T.`__position` < S.`__position` THEN UPDATE SET `__position` = S.`__position`, `__deleted` = S.`__deleted`, `__source_ts` = S.`__source_ts`, `__written_at` = CURRENT_TIMESTAMP(), `__partition` = S.`__partition`, `__offset` = S.`__offset`, `Fare` = IF(STRPOS(COALESCE(S.`__keep`, ''), ',0,') > 0, T.`Fare`, S.`Fare`) WHEN NOT MATCHED THEN INSERT (`__id`, `__position`, `__deleted`, `__source_ts`, `__written_at`, `__partition`, `__offset`, `Fare`) VALUES (S.`__id`, S.`__position`, S.`__deleted`, S.`__source_ts`, CURRENT_TIMESTAMP(), S.`__partition`, S.`__offset`, S.`Fare`)"
         );
-        assert_eq!(positions("`t`"), "SELECT `__id`, `__position` FROM `t` WHERE `__id` IN UNNEST(@ids)");
+        assert!(st.contains("CAST(JSON_VALUE(r, '$.off') AS INT64) AS `__offset`"), "{st}");
+        assert_eq!(
+            positions("`t`"),
+            "SELECT `__id`, `__position`, `__deleted`, `__partition`, `__offset` FROM `t` WHERE `__id` IN UNNEST(@ids)"
+        );
+        let c = compaction_delete("`t`");
+        assert!(
+            c.contains("WHEN MATCHED AND NOT T.`__deleted` AND T.`__partition` = S.part AND T.`__offset` < S.off THEN UPDATE SET `__deleted` = TRUE, `__offset` = S.off"),
+            "{c}"
+        );
+        assert!(!c.contains("`__position` ="), "the stored position stays: {c}");
         assert_eq!(
             dedup("`t`"),
             "MERGE `t` T USING (SELECT * EXCEPT(`__projector_rank`) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY `__id` ORDER BY `__position` DESC, `__written_at` DESC) AS `__projector_rank` FROM `t` WHERE `__id` IN UNNEST(@ids)) WHERE `__projector_rank` = 1) S ON FALSE WHEN NOT MATCHED BY SOURCE AND T.`__id` IN UNNEST(@ids) THEN DELETE WHEN NOT MATCHED THEN INSERT ROW"

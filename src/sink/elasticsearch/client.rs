@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value as Json, json};
 
+use super::super::compaction::Stored;
 use super::super::{ErrorKind, SinkError};
 
 pub(crate) const SINK: &str = "elasticsearch";
@@ -35,6 +36,13 @@ pub struct Current {
     pub written_by: Option<(i32, i64)>,
     /// Whether it is a tombstone document (`__projector.deleted`).
     pub deleted: bool,
+}
+
+impl Current {
+    /// What a compaction delete reads of it.
+    pub fn stored(&self) -> Stored {
+        Stored { deleted: self.deleted, written_by: self.written_by }
+    }
 }
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> SinkError {

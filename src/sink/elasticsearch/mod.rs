@@ -29,7 +29,6 @@
 //! The guard costs one `_mget` per batch.
 
 pub mod client;
-mod compaction;
 pub mod encode;
 pub mod mapping;
 
@@ -37,12 +36,11 @@ use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, Write};
+use super::{ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, Write, compaction};
 use crate::decode::Op;
 use crate::mapping::{ReadModel, TableMapping};
 use crate::source::PartitionOffset;
 pub use client::{Client, Current, META_FIELD};
-pub use compaction::compaction_outcome;
 
 /// Writes read-model documents to Elasticsearch or OpenSearch.
 #[derive(Debug)]
@@ -333,7 +331,7 @@ impl Elasticsearch {
         for &i in todo {
             let w = &writes[i];
             let settled = match w.doc.compaction {
-                true => compaction_outcome(&w.doc, current.get(&i)),
+                true => compaction::outcome(&w.doc, current.get(&i).map(Current::stored)),
                 false => (!is_newer(w.doc.position.as_str(), current.get(&i))).then_some(Outcome::Stale),
             };
             match settled {
