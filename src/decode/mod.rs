@@ -23,18 +23,19 @@ mod fast;
 mod name;
 pub mod position;
 pub mod registry;
+pub mod schema_cache;
 pub mod schema_history;
+mod unwrapped;
 pub mod value;
 
-use foldhash::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
 pub use name::Name;
 pub use position::{PositionError, SourcePosition};
 pub use registry::SchemaRegistry;
+pub use schema_cache::{RowFields, SchemaCache, ValueSchema};
 pub use schema_history::SchemaHistory;
 pub use value::{FieldType, Value, ValueError};
 
@@ -186,136 +187,6 @@ pub enum SchemasEnable {
     False,
 }
 
-/// A row struct's fields and their Connect types, shared by every event of a schema.
-pub type RowFields = Arc<[(Name, FieldType)]>;
-
-/// The Connect schema of a JSON value, with what decoding needs from it.
-#[derive(Debug)]
-pub struct ValueSchema {
-    /// The schema's JSON text exactly as it appears in the record, when known.
-    text: Option<Box<[u8]>>,
-    /// The envelope's row struct (`after`).
-    row: Option<StructSchema>,
-    /// Top-level struct fields (the row itself, for unwrapped records; a key's columns).
-    fields: Option<StructSchema>,
-    /// The envelope's `source` block.
-    source: Option<StructSchema>,
-    /// The envelope's other scalar fields (`ts_ms`, ...), checked like `source`.
-    scalars: Option<StructSchema>,
-}
-
-/// Envelope fields read on their own, not checked as scalars.
-const ENVELOPE_PARTS: [&str; 4] = ["op", "before", "after", "source"];
-
-impl ValueSchema {
-    fn new(schema: &Json, text: Option<&[u8]>) -> ValueSchema {
-        let top = schema.get("fields").and_then(Json::as_array);
-        let field = |name: &str| top?.iter().find(|f| f.get("field").and_then(Json::as_str) == Some(name));
-        let scalars = top.and_then(|t| {
-            StructSchema::from_fields(t.iter().filter(|f| {
-                let name = f.get("field").and_then(Json::as_str).unwrap_or("");
-                !ENVELOPE_PARTS.contains(&name) && f.get("type").and_then(Json::as_str) != Some("struct")
-            }))
-        });
-        ValueSchema {
-            text: text.map(Box::from),
-            row: field("after").and_then(StructSchema::of),
-            fields: StructSchema::of(schema),
-            source: field("source").and_then(StructSchema::of),
-            scalars,
-        }
-    }
-
-    fn fast_envelope(&self) -> Option<fast::EnvelopeSchema<'_>> {
-        let fits = |s: &Option<StructSchema>| s.as_ref().is_none_or(|s| s.fields.len() <= fast::MAX_BLOCK_FIELDS);
-        // The fast path reads the envelope's scalars without noting which
-        // were present, so a schema that requires one is left to the general path.
-        let scalars_optional = self.scalars.as_ref().is_none_or(|s| s.required.iter().all(|r| !r));
-        if !fits(&self.source) || !scalars_optional {
-            return None;
-        }
-        Some(fast::EnvelopeSchema {
-            row: self.row.as_ref()?.fast()?,
-            source: match &self.source {
-                Some(s) => Some(s.fast()?),
-                None => None,
-            },
-            scalars: match &self.scalars {
-                Some(s) => Some(s.fast()?),
-                None => None,
-            },
-        })
-    }
-
-    fn fast_fields(&self) -> Option<fast::RowSchema<'_>> {
-        self.fields.as_ref()?.fast()
-    }
-}
-
-/// The last Connect schema seen on each topic, for values and for keys.
-/// JsonConverter repeats the same schema (a few KB) in every record, so a
-/// byte comparison with the previous record's schema replaces parsing it;
-/// a schema change simply misses once and replaces the entry.
-#[derive(Debug, Default)]
-pub struct SchemaCache {
-    by_topic: Mutex<HashMap<String, Arc<ValueSchema>>>,
-    keys_by_topic: Mutex<HashMap<String, Arc<ValueSchema>>>,
-}
-
-const SCHEMA_PREFIX: &[u8] = b"{\"schema\":";
-const PAYLOAD_MARK: &[u8] = b",\"payload\":";
-
-/// The schema and payload texts of a JsonConverter `{"schema":S,"payload":P}`
-/// value, borrowed; `None` if the bytes are not that shape.
-fn schema_and_payload(bytes: &[u8]) -> Option<(&str, &str)> {
-    #[derive(serde::Deserialize)]
-    struct Parts<'a> {
-        #[serde(borrow)]
-        schema: &'a RawValue,
-        #[serde(borrow)]
-        payload: &'a RawValue,
-    }
-    serde_json::from_slice::<Parts<'_>>(bytes).ok().map(|p| (p.schema.get(), p.payload.get()))
-}
-
-impl SchemaCache {
-    fn map(&self, part: avro::Part) -> &Mutex<HashMap<String, Arc<ValueSchema>>> {
-        match part {
-            avro::Part::Value => &self.by_topic,
-            avro::Part::Key => &self.keys_by_topic,
-        }
-    }
-
-    /// If `bytes` is exactly `{"schema":<the topic's cached schema>,"payload":P}`,
-    /// the cached schema and P's bytes.
-    fn split<'a>(&self, part: avro::Part, topic: &str, bytes: &'a [u8]) -> Option<(Arc<ValueSchema>, &'a [u8])> {
-        let rest = bytes.strip_prefix(SCHEMA_PREFIX)?;
-        let cached = self.map(part).lock().ok()?.get(topic).cloned()?;
-        let rest = rest.strip_prefix(cached.text.as_deref()?)?.strip_prefix(PAYLOAD_MARK)?;
-        let payload = rest.trim_ascii_end().strip_suffix(b"}")?;
-        Some((cached, payload))
-    }
-
-    /// Parses a `{"schema":S,"payload":P}` value's schema and remembers it
-    /// for the topic when the value has the converter's compact layout.
-    fn learn(&self, part: avro::Part, topic: &str, bytes: &[u8], schema: &Json) -> Arc<ValueSchema> {
-        let text = schema_and_payload(bytes).and_then(|(s, pl)| {
-            let (s, pl) = (s.as_bytes(), pl.as_bytes());
-            let compact = bytes.len() == SCHEMA_PREFIX.len() + s.len() + PAYLOAD_MARK.len() + pl.len() + 1
-                && bytes.starts_with(SCHEMA_PREFIX)
-                && bytes[SCHEMA_PREFIX.len()..].starts_with(s);
-            compact.then_some(s)
-        });
-        let parsed = Arc::new(ValueSchema::new(schema, text));
-        if text.is_some()
-            && let Ok(mut cache) = self.map(part).lock()
-        {
-            cache.insert(topic.to_string(), parsed.clone());
-        }
-        parsed
-    }
-}
-
 /// Decoding limits and expectations.
 #[derive(Clone, Debug)]
 pub struct DecodeOptions {
@@ -437,7 +308,7 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
             return Ok(Decoded::NotAChange(reason));
         }
         if payload.keys().any(|k| k.starts_with("__")) {
-            return unwrapped(record, opts, schema.as_deref(), payload);
+            return unwrapped::decode(record, opts, schema.as_deref(), payload);
         }
         return Err(DecodeError::NotAnEnvelope {
             lineage: lineage.clone(),
@@ -517,63 +388,6 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
         source_ts_ms,
         types: row_schema,
     }))
-}
-
-/// The ExtractNewRecordState form: the row itself plus `__`-prefixed fields
-/// from `add.fields` (`__op`, `__source_ts_ms`, `__source_commit_lsn`, ...)
-/// and, with `delete.tombstone.handling.mode=rewrite`, `__deleted`.
-fn unwrapped(
-    record: &SourceRecord,
-    opts: &DecodeOptions,
-    schema: Option<&ValueSchema>,
-    mut payload: Map<String, Json>,
-) -> Result<Decoded, DecodeError> {
-    let lineage = &record.lineage;
-    // add.fields names source fields `__source_<f>` when qualified, `__<f>` when not.
-    let mut meta = Map::new();
-    let keys: Vec<String> = payload.keys().filter(|k| k.starts_with("__")).cloned().collect();
-    for k in keys {
-        let v = payload.remove(&k).unwrap_or(Json::Null);
-        let name = k.trim_start_matches("__");
-        meta.insert(name.strip_prefix("source_").unwrap_or(name).to_string(), v);
-    }
-    let connector = if meta.contains_key("commit_lsn") {
-        "sqlserver"
-    } else if meta.contains_key("lsn") {
-        "postgresql"
-    } else {
-        return Err(DecodeError::Unordered {
-            lineage: lineage.clone(),
-            detail: "an unwrapped record carries no source position (__source_commit_lsn or __source_lsn)".into(),
-        });
-    };
-    meta.insert("connector".into(), Json::String(connector.into()));
-    let position = SourcePosition::from_source(&meta)
-        .map_err(|source| DecodeError::Position { lineage: lineage.clone(), source })?;
-    let deleted = meta.get("deleted").and_then(Json::as_str) == Some("true");
-    let op = match meta.get("op").and_then(Json::as_str) {
-        Some("c") => Op::Create,
-        Some("u") => Op::Update,
-        Some("d") => Op::Delete,
-        Some("r") => Op::Read,
-        Some(other) => return Err(DecodeError::UnknownOp { lineage: lineage.clone(), op: other.to_string() }),
-        None if deleted => Op::Delete,
-        None => Op::Update,
-    };
-    let op = if deleted { Op::Delete } else { op };
-    let fields = schema.and_then(|s| s.fields.as_ref());
-    // The `__` fields were taken out above: only the row's own are required here.
-    let required: Option<Vec<bool>> =
-        fields.map(|f| f.fields.iter().zip(&f.required).map(|((n, _), r)| *r && !n.starts_with("__")).collect());
-    let image = row(payload, fields.map(|f| &f.fields[..]), required.as_deref())
-        .map_err(|source| DecodeError::Value { lineage: lineage.clone(), source })?;
-    let (after, before) = if op == Op::Delete { (None, Some(image)) } else { (Some(image), None) };
-    let key = decode_key(record, opts)?;
-    key_agrees(lineage, op, &key, after.as_ref(), before.as_ref())?;
-    let source_ts_ms = meta.get("ts_ms").and_then(Json::as_i64);
-    let types =
-        fields.map(|f| Arc::from(f.fields.iter().filter(|(n, _)| !n.starts_with("__")).cloned().collect::<Vec<_>>()));
-    Ok(Decoded::Change(ChangeEvent { lineage: lineage.clone(), op, key, after, before, position, source_ts_ms, types }))
 }
 
 /// The error for bytes that are not JSON, saying whether they look like Avro.
