@@ -78,66 +78,25 @@ impl KnownFields {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{FieldType, Op, Row, SourcePosition};
-    use crate::mapping::{Document, ReadModel};
-    use crate::source::Lineage;
-    use std::path::Path;
+    use crate::decode::{FieldType, Op, Row};
+    use crate::pipeline::testing::{self, Scripted};
 
-    struct Declaring;
-
-    impl Sink for Declaring {
-        fn name(&self) -> &'static str {
-            "test"
-        }
-        fn target<'m>(&self, _: &'m TableMapping) -> Option<&'m str> {
-            Some("t")
-        }
-        fn excluded<'a>(&self, _: &'a TableMapping) -> &'a [String] {
-            &[]
-        }
-        fn declares(&self, _: &TableMapping, field: &str) -> bool {
-            field == "Declared"
-        }
-        async fn prepare(&self, _: &ReadModel) -> Result<(), SinkError> {
-            Ok(())
-        }
-        async fn add_fields(&self, _: &TableMapping, _: &str, _: &[NewField]) -> Result<(), SinkError> {
-            Ok(())
-        }
-        async fn write(
-            &self,
-            _: &str,
-            _: &[Write],
-            _: &[crate::source::PartitionOffset],
-        ) -> Result<Vec<crate::sink::Outcome>, SinkError> {
-            Ok(vec![])
-        }
+    /// A sink whose read-model file declares a type for `Declared`.
+    fn declaring() -> Scripted {
+        Scripted { declared: &["Declared"], ..Scripted::new(|_, _| Ok(vec![])) }
     }
 
     fn write(columns: Vec<(&str, Value)>, schema: Vec<(&str, FieldType)>) -> Write {
-        Write {
-            target: "t".into(),
-            doc: Document {
-                id: "1".into(),
-                position: SourcePosition::from_stored("01"),
-                op: Op::Update,
-                source_ts_ms: None,
-                lineage: Lineage { topic: "x".into(), partition: 0, offset: 0 },
-                key: Row::default(),
-                body: Some(Row {
-                    columns: columns.into_iter().map(|(n, v)| (crate::decode::Name::from(n), v)).collect(),
-                }),
-                source_types: Some(schema.into_iter().map(|(n, t)| (crate::decode::Name::from(n), t)).collect()),
-                compaction: false,
-            },
-        }
+        let mut w = testing::write("1", "01", Op::Update, 0);
+        w.doc.body =
+            Some(Row { columns: columns.into_iter().map(|(n, v)| (crate::decode::Name::from(n), v)).collect() });
+        w.doc.source_types = Some(schema.into_iter().map(|(n, t)| (crate::decode::Name::from(n), t)).collect());
+        w
     }
 
     #[tokio::test]
     async fn declared_type_beats_schema_type_beats_value_and_known_fields_are_not_retyped() {
-        let model =
-            ReadModel::parse(Path::new("t.yaml"), "read_model: m\ntables:\n  - topic: x\n    postgres: { table: t }\n")
-                .unwrap();
+        let model = testing::model();
         let table = &model.tables[0];
         let int64 = FieldType { connect: "int64".into(), ..Default::default() };
         let w = write(
@@ -150,7 +109,7 @@ mod tests {
             vec![("Declared", int64.clone()), ("Schema", int64.clone())],
         );
         let fields = KnownFields::default();
-        let typed = fields.type_new(&Declaring, table, "t", std::slice::from_ref(&w));
+        let typed = fields.type_new(&declaring(), table, "t", std::slice::from_ref(&w));
         assert_eq!(
             typed,
             vec![
@@ -160,9 +119,9 @@ mod tests {
             ],
             "a field with only nulls waits for a typed value"
         );
-        fields.add_new(&Declaring, table, "t", std::slice::from_ref(&w)).await.unwrap();
-        assert!(fields.type_new(&Declaring, table, "t", std::slice::from_ref(&w)).is_empty());
+        fields.add_new(&declaring(), table, "t", std::slice::from_ref(&w)).await.unwrap();
+        assert!(fields.type_new(&declaring(), table, "t", std::slice::from_ref(&w)).is_empty());
         fields.forget("t");
-        assert_eq!(fields.type_new(&Declaring, table, "t", std::slice::from_ref(&w)).len(), 3);
+        assert_eq!(fields.type_new(&declaring(), table, "t", std::slice::from_ref(&w)).len(), 3);
     }
 }

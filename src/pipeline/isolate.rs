@@ -66,77 +66,33 @@ impl<'a, S: Sink> TargetCall<'a, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{Op, Row, SourcePosition};
-    use crate::mapping::{Document, ReadModel};
-    use crate::sink::NewField;
-    use crate::source::Lineage;
-    use std::path::Path;
-    use std::sync::Mutex;
+    use crate::decode::Op;
+    use crate::pipeline::testing::{self, Scripted};
 
-    /// Refuses, as a whole, every call that holds a write with id "bad".
-    #[derive(Default)]
-    struct Picky {
-        calls: Mutex<Vec<usize>>,
-    }
-
-    impl Sink for Picky {
-        fn name(&self) -> &'static str {
-            "picky"
-        }
-        fn target<'m>(&self, _: &'m TableMapping) -> Option<&'m str> {
-            Some("t")
-        }
-        fn excluded<'a>(&self, _: &'a TableMapping) -> &'a [String] {
-            &[]
-        }
-        fn declares(&self, _: &TableMapping, _: &str) -> bool {
-            false
-        }
-        async fn prepare(&self, _: &ReadModel) -> Result<(), SinkError> {
-            Ok(())
-        }
-        async fn add_fields(&self, _: &TableMapping, _: &str, _: &[NewField]) -> Result<(), SinkError> {
-            Ok(())
-        }
-        async fn write(&self, _: &str, writes: &[Write], _: &[PartitionOffset]) -> Result<Vec<Outcome>, SinkError> {
-            self.calls.lock().unwrap().push(writes.len());
+    /// Refuses, as a whole, every call that holds a write whose id starts with "bad".
+    fn picky() -> Scripted {
+        Scripted::new(|_, writes| {
             if writes.iter().any(|w| w.doc.id.starts_with("bad")) {
-                return Err(SinkError::new("picky", ErrorKind::BadData, "value out of range"));
+                return Err(SinkError::new(testing::NAME, ErrorKind::BadData, "value out of range"));
             }
             Ok(vec![Outcome::Applied; writes.len()])
-        }
+        })
     }
 
-    fn write(id: &str) -> Write {
-        Write {
-            target: "t".into(),
-            doc: Document {
-                id: id.into(),
-                position: SourcePosition::from_stored("01"),
-                op: Op::Create,
-                source_ts_ms: None,
-                lineage: Lineage { topic: "x".into(), partition: 0, offset: 0 },
-                key: Row::default(),
-                body: None,
-                source_types: None,
-                compaction: false,
-            },
-        }
+    fn writes(ids: &[&str]) -> Vec<Write> {
+        ids.iter().map(|id| testing::write(id, "01", Op::Create, 0)).collect()
     }
 
-    fn call_with<'a>(sink: &'a Picky, fields: &'a KnownFields, table: &'a TableMapping) -> TargetCall<'a, Picky> {
+    fn call_with<'a>(sink: &'a Scripted, fields: &'a KnownFields, table: &'a TableMapping) -> TargetCall<'a, Scripted> {
         TargetCall { sink, fields, table, target: "t", progress: &[] }
     }
 
     #[tokio::test]
     async fn a_refused_call_is_split_until_only_the_bad_writes_fail() {
-        let model =
-            ReadModel::parse(Path::new("t.yaml"), "read_model: m\ntables:\n  - topic: x\n    postgres: { table: t }\n")
-                .unwrap();
-        let (sink, fields) = (Picky::default(), KnownFields::default());
+        let model = testing::model();
+        let (sink, fields) = (picky(), KnownFields::default());
         let call = call_with(&sink, &fields, &model.tables[0]);
-        let writes: Vec<Write> = ["1", "2", "bad3", "4", "5", "bad6", "7"].into_iter().map(write).collect();
-        let out = call.write_isolating(&writes).await.unwrap();
+        let out = call.write_isolating(&writes(&["1", "2", "bad3", "4", "5", "bad6", "7"])).await.unwrap();
         let failed: Vec<usize> =
             out.iter().enumerate().filter(|(_, o)| matches!(o, Outcome::Failed(_))).map(|(i, _)| i).collect();
         assert_eq!(failed, vec![2, 5], "{out:?}");
@@ -148,13 +104,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_clean_call_is_written_once_and_a_sink_failure_is_not_split() {
-        let model =
-            ReadModel::parse(Path::new("t.yaml"), "read_model: m\ntables:\n  - topic: x\n    postgres: { table: t }\n")
-                .unwrap();
-        let (sink, fields) = (Picky::default(), KnownFields::default());
+        let model = testing::model();
+        let (sink, fields) = (picky(), KnownFields::default());
         let call = call_with(&sink, &fields, &model.tables[0]);
-        let writes: Vec<Write> = ["1", "2", "3"].into_iter().map(write).collect();
-        assert_eq!(call.write_isolating(&writes).await.unwrap(), vec![Outcome::Applied; 3]);
-        assert_eq!(*sink.calls.lock().unwrap(), vec![3]);
+        assert_eq!(call.write_isolating(&writes(&["1", "2", "3"])).await.unwrap(), vec![Outcome::Applied; 3]);
+        assert_eq!(sink.call_sizes(), vec![3]);
     }
 }

@@ -27,6 +27,8 @@ pub mod isolate;
 pub mod offsets;
 pub mod retry;
 pub mod shutdown;
+#[cfg(test)]
+mod testing;
 pub mod writer;
 
 use std::collections::VecDeque;

@@ -1,77 +1,15 @@
 //! The writer against a scripted sink: what reaches health, the dead letters
 //! and the superseded count when the sink refuses or fails some items.
 
-use std::path::Path;
-use std::sync::Mutex;
-
 use super::*;
-use crate::decode::{Op, Row, SourcePosition};
-use crate::mapping::{Document, TableMapping};
+use crate::decode::Op;
 use crate::pipeline::batch::Item;
+use crate::pipeline::testing::{self, Scripted, write};
 use crate::pipeline::{Action, ErrorTolerance};
-use crate::sink::NewField;
 use crate::source::Lineage;
 
-/// Answers each call with `script(call number, write)` per write, and
-/// notes the sink's health as each call begins.
-struct Scripted {
-    health: Health,
-    script: fn(usize, &Write) -> Outcome,
-    seen: Mutex<Vec<(bool, u128)>>,
-}
-
-impl Sink for Scripted {
-    fn name(&self) -> &'static str {
-        "scripted"
-    }
-    fn target<'m>(&self, _: &'m TableMapping) -> Option<&'m str> {
-        Some("t")
-    }
-    fn excluded<'a>(&self, _: &'a TableMapping) -> &'a [String] {
-        &[]
-    }
-    fn declares(&self, _: &TableMapping, _: &str) -> bool {
-        false
-    }
-    async fn prepare(&self, _: &ReadModel) -> Result<(), SinkError> {
-        Ok(())
-    }
-    async fn add_fields(&self, _: &TableMapping, _: &str, _: &[NewField]) -> Result<(), SinkError> {
-        Ok(())
-    }
-    async fn write(&self, _: &str, writes: &[Write], _: &[PartitionOffset]) -> Result<Vec<Outcome>, SinkError> {
-        let call = {
-            let mut seen = self.seen.lock().unwrap();
-            let s = &self.health.snapshot()["scripted"];
-            seen.push((s.up, s.since_ms));
-            seen.len()
-        };
-        // Time passes within a call, as it does on a real server, so a
-        // state change during it shows in `since_ms`.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        Ok(writes.iter().map(|w| (self.script)(call, w)).collect())
-    }
-}
-
 fn refused(message: &str) -> Outcome {
-    Outcome::Failed(SinkError::new("scripted", ErrorKind::RefusedRow, message))
-}
-
-fn write(id: &str, position: &str, op: Op, offset: i64) -> Write {
-    Write {
-        target: "t".into(),
-        doc: Document {
-            id: id.into(),
-            position: SourcePosition::from_stored(position),
-            op,
-            source_ts_ms: None,
-            lineage: Lineage { topic: "x".into(), partition: 0, offset },
-            key: Row::default(),
-            body: None,
-            source_types: None,
-            compaction: false,
-        },
-    }
+    Outcome::Failed(SinkError::new(testing::NAME, ErrorKind::RefusedRow, message))
 }
 
 fn batch(actions: Vec<Action>) -> Batch {
@@ -91,15 +29,14 @@ fn batch(actions: Vec<Action>) -> Batch {
     batch
 }
 
-fn writer(script: fn(usize, &Write) -> Outcome) -> Writer<Scripted> {
-    let model =
-        ReadModel::parse(Path::new("t.yaml"), "read_model: m\ntables:\n  - topic: x\n    postgres: { table: t }\n")
-            .unwrap();
-    let health = Health::default();
-    health.register("scripted");
+/// A writer to a sink that answers each call with `answer(call, writes)`.
+fn writer(answer: fn(usize, &[Write]) -> Result<Vec<Outcome>, SinkError>) -> Writer<Scripted> {
+    let sink = Scripted::new(answer);
+    let health = sink.health.clone();
+    health.register(testing::NAME);
     Writer {
-        sink: Arc::new(Scripted { health: health.clone(), script, seen: Mutex::default() }),
-        model: Arc::new(model),
+        sink: Arc::new(sink),
+        model: Arc::new(testing::model()),
         fields: KnownFields::default(),
         // Never reached: nothing here sends a dead letter.
         dead_letters: DeadLetters::new("127.0.0.1:1", "dlq", "m").unwrap(),
@@ -114,16 +51,17 @@ async fn a_sink_failing_every_item_stays_down_since_its_first_failure() {
     // The server answers, but every item fails for the sink (a read-only
     // index): the sink is down from the first answer until one is taken,
     // not "up" again for a moment at every retry.
-    let w = writer(|call, _| {
-        if call < 4 {
-            Outcome::Failed(SinkError::new("scripted", ErrorKind::Unavailable, "read-only"))
+    let w = writer(|call, writes| {
+        let outcome = if call < 4 {
+            Outcome::Failed(SinkError::new(testing::NAME, ErrorKind::Unavailable, "read-only"))
         } else {
             Outcome::Applied
-        }
+        };
+        Ok(vec![outcome; writes.len()])
     });
     let settled = w.settle(batch(vec![Action::Write(write("1", "01", Op::Create, 0))])).await;
     assert!(settled.dead.is_empty());
-    let seen = w.sink.seen.lock().unwrap().clone();
+    let seen: Vec<(bool, u128)> = w.sink.calls.lock().unwrap().iter().filter_map(|c| c.up).collect();
     assert_eq!(seen.len(), 4, "{seen:?}");
     assert!(seen[1..].iter().all(|(up, _)| !up), "down during the retries: {seen:?}");
     assert!(seen[1..].iter().all(|(_, since)| *since == seen[1].1), "down since the first failure: {seen:?}");
@@ -132,7 +70,7 @@ async fn a_sink_failing_every_item_stays_down_since_its_first_failure() {
 
 #[tokio::test]
 async fn a_moved_record_whose_two_writes_are_refused_is_one_dead_letter() {
-    let w = writer(|_, w| refused(&format!("no {}", w.doc.id)));
+    let w = writer(|_, writes| Ok(writes.iter().map(|w| refused(&format!("no {}", w.doc.id))).collect()));
     let moved = Action::Moved { retired: write("old", "02", Op::Delete, 0), write: write("new", "02", Op::Update, 0) };
     let settled = w.settle(batch(vec![moved])).await;
     assert_eq!(settled.dead.len(), 1, "one record, one letter");
@@ -144,11 +82,13 @@ async fn a_moved_record_whose_two_writes_are_refused_is_one_dead_letter() {
 async fn an_older_write_applied_after_its_newer_one_was_refused_is_not_superseded() {
     // "2" (the update) is refused, so "1" (its create) is applied instead:
     // nothing was superseded. Where both are good, the create is.
-    let refuse_update = |_, w: &Write| if w.doc.op == Op::Update { refused("bad") } else { Outcome::Applied };
-    for (script, superseded) in
-        [(refuse_update as fn(usize, &Write) -> Outcome, 0), (|_, _: &Write| Outcome::Applied, 1)]
-    {
-        let w = writer(script);
+    type Answer = fn(usize, &[Write]) -> Result<Vec<Outcome>, SinkError>;
+    let refuse_update: Answer = |_, writes| {
+        Ok(writes.iter().map(|w| if w.doc.op == Op::Update { refused("bad") } else { Outcome::Applied }).collect())
+    };
+    let apply_all: Answer = |_, writes| Ok(vec![Outcome::Applied; writes.len()]);
+    for (answer, superseded) in [(refuse_update, 0), (apply_all, 1)] {
+        let w = writer(answer);
         let b =
             batch(vec![Action::Write(write("k", "01", Op::Create, 0)), Action::Write(write("k", "02", Op::Update, 1))]);
         let settled = w.settle(b).await;
