@@ -441,7 +441,7 @@ fn typed(field: &str, ty: &FieldType, kind: Kind, v: Lite<'_>) -> Result<Value, 
     match (kind, v) {
         (_, Lite::Null) => Ok(Value::Null),
         (_, Lite::Str(s)) if s == UNAVAILABLE_PLACEHOLDER => Ok(Value::Unavailable),
-        (Kind::Str, Lite::Str(s)) => Ok(Value::String(s.into_owned())),
+        (Kind::Str, Lite::Str(s)) => Ok(Value::String(s.into_owned().into())),
         (Kind::Bool, Lite::Bool(b)) => Ok(Value::Bool(b)),
         (Kind::Decimal(scale), Lite::Str(s)) => value::decimal_from_base64(field, &s, scale),
         (Kind::Int, v) if v.as_i64().is_some() => Ok(Value::Int(v.as_i64().unwrap_or_default())),

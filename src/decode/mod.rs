@@ -25,6 +25,7 @@ pub mod position;
 pub mod registry;
 pub mod schema_cache;
 pub mod schema_history;
+mod text;
 mod unwrapped;
 pub mod value;
 
@@ -37,6 +38,7 @@ pub use position::{PositionError, SourcePosition};
 pub use registry::SchemaRegistry;
 pub use schema_cache::{RowFields, SchemaCache, ValueSchema};
 pub use schema_history::SchemaHistory;
+pub use text::Text;
 pub use value::{FieldType, Value, ValueError};
 
 use crate::source::{Lineage, SourceRecord};

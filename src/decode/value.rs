@@ -12,6 +12,8 @@ use std::fmt;
 use base64::Engine;
 use serde_json::Value as Json;
 
+use super::Text;
+
 /// One decoded column value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
@@ -24,7 +26,8 @@ pub enum Value {
         unscaled: i128,
         scale: u32,
     },
-    String(String),
+    /// Text, shared with the record where possible (see [`Text`]).
+    String(Text),
     Bytes(Vec<u8>),
     /// Days since 1970-01-01.
     Date(i32),
@@ -36,7 +39,7 @@ pub enum Value {
     /// meaning: the value has no real time zone.
     Timestamp(i128),
     /// `datetimeoffset`: ISO-8601 text that keeps its original offset.
-    ZonedTimestamp(String),
+    ZonedTimestamp(Text),
     /// The connector could not read the value (LOB before-images); never data.
     Unavailable,
     /// Anything we have no schema for (nested structs, arrays, schemaless maps).
@@ -228,7 +231,7 @@ pub fn typed(field: &str, ty: &FieldType, v: &Json) -> Result<Value, ValueError>
         Some("io.debezium.time.ZonedTimestamp") => {
             return v
                 .as_str()
-                .map(|s| Value::ZonedTimestamp(s.to_string()))
+                .map(|s| Value::ZonedTimestamp(s.into()))
                 .ok_or_else(|| wrong("a zoned timestamp string"));
         }
         // PostgreSQL `numeric` without a declared scale: {"scale": n, "value": base64}.
@@ -246,7 +249,7 @@ pub fn typed(field: &str, ty: &FieldType, v: &Json) -> Result<Value, ValueError>
         // json/jsonb: the document as text; keep it as a document.
         Some("io.debezium.data.Json") => {
             let text = v.as_str().ok_or_else(|| wrong("JSON text"))?;
-            return Ok(serde_json::from_str(text).map(Value::Json).unwrap_or_else(|_| Value::String(text.to_string())));
+            return Ok(serde_json::from_str(text).map(Value::Json).unwrap_or_else(|_| Value::String(text.into())));
         }
         // interval: microseconds, a month counted as 30.4375 days.
         Some("io.debezium.time.MicroDuration") => return Ok(Value::Int(int()?)),
@@ -262,7 +265,7 @@ pub fn typed(field: &str, ty: &FieldType, v: &Json) -> Result<Value, ValueError>
             _ => v.as_f64().map(Value::Float).ok_or_else(|| wrong("a number")),
         },
         "boolean" => v.as_bool().map(Value::Bool).ok_or_else(|| wrong("a boolean")),
-        "string" => v.as_str().map(|s| Value::String(s.to_string())).ok_or_else(|| wrong("a string")),
+        "string" => v.as_str().map(|s| Value::String(s.into())).ok_or_else(|| wrong("a string")),
         "bytes" => {
             let s = v.as_str().ok_or_else(|| wrong("base64 bytes"))?;
             base64::engine::general_purpose::STANDARD.decode(s).map(Value::Bytes).map_err(|_| wrong("base64 bytes"))
@@ -275,7 +278,7 @@ pub fn typed(field: &str, ty: &FieldType, v: &Json) -> Result<Value, ValueError>
 /// [`untyped`] for a value the caller no longer needs (no copy of strings).
 pub fn untyped_owned(v: Json) -> Value {
     match v {
-        Json::String(s) if s != UNAVAILABLE_PLACEHOLDER => Value::String(s),
+        Json::String(s) if s != UNAVAILABLE_PLACEHOLDER => Value::String(s.into()),
         other => untyped(&other),
     }
 }
@@ -289,7 +292,7 @@ pub fn untyped(v: &Json) -> Value {
             None => n.as_f64().map(Value::Float).unwrap_or(Value::Json(v.clone())),
         },
         Json::String(s) if s == UNAVAILABLE_PLACEHOLDER => Value::Unavailable,
-        Json::String(s) => Value::String(s.clone()),
+        Json::String(s) => Value::String(s.into()),
         other => Value::Json(other.clone()),
     }
 }

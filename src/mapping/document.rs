@@ -276,7 +276,7 @@ impl TableMapping {
 /// Values that are already typed (the record had a schema) are kept.
 fn retyped(column: &str, st: &SourceType, v: &Value) -> Result<Value, String> {
     let json = match v {
-        Value::String(s) => serde_json::Value::String(s.clone()),
+        Value::String(s) => serde_json::Value::String(s.to_string()),
         Value::Int(i) => serde_json::Value::from(*i),
         Value::Float(f) => {
             serde_json::Number::from_f64(*f).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)

@@ -288,7 +288,7 @@ impl Parser {
                         .ok_or_else(|| ParseError { at: self.at(), message: format!("{n} is not a number") })
                 }
             }
-            Tok::Str(s) => Ok(Expr::Lit(Value::String(s))),
+            Tok::Str(s) => Ok(Expr::Lit(Value::String(s.into()))),
             Tok::Sym("-") => match self.nested(|p| p.primary())? {
                 Expr::Lit(Value::Int(i)) => Ok(Expr::Lit(Value::Int(-i))),
                 Expr::Lit(Value::Decimal { unscaled, scale }) => {
@@ -389,7 +389,7 @@ pub fn parse_template(src: &str) -> Result<Expr, ParseError> {
                 let inner: String = chars[i + 1..i + 1 + end].iter().collect();
                 let e = parse(&inner).map_err(|e| ParseError { at: i + 1 + e.at, message: e.message })?;
                 if !text.is_empty() {
-                    parts.push(Expr::Lit(Value::String(std::mem::take(&mut text))));
+                    parts.push(Expr::Lit(Value::String(std::mem::take(&mut text).into())));
                 }
                 parts.push(e);
                 i += end + 2;
@@ -407,7 +407,7 @@ pub fn parse_template(src: &str) -> Result<Expr, ParseError> {
         }
     }
     if !text.is_empty() {
-        parts.push(Expr::Lit(Value::String(text)));
+        parts.push(Expr::Lit(Value::String(text.into())));
     }
     Ok(Expr::Template(parts))
 }
@@ -455,7 +455,7 @@ impl Expr {
                 Value::Bool(items.iter().any(|i| compare(&v, &i.eval(row)) == Some(std::cmp::Ordering::Equal)))
             }
             Expr::Call(f, args) => call(*f, args.iter().map(|a| a.eval(row)).collect()),
-            Expr::Template(parts) => Value::String(parts.iter().map(|p| text(&p.eval(row))).collect()),
+            Expr::Template(parts) => Value::String(parts.iter().map(|p| text(&p.eval(row))).collect::<String>().into()),
         }
     }
 }
@@ -473,7 +473,7 @@ pub fn text(v: &Value) -> String {
         Value::Int(i) => i.to_string(),
         Value::Float(f) => f.to_string(),
         Value::Decimal { unscaled, scale } => value::decimal_text(*unscaled, *scale),
-        Value::String(s) | Value::ZonedTimestamp(s) => s.clone(),
+        Value::String(s) | Value::ZonedTimestamp(s) => s.to_string(),
         Value::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
         Value::Date(d) => value::date_text(*d),
         Value::Time(t) => value::time_text(*t),
@@ -555,7 +555,7 @@ fn binary(a: &Value, op: BinOp, b: &Value) -> Value {
                 if matches!(a, Value::Null) || matches!(b, Value::Null) {
                     return Value::Null;
                 }
-                return Value::String(text(a) + &text(b));
+                return Value::String((text(a) + &text(b)).into());
             }
             Value::Null
         }
@@ -566,16 +566,16 @@ fn binary(a: &Value, op: BinOp, b: &Value) -> Value {
 fn call(f: Func, args: Vec<Value>) -> Value {
     let first = args.first().cloned().unwrap_or(Value::Null);
     match f {
-        Func::Concat => Value::String(args.iter().map(text).collect()),
+        Func::Concat => Value::String(args.iter().map(text).collect::<String>().into()),
         Func::Coalesce => {
             args.into_iter().find(|v| !matches!(v, Value::Null | Value::Unavailable)).unwrap_or(Value::Null)
         }
         _ if matches!(first, Value::Null) => Value::Null,
-        Func::Lower => Value::String(text(&first).to_lowercase()),
-        Func::Upper => Value::String(text(&first).to_uppercase()),
-        Func::Trim => Value::String(text(&first).trim().to_string()),
+        Func::Lower => Value::String(text(&first).to_lowercase().into()),
+        Func::Upper => Value::String(text(&first).to_uppercase().into()),
+        Func::Trim => Value::String(text(&first).trim().into()),
         Func::Len => Value::Int(text(&first).chars().count() as i64),
-        Func::Str => Value::String(text(&first)),
+        Func::Str => Value::String(text(&first).into()),
     }
 }
 

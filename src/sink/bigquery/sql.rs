@@ -208,14 +208,14 @@ pub fn cell_text(v: &Value, base: &str) -> Option<String> {
         Value::Float(f) => f.to_string(),
         Value::Decimal { unscaled, scale } => decimal_text(*unscaled, *scale),
         Value::String(s) if base == "BYTES" => base64::engine::general_purpose::STANDARD.encode(s.as_bytes()),
-        Value::String(s) => s.clone(),
+        Value::String(s) => s.to_string(),
         Value::Bytes(b) => base64::engine::general_purpose::STANDARD.encode(b),
         Value::Date(d) => date_text(*d),
         Value::Time(n) => micros(time_text(*n)),
         // A wall clock: in a TIMESTAMP column it is read as UTC.
         Value::Timestamp(n) if base == "TIMESTAMP" => format!("{}Z", micros(timestamp_text(*n))),
         Value::Timestamp(n) => micros(timestamp_text(*n)),
-        Value::ZonedTimestamp(s) => micros(s.clone()),
+        Value::ZonedTimestamp(s) => micros(s.to_string()),
         Value::Json(j) if base == "STRING" => match j {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),

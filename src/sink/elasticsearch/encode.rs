@@ -99,7 +99,7 @@ pub fn value_json(out: &mut Vec<u8>, v: &Value) {
         // Exact digits as a JSON number: no f64 rounding on our side.
         Value::Decimal { unscaled, scale } => write!(out, "{}", value::decimal_text(*unscaled, *scale)),
         Value::String(s) | Value::ZonedTimestamp(s) => {
-            serde_json::to_writer(&mut *out, s).map_err(std::io::Error::other)
+            serde_json::to_writer(&mut *out, s.as_str()).map_err(std::io::Error::other)
         }
         Value::Bytes(b) => {
             use base64::Engine;

@@ -18,7 +18,7 @@
 use serde_json::{Value as Json, json};
 
 use super::client::META_FIELD;
-use crate::decode::{FieldType, Value};
+use crate::decode::{FieldType, Text, Value};
 use crate::mapping::ElasticsearchTarget;
 
 /// The Elasticsearch type for a decoded value; `None` for null.
@@ -59,14 +59,14 @@ pub fn schema_type(ft: &FieldType) -> Option<Json> {
             | "io.debezium.time.MicroTimestamp"
             | "io.debezium.time.NanoTimestamp",
         ) => Value::Timestamp(0),
-        Some("io.debezium.time.ZonedTimestamp") => Value::ZonedTimestamp(String::new()),
+        Some("io.debezium.time.ZonedTimestamp") => Value::ZonedTimestamp(Text::default()),
         Some("io.debezium.data.Json") => Value::Json(Json::Null),
         Some("io.debezium.time.MicroDuration") => Value::Int(0),
         _ => match ft.connect.as_str() {
             "int8" | "int16" | "int32" | "int64" => Value::Int(0),
             "float" | "float32" | "float64" | "double" => Value::Float(0.0),
             "boolean" => Value::Bool(false),
-            "string" => Value::String(String::new()),
+            "string" => Value::String(Text::default()),
             "bytes" => Value::Bytes(Vec::new()),
             _ => return None,
         },

@@ -311,8 +311,8 @@ impl Postgres {
 /// staging table stores them.
 pub fn meta_values(d: &Document) -> [Value; 6] {
     [
-        Value::String(d.id.clone()),
-        Value::String(d.position.as_str().to_string()),
+        Value::String(d.id.as_str().into()),
+        Value::String(d.position.as_str().into()),
         Value::Bool(d.body.is_none()),
         d.source_ts_ms.map(|ms| Value::Timestamp(ms as i128 * 1_000_000)).unwrap_or(Value::Null),
         Value::Int(i64::from(d.lineage.partition)),
