@@ -10,8 +10,8 @@ fuzz_target!(|data: &[u8]| {
     projector_fuzz::report_stack_overflows();
     let record = SourceRecord {
         lineage: Lineage { topic: "vexere.vexere.dbo.Trips".into(), partition: 0, offset: 42 },
-        key: Some(br#"{"TripId":1}"#.to_vec()),
-        value: Some(data.to_vec()),
+        key: Some(br#"{"TripId":1}"#.to_vec().into()),
+        value: Some(data.to_vec().into()),
         headers: Vec::new(),
         timestamp_ms: Some(1_782_000_000_000),
         generation: 0,

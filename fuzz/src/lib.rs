@@ -25,8 +25,8 @@ pub fn framed_record(data: &[u8]) -> Option<SourceRecord> {
     let value = if value == b"\0" { None } else { Some(value.to_vec()) };
     Some(SourceRecord {
         lineage: Lineage { topic: TOPIC.into(), partition: 3, offset: 7 },
-        key,
-        value,
+        key: key.map(Into::into),
+        value: value.map(Into::into),
         headers: Vec::new(),
         timestamp_ms: None,
         generation: 0,

@@ -250,8 +250,8 @@ pub fn decode_and_map_stream(prefix: &'static str, n: usize, keep: usize) -> any
             .enumerate()
             .map(|(i, r)| SourceRecord {
                 lineage: Lineage { topic: r.topic, partition: 0, offset: (done + i) as i64 },
-                key: Some(r.key),
-                value: r.value,
+                key: Some(r.key.into()),
+                value: r.value.map(Into::into),
                 headers: Vec::new(),
                 timestamp_ms: None,
                 generation: 0,

@@ -19,11 +19,12 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
 
 use super::value::{self, FieldType, MAX_DECIMAL_SCALE, SEMANTIC_NAMES, UNAVAILABLE_PLACEHOLDER, Value, ValueError};
-use super::{Name, Op, Row, SIGNAL_TABLE, SourcePosition};
+use super::{Name, Op, Row, SIGNAL_TABLE, SourcePosition, Text};
 
 /// How a column is typed on the fast path, worked out once per schema
 /// from its [`FieldType`] so that no type names are compared per value.
@@ -105,13 +106,14 @@ pub(super) struct Envelope {
     pub source_ts_ms: Option<i64>,
 }
 
-/// Reads an envelope payload; `None` sends the record to the general path.
-pub(super) fn envelope(payload: &[u8], schema: EnvelopeSchema<'_>) -> Option<Envelope> {
+/// Reads an envelope payload (a part of `record`, which text values then
+/// share); `None` sends the record to the general path.
+pub(super) fn envelope(record: &Bytes, payload: &[u8], schema: EnvelopeSchema<'_>) -> Option<Envelope> {
     // serde_json validates UTF-8 only in the strings it reads, not in the
     // ones it skips; the general path reads every string, so check all of it.
     let text = std::str::from_utf8(payload).ok()?;
     let mut de = serde_json::Deserializer::from_str(text);
-    let raw = de.deserialize_map(EnvelopeVisitor(schema)).ok()?;
+    let raw = de.deserialize_map(EnvelopeVisitor(schema, record)).ok()?;
     de.end().ok()?;
     let op = match raw.op? {
         Lite::Str(s) => match &*s {
@@ -142,11 +144,11 @@ pub(super) fn envelope(payload: &[u8], schema: EnvelopeSchema<'_>) -> Option<Env
     Some(Envelope { op, before, after, position, source_ts_ms })
 }
 
-/// Reads a key payload (a non-empty struct of the key columns).
-pub(super) fn key(payload: &[u8], fields: RowSchema<'_>) -> Option<Row> {
+/// Reads a key payload (a part of `record`; a non-empty struct of the key columns).
+pub(super) fn key(record: &Bytes, payload: &[u8], fields: RowSchema<'_>) -> Option<Row> {
     let text = std::str::from_utf8(payload).ok()?;
     let mut de = serde_json::Deserializer::from_str(text);
-    let row = RowSeed(fields).deserialize(&mut de).ok()?;
+    let row = RowSeed(fields, record).deserialize(&mut de).ok()?;
     de.end().ok()?;
     (!row.columns.is_empty()).then_some(row)
 }
@@ -335,7 +337,7 @@ struct RawEnvelope<'a> {
     source: Option<Source<'a>>,
 }
 
-struct EnvelopeVisitor<'s>(EnvelopeSchema<'s>);
+struct EnvelopeVisitor<'s>(EnvelopeSchema<'s>, &'s Bytes);
 
 impl<'de> Visitor<'de> for EnvelopeVisitor<'_> {
     type Value = RawEnvelope<'de>;
@@ -347,8 +349,8 @@ impl<'de> Visitor<'de> for EnvelopeVisitor<'_> {
         while let Some(FieldName(k)) = map.next_key()? {
             match &*k {
                 "op" => once(&mut env.op, &mut map, |m| m.next_value())?,
-                "before" => once(&mut env.before, &mut map, |m| m.next_value_seed(ImageSeed(self.0.row)))?,
-                "after" => once(&mut env.after, &mut map, |m| m.next_value_seed(ImageSeed(self.0.row)))?,
+                "before" => once(&mut env.before, &mut map, |m| m.next_value_seed(ImageSeed(self.0.row, self.1)))?,
+                "after" => once(&mut env.after, &mut map, |m| m.next_value_seed(ImageSeed(self.0.row, self.1)))?,
                 "source" => once(&mut env.source, &mut map, |m| m.next_value_seed(SourceSeed(self.0.source)))?,
                 other => match self.0.scalars.and_then(|s| declared(s, other, 0)) {
                     // A scalar the schema declares (`ts_ms`, ...) must match it.
@@ -368,8 +370,8 @@ impl<'de> Visitor<'de> for EnvelopeVisitor<'_> {
     }
 }
 
-/// A row image: a row object or null.
-struct ImageSeed<'s>(RowSchema<'s>);
+/// A row image: a row object or null, and the record it is read from.
+struct ImageSeed<'s>(RowSchema<'s>, &'s Bytes);
 
 impl<'de> DeserializeSeed<'de> for ImageSeed<'_> {
     type Value = Option<Row>;
@@ -390,12 +392,13 @@ impl<'de> Visitor<'de> for ImageSeed<'_> {
         Ok(None)
     }
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<Row>, D::Error> {
-        RowSeed(self.0).deserialize(d).map(Some)
+        RowSeed(self.0, self.1).deserialize(d).map(Some)
     }
 }
 
-/// A row object whose columns come in schema order, typed as they are read.
-struct RowSeed<'s>(RowSchema<'s>);
+/// A row object whose columns come in schema order, typed as they are
+/// read, and the record it is read from (which its text values share).
+struct RowSeed<'s>(RowSchema<'s>, &'s Bytes);
 
 impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
     type Value = Row;
@@ -410,7 +413,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
         f.write_str("a row object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
-        let RowSchema { fields, kinds, required } = self.0;
+        let (RowSchema { fields, kinds, required }, record) = (self.0, self.1);
         let mut columns = Vec::with_capacity(fields.len());
         while let Some(FieldName(name)) = map.next_key()? {
             // Debezium writes columns in schema order; anything else is left
@@ -424,7 +427,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
             if matches!(v, Lite::Null) && required.get(i) == Some(&true) {
                 return Err(de::Error::custom("required column is null"));
             }
-            let value = typed(column, ty, *kind, v).map_err(de::Error::custom)?;
+            let value = typed(record, column, ty, *kind, v).map_err(de::Error::custom)?;
             columns.push((column.clone(), value));
         }
         // Columns in schema order: a short row lacks its last fields.
@@ -435,13 +438,15 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
     }
 }
 
-/// [`value::typed`] for the common kinds without building a JSON value;
-/// every other case is handed to `value::typed` itself.
-fn typed(field: &str, ty: &FieldType, kind: Kind, v: Lite<'_>) -> Result<Value, ValueError> {
+/// [`value::typed`] for the common kinds without building a JSON value,
+/// text shared with `record` where it was read unescaped from it; every
+/// other case is handed to `value::typed` itself.
+fn typed(record: &Bytes, field: &str, ty: &FieldType, kind: Kind, v: Lite<'_>) -> Result<Value, ValueError> {
     match (kind, v) {
         (_, Lite::Null) => Ok(Value::Null),
         (_, Lite::Str(s)) if s == UNAVAILABLE_PLACEHOLDER => Ok(Value::Unavailable),
-        (Kind::Str, Lite::Str(s)) => Ok(Value::String(s.into_owned().into())),
+        (Kind::Str, Lite::Str(Cow::Borrowed(s))) => Ok(Value::String(Text::within(record, s))),
+        (Kind::Str, Lite::Str(Cow::Owned(s))) => Ok(Value::String(s.into())),
         (Kind::Bool, Lite::Bool(b)) => Ok(Value::Bool(b)),
         (Kind::Decimal(scale), Lite::Str(s)) => value::decimal_from_base64(field, &s, scale),
         (Kind::Int, v) if v.as_i64().is_some() => Ok(Value::Int(v.as_i64().unwrap_or_default())),

@@ -224,12 +224,13 @@ pub fn tombstone_key(record: &SourceRecord, opts: &DecodeOptions) -> Result<Row,
 /// Decodes one Kafka record.
 pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
     let lineage = &record.lineage;
-    let Some(bytes) = record.value.as_deref() else {
+    let Some(buf) = record.value.as_ref() else {
         if record.key.is_none() {
             return Err(DecodeError::NullRecord { lineage: lineage.clone() });
         }
         return Ok(Decoded::Tombstone);
     };
+    let bytes: &[u8] = buf;
     if bytes.len() > opts.max_record_bytes {
         return Err(DecodeError::TooLarge {
             lineage: lineage.clone(),
@@ -245,7 +246,7 @@ pub fn decode(record: &SourceRecord, opts: &DecodeOptions) -> Result<Decoded, De
     // fast path does not handle is decoded again below, from the start.
     if let Some((schema, payload)) = &cached
         && let Some(fields) = schema.fast_envelope()
-        && let Some(fast::Envelope { op, before, after, position, source_ts_ms }) = fast::envelope(payload, fields)
+        && let Some(fast::Envelope { op, before, after, position, source_ts_ms }) = fast::envelope(buf, payload, fields)
     {
         let key = decode_key(record, opts)?;
         key_agrees(lineage, op, &key, after.as_ref(), before.as_ref())?;
@@ -471,14 +472,15 @@ fn history_row_schema(
 
 fn decode_key(record: &SourceRecord, opts: &DecodeOptions) -> Result<Row, DecodeError> {
     let lineage = &record.lineage;
-    let Some(bytes) = record.key.as_deref() else {
+    let Some(buf) = record.key.as_ref() else {
         return Err(DecodeError::MissingKey { lineage: lineage.clone() });
     };
+    let bytes: &[u8] = buf;
     // Keys repeat their schema too: a cached one lets the fast path read
     // the payload alone; anything it does not handle is read below.
     if let Some((schema, payload)) = opts.schemas.split(avro::Part::Key, &lineage.topic, bytes)
         && let Some(fields) = schema.fast_fields()
-        && let Some(key) = fast::key(payload, fields)
+        && let Some(key) = fast::key(buf, payload, fields)
     {
         return Ok(key);
     }

@@ -248,15 +248,21 @@ mod tests {
     use crate::decode::{ChangeEvent, DecodeOptions, Decoded, Op, Value, decode};
     use crate::demo::bus_booking::{BusBooking, Timeline, trip};
     use crate::demo::sqlserver::Record;
+    use bytes::Bytes;
 
     const KEY_ID: u32 = 7;
     const VALUE_ID: u32 = 8;
 
-    fn source(topic: &str, offset: i64, key: Option<Vec<u8>>, value: Option<Vec<u8>>) -> SourceRecord {
+    fn source(
+        topic: &str,
+        offset: i64,
+        key: Option<impl Into<Bytes>>,
+        value: Option<impl Into<Bytes>>,
+    ) -> SourceRecord {
         SourceRecord {
             lineage: Lineage { topic: topic.into(), partition: 1, offset },
-            key,
-            value,
+            key: key.map(Into::into),
+            value: value.map(Into::into),
             headers: vec![],
             timestamp_ms: None,
             generation: 0,
@@ -414,7 +420,7 @@ mod tests {
         let registry = registry_for(&parts);
         let o = opts(&registry);
         let good = avro_record(&parts, 0);
-        let value = good.value.clone().unwrap();
+        let value = good.value.clone().unwrap().to_vec();
         let with_value = |v: Vec<u8>| source("vexere.vexere.dbo.Trips", 41, good.key.clone(), Some(v));
 
         // Truncated datum.
@@ -452,7 +458,7 @@ mod tests {
         assert_eq!(e.kind(), "unknown_schema");
         assert!(e.to_string().contains("value names schema id 999"), "{e}");
         // The key is checked too.
-        let mut key = good.key.clone().unwrap();
+        let mut key = good.key.clone().unwrap().to_vec();
         key[1..5].copy_from_slice(&998u32.to_be_bytes());
         let e = err(&source("t", 1, Some(key), Some(value.clone())), &o);
         assert_eq!(e.kind(), "unknown_schema");

@@ -1,5 +1,7 @@
 //! Decoding tests on events shaped exactly like the SQL Server connector's.
 
+use bytes::Bytes;
+
 use super::*;
 use crate::demo::bus_booking::{BusBooking, Timeline, booking, seat, trip};
 use crate::demo::sqlserver::Record;
@@ -7,8 +9,8 @@ use crate::demo::sqlserver::Record;
 fn source_record(r: &Record, offset: i64) -> SourceRecord {
     SourceRecord {
         lineage: Lineage { topic: r.topic.clone(), partition: 0, offset },
-        key: Some(r.key.clone()),
-        value: r.value.clone(),
+        key: Some(r.key.clone().into()),
+        value: r.value.clone().map(Into::into),
         headers: vec![],
         timestamp_ms: None,
         generation: 0,
@@ -18,8 +20,8 @@ fn source_record(r: &Record, offset: i64) -> SourceRecord {
 fn raw(topic: &str, key: Option<&str>, value: Option<&str>) -> SourceRecord {
     SourceRecord {
         lineage: Lineage { topic: topic.into(), partition: 2, offset: 41 },
-        key: key.map(|k| k.as_bytes().to_vec()),
-        value: value.map(|v| v.as_bytes().to_vec()),
+        key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+        value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
         headers: vec![],
         timestamp_ms: None,
         generation: 0,
@@ -306,7 +308,7 @@ fn schemas_enable_true_refuses_a_bare_payload_and_false_a_schema() {
 #[test]
 fn undecodable_bytes_are_invalid_json() {
     let mut r = raw("t", Some(r#"{"TripId":1}"#), None);
-    r.value = Some(vec![0xff, 0xfe, 0x00, 0x9c]);
+    r.value = Some(Bytes::from_static(&[0xff, 0xfe, 0x00, 0x9c]));
     assert_eq!(decode(&r, &DecodeOptions::default()).unwrap_err().kind(), "invalid_json");
 }
 
@@ -418,8 +420,8 @@ fn real_fixture(name: &str) -> SourceRecord {
             partition: 0,
             offset: f["offset"].as_i64().unwrap(),
         },
-        key: Some(serde_json::to_vec(&f["key"]).unwrap()),
-        value: (!f["value"].is_null()).then(|| serde_json::to_vec(&f["value"]).unwrap()),
+        key: Some(serde_json::to_vec(&f["key"]).unwrap().into()),
+        value: (!f["value"].is_null()).then(|| serde_json::to_vec(&f["value"]).unwrap().into()),
         headers: vec![],
         timestamp_ms: None,
         generation: 0,
@@ -534,10 +536,10 @@ fn schema_scales_out_of_range_are_errors_not_wraps() {
     );
     // Through decode: the record is refused, naming it.
     let (good, _) = good_create();
-    let text = String::from_utf8(good.value.clone().unwrap()).unwrap();
+    let text = String::from_utf8(good.value.clone().unwrap().to_vec()).unwrap();
     let huge = text.replace(r#""scale":"2""#, r#""scale":"3000000000""#);
     assert_ne!(huge, text);
-    let r = SourceRecord { value: Some(huge.into_bytes()), ..good.clone() };
+    let r = SourceRecord { value: Some(huge.into()), ..good.clone() };
     let err = decode(&r, &DecodeOptions::default()).unwrap_err();
     assert_eq!(err.kind(), "bad_schema", "{err}");
 }

@@ -42,7 +42,7 @@ impl Text {
 
     /// Whether this text shares `record`'s buffer (no copy was made).
     #[cfg(test)]
-    fn shares(&self, record: &Bytes) -> bool {
+    pub(crate) fn shares(&self, record: &Bytes) -> bool {
         let r = record.as_ptr_range();
         let s = self.0.as_ptr_range();
         r.start <= s.start && s.end <= r.end

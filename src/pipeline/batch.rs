@@ -211,7 +211,7 @@ mod tests {
         SourceRecord {
             lineage: Lineage { topic: topic.into(), partition, offset },
             key: None,
-            value: Some(vec![0; 10]),
+            value: Some(vec![0; 10].into()),
             headers: vec![],
             timestamp_ms: None,
             generation: 0,

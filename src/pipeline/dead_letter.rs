@@ -81,9 +81,10 @@ enum Cut {
 impl Cut {
     /// The cut to try first: whole when the letter fits the producer's limit.
     fn first(record: &SourceRecord, reason: &Reason) -> Cut {
-        let len = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len);
-        let headers: usize = record.headers.iter().map(|(k, v)| k.len() + len(v)).sum();
-        let size = len(&record.key) + len(&record.value) + headers + reason.message.len() + FRAMING_BYTES;
+        let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len);
+        let headers: usize = record.headers.iter().map(|(k, v)| k.len() + len(v.as_deref())).sum();
+        let size =
+            len(record.key.as_deref()) + len(record.value.as_deref()) + headers + reason.message.len() + FRAMING_BYTES;
         if size > MAX_LETTER_BYTES { Cut::Prefix } else { Cut::Whole }
     }
 
@@ -208,8 +209,9 @@ impl DeadLetters {
             headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
         }
         if cut != Cut::Whole {
-            let len = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len).to_string();
-            let (original, key_bytes, value_bytes) = (l.to_string(), len(&record.key), len(&record.value));
+            let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len).to_string();
+            let (original, key_bytes, value_bytes) =
+                (l.to_string(), len(record.key.as_deref()), len(record.value.as_deref()));
             let truncation: [(&str, &str); 4] = [
                 ("projector.truncated", "true"),
                 ("projector.original", &original),
@@ -239,8 +241,8 @@ mod tests {
     fn record(key: usize, value: usize) -> SourceRecord {
         SourceRecord {
             lineage: Lineage { topic: "t".into(), partition: 0, offset: 7 },
-            key: Some(vec![b'k'; key]),
-            value: Some(vec![b'v'; value]),
+            key: Some(vec![b'k'; key].into()),
+            value: Some(vec![b'v'; value].into()),
             headers: vec![],
             timestamp_ms: None,
             generation: 0,

@@ -23,6 +23,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -199,8 +200,8 @@ impl ConsumerGroup {
             Ok(Err(e)) => Err(e),
             Ok(Ok(m)) => Ok(Some(SourceRecord {
                 lineage: Lineage { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() },
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
+                key: m.key().map(Bytes::copy_from_slice),
+                value: m.payload().map(Bytes::copy_from_slice),
                 headers: m
                     .headers()
                     .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
@@ -359,7 +360,7 @@ mod tests {
         let record = SourceRecord {
             lineage: Lineage { topic: "t".into(), partition: 0, offset },
             key: None,
-            value: Some(vec![1]),
+            value: Some(Bytes::from_static(&[1])),
             headers: vec![],
             timestamp_ms: None,
             generation: ctx.generation("t", 0),

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+
 /// Where a record came from: enough to find it again with any Kafka tool.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Lineage {
@@ -23,8 +25,10 @@ impl fmt::Display for Lineage {
 #[derive(Clone, Debug)]
 pub struct SourceRecord {
     pub lineage: Lineage,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    /// The key and value as received; decoded text values share these
+    /// buffers (see [`crate::decode::Text`]) instead of copying them.
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
     pub headers: Vec<(String, Option<Vec<u8>>)>,
     /// Broker/producer timestamp in ms, used for append-to-ack latency.
     pub timestamp_ms: Option<i64>,
@@ -37,7 +41,10 @@ pub struct SourceRecord {
 impl SourceRecord {
     /// Approximate memory held by this record, for byte-bounded batching.
     pub fn size_bytes(&self) -> usize {
-        self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len) + self.lineage.topic.len() + 64
+        self.key.as_ref().map_or(0, Bytes::len)
+            + self.value.as_ref().map_or(0, Bytes::len)
+            + self.lineage.topic.len()
+            + 64
     }
 }
 

@@ -68,8 +68,8 @@ impl Bq {
             self.offset.set(offset + 1);
             let rec = SourceRecord {
                 lineage: Lineage { topic: r.topic.clone(), partition: 0, offset },
-                key: Some(r.key.clone()),
-                value: r.value.clone(),
+                key: Some(r.key.clone().into()),
+                value: r.value.clone().map(Into::into),
                 headers: vec![],
                 timestamp_ms: None,
                 generation: 0,

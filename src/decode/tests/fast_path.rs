@@ -34,26 +34,48 @@ fn repeated_schemas_are_reused_and_a_changed_schema_replaces_them() {
 }
 
 #[test]
+fn fast_path_text_shares_the_record_and_escaped_text_is_unescaped() {
+    let opts = DecodeOptions::default();
+    let db = BusBooking::new("vexere");
+    let mut t = Timeline::default();
+    let mut row = trip(1, 35_000_000, 1);
+    row[2].1 = serde_json::json!("Phương \"Trang\"");
+    let r = source_record(&db.trips.event('c', None, Some(&row), t.commit(1), t.ts_ms, true), 0);
+    change_with(&r, &opts);
+    // The second decode takes the cached-schema path.
+    let after = change_with(&r, &opts).after.unwrap();
+    let record = r.value.as_ref().unwrap();
+    let (Some(Value::String(route)), Some(Value::String(operator))) = (after.get("Route"), after.get("Operator"))
+    else {
+        panic!("text columns decode as text: {after:?}")
+    };
+    assert!(route.shares(record), "unescaped text is a slice of the record, not a copy");
+    assert_eq!(*operator, "Phương \"Trang\"");
+    assert!(!operator.shares(record), "text with escapes is unescaped into its own buffer");
+    assert_eq!(Some(&after), change_with(&r, &DecodeOptions::default()).after.as_ref(), "as the general path reads it");
+}
+
+#[test]
 fn cached_schema_path_still_reports_bad_payloads_and_other_layouts() {
     let opts = DecodeOptions::default();
     let db = BusBooking::new("vexere");
     let mut t = Timeline::default();
     let good = source_record(&db.trips.event('c', None, Some(&trip(1, 35_000_000, 1)), t.commit(1), t.ts_ms, true), 0);
     change_with(&good, &opts);
-    let text = String::from_utf8(good.value.clone().unwrap()).unwrap();
+    let text = String::from_utf8(good.value.clone().unwrap().to_vec()).unwrap();
     // Same schema, truncated payload: an invalid-JSON error, not a panic or a wrong row.
     let mut bad = good.clone();
-    bad.value = Some(text.as_bytes()[..text.len() - 40].to_vec());
+    bad.value = Some(Bytes::copy_from_slice(&text.as_bytes()[..text.len() - 40]));
     assert!(matches!(decode(&bad, &opts), Err(DecodeError::InvalidJson { .. })));
     // Same content, pretty-printed: not the compact layout, decoded the slow way.
     let mut pretty = good.clone();
     let v: Json = serde_json::from_str(&text).unwrap();
-    pretty.value = Some(serde_json::to_vec_pretty(&v).unwrap());
+    pretty.value = Some(serde_json::to_vec_pretty(&v).unwrap().into());
     let ev = change_with(&pretty, &opts);
     assert_eq!(ev.after.unwrap().get("Fare"), Some(&Value::Decimal { unscaled: 35_000_000, scale: 2 }));
     // Trailing data after the envelope is not JSON.
     let mut trailing = good.clone();
-    trailing.value = Some(format!("{text}}}").into_bytes());
+    trailing.value = Some(format!("{text}}}").into());
     assert!(matches!(decode(&trailing, &opts), Err(DecodeError::InvalidJson { .. })));
 }
 
@@ -154,7 +176,7 @@ pub(super) fn schema_and_payload(r: &SourceRecord) -> (String, String) {
 
 pub(super) fn with_payload(r: &SourceRecord, payload: &str) -> SourceRecord {
     let (schema, _) = schema_and_payload(r);
-    SourceRecord { value: Some(format!(r#"{{"schema":{schema},"payload":{payload}}}"#).into_bytes()), ..r.clone() }
+    SourceRecord { value: Some(format!(r#"{{"schema":{schema},"payload":{payload}}}"#).into()), ..r.clone() }
 }
 
 #[test]
@@ -191,10 +213,14 @@ fn fast_path_decodes_exactly_like_the_general_path() {
         decode(r, &warmed).unwrap();
         let (schema, payload) =
             warmed.schemas.split(avro::Part::Value, &r.lineage.topic, r.value.as_deref().unwrap()).unwrap();
-        assert!(fast::envelope(payload, schema.fast_envelope().unwrap()).is_some(), "{:?}", r.lineage);
+        assert!(
+            fast::envelope(r.value.as_ref().unwrap(), payload, schema.fast_envelope().unwrap()).is_some(),
+            "{:?}",
+            r.lineage
+        );
         let (schema, payload) =
             warmed.schemas.split(avro::Part::Key, &r.lineage.topic, r.key.as_deref().unwrap()).unwrap();
-        assert!(fast::key(payload, schema.fast_fields().unwrap()).is_some());
+        assert!(fast::key(r.key.as_ref().unwrap(), payload, schema.fast_fields().unwrap()).is_some());
         fast_and_general_agree(&create, r).unwrap();
     }
     let u = fast_and_general_agree(&create, &update).unwrap();
@@ -293,10 +319,10 @@ fn unusual_payloads_leave_the_fast_path_with_the_same_result() {
     // required fields, a key the row contradicts): both paths refuse those.
     assert!(decoded >= 7, "the decodable variations decode ({decoded})");
     // Invalid UTF-8 inside a field the fast path skips.
-    let mut bytes = with_payload(&good, &payload).value.unwrap();
+    let mut bytes = with_payload(&good, &payload).value.unwrap().to_vec();
     let at = bytes.windows(9).position(|w| w == b"\"version\"").unwrap() + 3;
     bytes[at] = 0xff;
-    let bad = SourceRecord { value: Some(bytes), ..good.clone() };
+    let bad = SourceRecord { value: Some(bytes.into()), ..good.clone() };
     assert_eq!(
         fast_and_general_agree(&good, &bad).map(|_| ()).unwrap_err(),
         decode(&bad, &DecodeOptions::default()).unwrap_err().to_string()
@@ -315,10 +341,8 @@ fn unusual_payloads_leave_the_fast_path_with_the_same_result() {
         r#"{"BookingId":null,"SeatNo":2}"#,
         r#"{"BookingId":"1","SeatNo":2}"#,
     ] {
-        let r = SourceRecord {
-            key: Some(format!(r#"{{"schema":{key_schema},"payload":{key}}}"#).into_bytes()),
-            ..good.clone()
-        };
+        let r =
+            SourceRecord { key: Some(format!(r#"{{"schema":{key_schema},"payload":{key}}}"#).into()), ..good.clone() };
         let _ = fast_and_general_agree(&good, &r);
     }
 }
@@ -339,7 +363,7 @@ pub(super) fn good_create() -> (SourceRecord, Json) {
 pub(super) fn with_key(r: &SourceRecord, key: &Json) -> SourceRecord {
     let k = SourceRecord { value: r.key.clone(), ..r.clone() };
     let (schema, _) = schema_and_payload(&k);
-    SourceRecord { key: Some(format!(r#"{{"schema":{schema},"payload":{key}}}"#).into_bytes()), ..r.clone() }
+    SourceRecord { key: Some(format!(r#"{{"schema":{schema},"payload":{key}}}"#).into()), ..r.clone() }
 }
 
 /// Decodes `r` on the fast path (cache warmed by `warm`) and on the general

@@ -161,7 +161,7 @@ fn mutated_records_decode_alike_on_the_fast_and_general_paths() {
         let (schema, payload) =
             warmed.schemas.split(avro::Part::Value, &base.lineage.topic, base.value.as_deref().unwrap()).unwrap();
         assert!(
-            fast::envelope(payload, schema.fast_envelope().unwrap()).is_some(),
+            fast::envelope(base.value.as_ref().unwrap(), payload, schema.fast_envelope().unwrap()).is_some(),
             "{:?} left the fast path",
             base.lineage
         );
@@ -183,7 +183,7 @@ fn mutated_records_decode_alike_on_the_fast_and_general_paths() {
             cases += 1;
             if let Some((schema, payload)) =
                 warmed.schemas.split(avro::Part::Value, &r.lineage.topic, r.value.as_deref().unwrap())
-                && fast::envelope(payload, schema.fast_envelope().unwrap()).is_some()
+                && fast::envelope(r.value.as_ref().unwrap(), payload, schema.fast_envelope().unwrap()).is_some()
             {
                 fast_taken += 1;
             }
