@@ -249,7 +249,7 @@ pub fn decode_and_map_stream(prefix: &'static str, n: usize, keep: usize) -> any
             .into_iter()
             .enumerate()
             .map(|(i, r)| SourceRecord {
-                lineage: Lineage { topic: r.topic, partition: 0, offset: (done + i) as i64 },
+                lineage: Lineage { topic: r.topic.into(), partition: 0, offset: (done + i) as i64 },
                 key: Some(r.key.into()),
                 value: r.value.map(Into::into),
                 headers: Vec::new(),

@@ -8,7 +8,7 @@ use crate::demo::sqlserver::Record;
 
 fn source_record(r: &Record, offset: i64) -> SourceRecord {
     SourceRecord {
-        lineage: Lineage { topic: r.topic.clone(), partition: 0, offset },
+        lineage: Lineage { topic: r.topic.as_str().into(), partition: 0, offset },
         key: Some(r.key.clone().into()),
         value: r.value.clone().map(Into::into),
         headers: vec![],

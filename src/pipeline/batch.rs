@@ -121,7 +121,7 @@ impl Batch {
         let mut next: HashMap<(&str, i32), i64> = HashMap::new();
         for i in &self.items {
             let l = &i.record.lineage;
-            let e = next.entry((l.topic.as_str(), l.partition)).or_insert(l.offset + 1);
+            let e = next.entry((&*l.topic, l.partition)).or_insert(l.offset + 1);
             *e = (*e).max(l.offset + 1);
         }
         let mut v: Vec<_> = next

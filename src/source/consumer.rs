@@ -46,7 +46,7 @@ impl Revoked {
     /// Whether `record` was received under the ended assignment (or before).
     pub fn covers(&self, record: &SourceRecord) -> bool {
         record.lineage.partition == self.partition
-            && record.lineage.topic == self.topic
+            && *record.lineage.topic == *self.topic
             && record.generation <= self.generation
     }
 }
@@ -199,7 +199,7 @@ impl ConsumerGroup {
             Err(_) => Ok(None),
             Ok(Err(e)) => Err(e),
             Ok(Ok(m)) => Ok(Some(SourceRecord {
-                lineage: Lineage { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() },
+                lineage: Lineage { topic: m.topic().into(), partition: m.partition(), offset: m.offset() },
                 key: m.key().map(Bytes::copy_from_slice),
                 value: m.payload().map(Bytes::copy_from_slice),
                 headers: m

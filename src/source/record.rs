@@ -4,13 +4,16 @@
 //! or a log line can always name the record it came from.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 /// Where a record came from: enough to find it again with any Kafka tool.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Lineage {
-    pub topic: String,
+    /// Shared: every event, document and error of a record names its topic,
+    /// and a reference count is cheaper than a copy per event.
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
 }

@@ -67,7 +67,7 @@ impl Bq {
             let offset = self.offset.get();
             self.offset.set(offset + 1);
             let rec = SourceRecord {
-                lineage: Lineage { topic: r.topic.clone(), partition: 0, offset },
+                lineage: Lineage { topic: r.topic.as_str().into(), partition: 0, offset },
                 key: Some(r.key.clone().into()),
                 value: r.value.clone().map(Into::into),
                 headers: vec![],
