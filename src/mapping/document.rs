@@ -305,7 +305,7 @@ pub fn document_id(key: &Row) -> Result<String, (String, String)> {
     for (name, v) in &key.columns {
         let text = match v {
             Value::Null | Value::Unavailable | Value::Json(_) => return Err((name.to_string(), format!("{v:?}"))),
-            other => expr::text(other),
+            other => expr::text(other).into_owned(),
         };
         parts.push(text);
     }

@@ -11,6 +11,7 @@
 //! Templates: text with `{expression}` holes, e.g. `"{FirstName} {LastName}"`;
 //! `{{` and `}}` are literal braces.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::decode::{Row, Value, value};
@@ -455,7 +456,9 @@ impl Expr {
                 Value::Bool(items.iter().any(|i| compare(&v, &i.eval(row)) == Some(std::cmp::Ordering::Equal)))
             }
             Expr::Call(f, args) => call(*f, args.iter().map(|a| a.eval(row)).collect()),
-            Expr::Template(parts) => Value::String(parts.iter().map(|p| text(&p.eval(row))).collect::<String>().into()),
+            Expr::Template(parts) => {
+                Value::String(parts.iter().map(|p| text(&p.eval(row)).into_owned()).collect::<String>().into())
+            }
         }
     }
 }
@@ -465,21 +468,22 @@ pub fn truthy(v: &Value) -> bool {
     matches!(v, Value::Bool(true))
 }
 
-/// A value as template text (null is empty).
-pub fn text(v: &Value) -> String {
-    match v {
-        Value::Null | Value::Unavailable => String::new(),
+/// A value as template text (null is empty); text values are borrowed, so
+/// that the sinks encode them without a copy.
+pub fn text(v: &Value) -> Cow<'_, str> {
+    Cow::Owned(match v {
+        Value::Null | Value::Unavailable => return Cow::Borrowed(""),
+        Value::String(s) | Value::ZonedTimestamp(s) => return Cow::Borrowed(s),
         Value::Bool(b) => b.to_string(),
         Value::Int(i) => i.to_string(),
         Value::Float(f) => f.to_string(),
         Value::Decimal { unscaled, scale } => value::decimal_text(*unscaled, *scale),
-        Value::String(s) | Value::ZonedTimestamp(s) => s.to_string(),
         Value::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
         Value::Date(d) => value::date_text(*d),
         Value::Time(t) => value::time_text(*t),
         Value::Timestamp(t) => value::timestamp_text(*t),
         Value::Json(j) => j.to_string(),
-    }
+    })
 }
 
 /// Exact numeric view: (unscaled, scale).
@@ -555,7 +559,7 @@ fn binary(a: &Value, op: BinOp, b: &Value) -> Value {
                 if matches!(a, Value::Null) || matches!(b, Value::Null) {
                     return Value::Null;
                 }
-                return Value::String((text(a) + &text(b)).into());
+                return Value::String((text(a) + text(b)).into());
             }
             Value::Null
         }
@@ -575,7 +579,10 @@ fn call(f: Func, args: Vec<Value>) -> Value {
         Func::Upper => Value::String(text(&first).to_uppercase().into()),
         Func::Trim => Value::String(text(&first).trim().into()),
         Func::Len => Value::Int(text(&first).chars().count() as i64),
-        Func::Str => Value::String(text(&first).into()),
+        Func::Str => match first {
+            Value::String(s) => Value::String(s),
+            other => Value::String(text(&other).into()),
+        },
     }
 }
 

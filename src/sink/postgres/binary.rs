@@ -130,20 +130,20 @@ impl ToSql for Cell<'_> {
             Type::JSONB => {
                 out.put_u8(1);
                 match v {
-                    Value::Json(j) => out.put_slice(serde_json::to_string(j)?.as_bytes()),
+                    Value::Json(j) => serde_json::to_writer(out.writer(), j)?,
                     Value::String(s) if serde_json::from_str::<serde_json::Value>(s).is_ok() => {
                         out.put_slice(s.as_bytes())
                     }
-                    other => out.put_slice(serde_json::to_string(&expr::text(other))?.as_bytes()),
+                    other => serde_json::to_writer(out.writer(), &expr::text(other))?,
                 }
             }
             Type::JSON => match v {
-                Value::Json(j) => out.put_slice(serde_json::to_string(j)?.as_bytes()),
-                other => out.put_slice(serde_json::to_string(&expr::text(other))?.as_bytes()),
+                Value::Json(j) => serde_json::to_writer(out.writer(), j)?,
+                other => serde_json::to_writer(out.writer(), &expr::text(other))?,
             },
             // Binary text types are the UTF-8 bytes themselves.
             Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::XML | Type::UNKNOWN => match v {
-                Value::Json(j) => out.put_slice(serde_json::to_string(j)?.as_bytes()),
+                Value::Json(j) => serde_json::to_writer(out.writer(), j)?,
                 other => out.put_slice(expr::text(other).as_bytes()),
             },
             // Any other binary format (arrays, interval, inet, ...) is not
@@ -328,6 +328,23 @@ mod tests {
         let mut out = BytesMut::new();
         Cell { column: "c", value: &v }.to_sql(&ty, &mut out).unwrap();
         out.to_vec()
+    }
+
+    #[test]
+    fn text_and_json_cells_are_the_bytes_postgres_reads() {
+        let jsonb = |text: &str| [&[1u8][..], text.as_bytes()].concat();
+        assert_eq!(enc(Value::String("Phương \"Trang\"".into()), Type::TEXT), "Phương \"Trang\"".as_bytes());
+        assert_eq!(
+            enc(Value::ZonedTimestamp("2026-01-02T03:04:05+07:00".into()), Type::VARCHAR),
+            b"2026-01-02T03:04:05+07:00"
+        );
+        assert_eq!(enc(Value::Int(5), Type::TEXT), b"5");
+        assert_eq!(enc(Value::Json(serde_json::json!({"a": 1})), Type::TEXT), br#"{"a":1}"#);
+        assert_eq!(enc(Value::Json(serde_json::json!({"a": 1})), Type::JSONB), jsonb(r#"{"a":1}"#));
+        assert_eq!(enc(Value::String(r#"{"b":2}"#.into()), Type::JSONB), jsonb(r#"{"b":2}"#));
+        assert_eq!(enc(Value::String("x\"y".into()), Type::JSONB), jsonb(r#""x\"y""#));
+        assert_eq!(enc(Value::Int(5), Type::JSON), br#""5""#);
+        assert_eq!(enc(Value::Json(serde_json::json!([1, 2])), Type::JSON), b"[1,2]");
     }
 
     #[test]
