@@ -301,17 +301,17 @@ fn retyped(column: &str, st: &SourceType, v: &Value) -> Result<Value, String> {
 
 /// The document id of a key; on failure names the column and its value.
 pub fn document_id(key: &Row) -> Result<String, (String, String)> {
-    let mut parts = Vec::with_capacity(key.columns.len());
-    for (name, v) in &key.columns {
-        let text = match v {
-            Value::Null | Value::Unavailable | Value::Json(_) => return Err((name.to_string(), format!("{v:?}"))),
-            other => expr::text(other).into_owned(),
-        };
-        parts.push(text);
+    fn part((name, v): &(Name, Value)) -> Result<Cow<'_, str>, (String, String)> {
+        match v {
+            Value::Null | Value::Unavailable | Value::Json(_) => Err((name.to_string(), format!("{v:?}"))),
+            other => Ok(expr::text(other)),
+        }
     }
-    if parts.len() == 1 {
-        return Ok(parts.pop().unwrap_or_default());
+    // The common single-column key: its text is the id, copied once.
+    if let [only] = &key.columns[..] {
+        return part(only).map(Cow::into_owned);
     }
+    let parts = key.columns.iter().map(part).collect::<Result<Vec<_>, _>>()?;
     Ok(parts.iter().map(|p| p.replace('\\', "\\\\").replace('|', "\\|")).collect::<Vec<_>>().join("|"))
 }
 
