@@ -13,17 +13,11 @@ use crate::sink::Write;
 /// document, `create` for a new one, and a conditional partial `update` when
 /// some column's value was not captured (so the stored value survives).
 pub fn write(out: &mut Vec<u8>, w: &Write, current: Option<&Current>) {
-    let index = serde_json::to_string(&*w.target).unwrap_or_default();
-    let id = serde_json::to_string(&w.doc.id).unwrap_or_default();
     match current {
         // Only the deleted flag and the offset change: the stored position
         // (and values) stay, so the position guard still orders later events.
         Some(c) if w.doc.compaction => {
-            let _ = writeln!(
-                out,
-                r#"{{"update":{{"_index":{index},"_id":{id},"if_seq_no":{},"if_primary_term":{}}}}}"#,
-                c.seq_no, c.primary_term
-            );
+            action(out, "update", w, Some(c));
             let _ = writeln!(
                 out,
                 r#"{{"doc":{{"{META_FIELD}":{{"deleted":true,"partition":{},"offset":{}}}}}}}"#,
@@ -32,29 +26,30 @@ pub fn write(out: &mut Vec<u8>, w: &Write, current: Option<&Current>) {
             return;
         }
         Some(c) if w.doc.is_partial() => {
-            let _ = writeln!(
-                out,
-                r#"{{"update":{{"_index":{index},"_id":{id},"if_seq_no":{},"if_primary_term":{}}}}}"#,
-                c.seq_no, c.primary_term
-            );
+            action(out, "update", w, Some(c));
             out.extend_from_slice(b"{\"doc\":");
             document(out, &w.doc);
             out.pop();
             out.extend_from_slice(b"}\n");
             return;
         }
-        Some(c) => {
-            let _ = writeln!(
-                out,
-                r#"{{"index":{{"_index":{index},"_id":{id},"if_seq_no":{},"if_primary_term":{}}}}}"#,
-                c.seq_no, c.primary_term
-            );
-        }
-        None => {
-            let _ = writeln!(out, r#"{{"create":{{"_index":{index},"_id":{id}}}}}"#);
-        }
+        Some(c) => action(out, "index", w, Some(c)),
+        None => action(out, "create", w, None),
     }
     document(out, &w.doc);
+}
+
+/// An action line, written straight into the body: the target and id as
+/// JSON strings, and the sequence number and term the write is guarded by.
+fn action(out: &mut Vec<u8>, verb: &str, w: &Write, guard: Option<&Current>) {
+    let _ = write!(out, r#"{{"{verb}":{{"_index":"#);
+    let _ = serde_json::to_writer(&mut *out, &*w.target);
+    out.extend_from_slice(b",\"_id\":");
+    let _ = serde_json::to_writer(&mut *out, &w.doc.id);
+    if let Some(c) = guard {
+        let _ = write!(out, r#","if_seq_no":{},"if_primary_term":{}"#, c.seq_no, c.primary_term);
+    }
+    out.extend_from_slice(b"}}\n");
 }
 
 /// The document line: the row's columns (or only the key for a tombstone)
@@ -170,6 +165,24 @@ mod tests {
         assert_eq!(body["doc"]["TripId"], 7);
         assert!(body["doc"].get("Note").is_none(), "the unavailable column is left as stored");
         assert_eq!(body["doc"][META_FIELD]["position"], "00ff");
+    }
+
+    #[test]
+    fn a_new_document_is_created_and_a_known_one_indexed_over_its_sequence_number() {
+        let row = Row { columns: vec![("TripId".into(), Value::Int(7))] };
+        let mut d = doc(Some(row));
+        d.id = "a\"b".into();
+        let w = Write { target: "trips-\"x\"".into(), doc: d };
+        let first_line = |current: Option<&Current>| {
+            let mut out = Vec::new();
+            write(&mut out, &w, current);
+            String::from_utf8(out).unwrap().lines().next().unwrap().to_string()
+        };
+        assert_eq!(first_line(None), r#"{"create":{"_index":"trips-\"x\"","_id":"a\"b"}}"#);
+        assert_eq!(
+            first_line(Some(&Current { seq_no: 4, primary_term: 2, ..Current::default() })),
+            r#"{"index":{"_index":"trips-\"x\"","_id":"a\"b","if_seq_no":4,"if_primary_term":2}}"#
+        );
     }
 
     #[test]
