@@ -3,6 +3,7 @@
 //! durable downstream.
 
 pub mod consumer;
+pub mod mirror;
 pub mod record;
 
 pub use record::{Lineage, PartitionBacklog, PartitionOffset, SourceRecord};
