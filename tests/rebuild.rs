@@ -191,7 +191,7 @@ fn rebuild_process(w: &World, target: &str, id: &str, worker: &str, extra: &[&st
         .env("PROJECTOR_POSTGRES_URL", rebuild_db_url())
         .env("PROJECTOR_BROKERS", brokers())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap()
 }
@@ -211,7 +211,7 @@ async fn checkpointed(client: &tokio_postgres::Client, id: &str) -> (i64, i64) {
 fn copied_rows(child: std::process::Child) -> u64 {
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "rebuild failed: {text}");
+    assert!(out.status.success(), "rebuild failed: {text}{}", String::from_utf8_lossy(&out.stderr));
     let line = text.lines().find(|l| l.contains("copied")).unwrap_or_else(|| panic!("no copied line in {text}"));
     line.split_whitespace().nth(3).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("unreadable: {line}"))
 }

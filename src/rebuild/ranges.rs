@@ -125,12 +125,14 @@ pub async fn claim(client: &Client, rebuild_id: &str, worker: &str, lease: Durat
     let secs = lease.as_secs_f64();
     let row = client
         .query_opt(
-            "UPDATE projector.rebuild_ranges r SET owner = $2, lease_until = now() + $3 * interval '1 second'
-             FROM (SELECT range_no FROM projector.rebuild_ranges
-                   WHERE rebuild_id = $1 AND NOT done AND (lease_until IS NULL OR lease_until < now() OR owner = $2)
-                   ORDER BY range_no LIMIT 1 FOR UPDATE SKIP LOCKED) free
-             WHERE r.rebuild_id = $1 AND r.range_no = free.range_no
-             RETURNING r.range_no, r.lo, r.hi, r.last_id",
+            // A scalar subquery runs once; as a joined FROM item it may be
+            // rescanned, and each SKIP LOCKED rescan claims another range.
+            "UPDATE projector.rebuild_ranges SET owner = $2, lease_until = now() + $3 * interval '1 second'
+             WHERE rebuild_id = $1 AND range_no = (
+                 SELECT range_no FROM projector.rebuild_ranges
+                 WHERE rebuild_id = $1 AND NOT done AND (lease_until IS NULL OR lease_until < now() OR owner = $2)
+                 ORDER BY range_no LIMIT 1 FOR UPDATE SKIP LOCKED)
+             RETURNING range_no, lo, hi, last_id",
             &[&rebuild_id, &worker, &secs],
         )
         .await
