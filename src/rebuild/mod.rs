@@ -131,7 +131,7 @@ impl<S: Sink> Copy<S> {
         let total = ranges::register(&mut client, &plan).await?;
         let fields = KnownFields::default();
         let mut throttle = Throttle::new(self.max_rows_per_second);
-        let mut progress = Progress::new(id);
+        let mut progress = Progress::new(id, total);
         let mut key: Option<KeyColumns> = None;
         loop {
             match ranges::claim(&client, id, &self.worker, self.lease).await? {
@@ -175,6 +175,7 @@ impl<S: Sink> Copy<S> {
                 },
             }
         }
+        progress.finish();
         ranges::finish(&client, id).await?;
         tracing::info!(rebuild = id, rows = progress.copied, total, "rebuild copy finished");
         Ok(Copied { rows: progress.copied, total })

@@ -1,9 +1,13 @@
-//! How a rebuild shows its progress: a log line every few seconds with the
-//! rows copied (by every worker of the rebuild, read from its ranges), the
-//! rate of this process and the ETA, and the metrics
-//! `projector_rebuild_rows_total` and `projector_rebuild_eta_seconds`.
+//! How a rebuild shows its progress: on a terminal an indicatif bar of the
+//! rows copied (by every worker of the rebuild, read from its ranges) with
+//! rate and ETA; otherwise a log line every few seconds with the same; and
+//! always the metrics `projector_rebuild_rows_total` and
+//! `projector_rebuild_eta_seconds`.
 
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// Progress of one worker on one rebuild.
 #[derive(Debug)]
@@ -11,6 +15,7 @@ pub struct Progress {
     rebuild: String,
     started: Instant,
     last_log: Option<Instant>,
+    bar: Option<ProgressBar>,
     /// Rows this process copied.
     pub copied: u64,
 }
@@ -18,8 +23,26 @@ pub struct Progress {
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
 impl Progress {
-    pub fn new(rebuild: &str) -> Progress {
-        Progress { rebuild: rebuild.to_string(), started: Instant::now(), last_log: None, copied: 0 }
+    /// A bar of `total` rows when stderr is a terminal.
+    pub fn new(rebuild: &str, total: u64) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total);
+            // The template is a constant: a bad one is a bug caught by any run on a tty.
+            if let Ok(style) = ProgressStyle::with_template("{prefix} {wide_bar} {pos}/{len} rows {per_sec} ETA {eta}")
+            {
+                bar.set_style(style);
+            }
+            bar.set_prefix(rebuild.to_string());
+            bar
+        });
+        Progress { rebuild: rebuild.to_string(), started: Instant::now(), last_log: None, bar, copied: 0 }
+    }
+
+    /// Closes the bar, if any.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
     }
 
     /// Books `rows` copied by this process; `done` and `total` are the
@@ -30,7 +53,9 @@ impl Progress {
         let rate = self.copied as f64 / self.started.elapsed().as_secs_f64().max(0.001);
         let eta = eta_seconds(done, total, rate);
         metrics::gauge!("projector_rebuild_eta_seconds", "rebuild" => self.rebuild.clone()).set(eta);
-        if self.last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(done);
+        } else if self.last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
             self.last_log = Some(Instant::now());
             tracing::info!(rebuild = %self.rebuild, done, total, rows_per_second = rate.round(), eta_seconds = eta.round(), "rebuild progress");
         }
