@@ -216,6 +216,13 @@ fn validate(file: &std::path::Path) -> anyhow::Result<()> {
         }
     };
     println!("{}: read model {:?} is valid ({} tables)", file.display(), model.name, model.tables.len());
+    // Not an error: a table without a whole mirror rebuilds with --from kafka.
+    for t in &model.tables {
+        match projector::source::mirror::whole_mirror(t) {
+            Ok(mirror) => println!("  {}: rebuilds from its mirror {mirror}", t.topic),
+            Err(e) => println!("  {}: {e}", t.topic),
+        }
+    }
     Ok(())
 }
 

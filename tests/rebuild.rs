@@ -272,6 +272,15 @@ async fn a_mirror_that_is_not_whole_is_refused_naming_what_it_lacks() {
     let model = ReadModel::load(&w.model_file).unwrap();
     let e = projector::source::mirror::whole_mirror(&model.tables[0]).unwrap_err().to_string();
     assert!(e.contains("fields:") && e.contains("--from kafka") && e.contains(&table), "{e}");
+    // Naming a whole mirror (another read model's table) makes it usable.
+    w.set_model(&format!(
+        "read_model: {}\ntables:\n  - topic: {}\n    fields: [TripId, Fare]\n    mirror: staging.trips_whole\n    elasticsearch: {{ index: {} }}\n",
+        w.name,
+        w.db.trips.topic(),
+        w.indexes[0]
+    ));
+    let model = ReadModel::load(&w.model_file).unwrap();
+    assert_eq!(projector::source::mirror::whole_mirror(&model.tables[0]).unwrap(), "staging.trips_whole");
 
     // A whole mirror lacking a column the rebuilt mapping reads is refused too.
     let (mw, mirror_table) = mirrored("rbcols").await;

@@ -32,9 +32,13 @@ pub enum MirrorError {
     #[error("mirror table {table}: {message}; check that the staging PostgreSQL is up and the table exists")]
     Postgres { table: String, message: String },
     #[error(
-        "mirror table {table} cannot rebuild {topic}: {why}; it lacks the columns {missing:?}. Rebuild with --from kafka, or mirror the table whole (a postgres target with no fields:, computed:, where:, key: or exclude:)"
+        "mirror table {table} cannot rebuild {topic}: {why}. Rebuild with --from kafka, or mirror the table whole (a postgres target with no fields:, computed:, where:, key: or exclude:)"
     )]
-    NotWhole { table: String, topic: String, why: String, missing: Vec<String> },
+    NotWhole { table: String, topic: String, why: String },
+    #[error(
+        "{topic} has no mirror to rebuild from: the read model has no postgres target for it. Rebuild with --from kafka, or mirror the table whole (a postgres target with no fields:, computed:, where:, key: or exclude:)"
+    )]
+    NoMirror { topic: String },
     #[error("mirror table {table}, row {id:?}: {detail}; fix the row or rebuild with --from kafka")]
     BadRow { table: String, id: String, detail: String },
 }
@@ -89,16 +93,16 @@ pub struct Mirror {
     select: String,
 }
 
-/// The mirror of `table`'s topic: the read model's own postgres target, if
-/// its mapping copies the table whole; else why not.
+/// The mirror of `table`'s topic: the table its `mirror:` names, else the
+/// read model's own postgres target if its mapping copies the table whole;
+/// else why not.
 pub fn whole_mirror(table: &TableMapping) -> Result<&str, MirrorError> {
+    // Named in the file: its columns are checked when the rebuild opens it.
+    if let Some(mirror) = &table.mirror {
+        return Ok(mirror);
+    }
     let Some(pg) = &table.postgres else {
-        return Err(MirrorError::NotWhole {
-            table: "(none)".into(),
-            topic: table.topic.clone(),
-            why: "the read model has no postgres target for this topic".into(),
-            missing: vec![],
-        });
+        return Err(MirrorError::NoMirror { topic: table.topic.clone() });
     };
     let why = [
         (table.fields.is_some(), "fields:"),
@@ -118,8 +122,7 @@ pub fn whole_mirror(table: &TableMapping) -> Result<&str, MirrorError> {
         Err(MirrorError::NotWhole {
             table: pg.table.clone(),
             topic: table.topic.clone(),
-            why: format!("its mapping (line {}) has {}", table.line, why.join(", ")),
-            missing: vec![],
+            why: format!("its mapping (line {}) has {}, so it lacks source columns", table.line, why.join(", ")),
         })
     }
 }
@@ -181,8 +184,7 @@ impl Mirror {
         Err(MirrorError::NotWhole {
             table: self.table.clone(),
             topic: table.topic.clone(),
-            why: format!("the mapping (line {}) reads columns the mirror does not hold", table.line),
-            missing,
+            why: format!("the mapping (line {}) reads columns it lacks: {missing:?}", table.line),
         })
     }
 
