@@ -299,3 +299,30 @@ async fn a_mirror_that_is_not_whole_is_refused_naming_what_it_lacks() {
     let e = mirror.check_covers(&model.tables[0]).unwrap_err().to_string();
     assert!(e.contains("\"Nope\"") && e.contains("--from kafka"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mirror_copies_into_a_fresh_bigquery_table_with_exact_positions_and_tombstones() {
+    let (w, mirror_table) = mirrored("rbbq").await;
+    let (client, mirror) = mirror_of(&mirror_table).await;
+    // A read model that writes only BigQuery and names its mirror.
+    let yaml = format!(
+        "read_model: {}\ntables:\n  - topic: {}\n    mirror: '{mirror_table}'\n    bigquery: {{ table: trips }}\n",
+        w.name,
+        w.db.trips.topic()
+    );
+    let bq = common::bigquery::Bq::named(&w.name, unique("it_rbbq_"), &w.db.trips.topic(), "{ table: trips }").await;
+    let file = w.model_file.with_extension("bq.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let model = Arc::new(ReadModel::load(&file).unwrap());
+    let sink = Arc::new(bq.another_sink().await);
+    let mut job = copy(&w, sink.clone(), &mirror_table, "trips_v2", &format!("{}-bq", w.name));
+    job.model = model;
+    job.page_rows = 500;
+    let done = job.run().await.unwrap();
+    assert_eq!(done.rows, TRIPS as u64);
+    let report = parity(&client, &mirror, &*sink, "trips_v2", 500).await.unwrap();
+    assert!(report.passed(), "{report}");
+    let tombstones = bq.query(&format!("SELECT COUNT(*) FROM {} WHERE __deleted", bq.table("trips_v2"))).await;
+    assert_eq!(tombstones[0][0], serde_json::json!((TRIPS / 5).to_string()), "{tombstones:?}");
+    bq.drop().await;
+}
