@@ -267,8 +267,9 @@ async fn a_mirror_that_is_not_whole_is_refused_naming_what_it_lacks() {
     ));
     let out =
         rebuild_process(&w, &format!("{table}_v2"), &format!("{}-x", w.name), "x", &[]).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "the command refuses it");
-    // The command's message is the library's:
+    assert!(stderr.contains("fields:") && stderr.contains("--from kafka") && stderr.contains(&table), "{stderr}");
     let model = ReadModel::load(&w.model_file).unwrap();
     let e = projector::source::mirror::whole_mirror(&model.tables[0]).unwrap_err().to_string();
     assert!(e.contains("fields:") && e.contains("--from kafka") && e.contains(&table), "{e}");
