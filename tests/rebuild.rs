@@ -22,7 +22,7 @@ use projector::ops::Health;
 use projector::pipeline::ErrorTolerance;
 use projector::pipeline::dead_letter::DeadLetters;
 use projector::rebuild::parity::parity;
-use projector::rebuild::{Copied, Copy};
+use projector::rebuild::{Copied, Rebuild};
 use projector::sink::Sink;
 use projector::sink::elasticsearch::Elasticsearch;
 use projector::sink::postgres::{Postgres, quote_table};
@@ -70,9 +70,9 @@ async fn mirrored(stem: &str) -> (World, String) {
     (w, table)
 }
 
-fn copy<S: Sink>(w: &World, sink: Arc<S>, mirror: &str, target: &str, id: &str) -> Copy<S> {
+fn copy<S: Sink>(w: &World, sink: Arc<S>, mirror: &str, target: &str, id: &str) -> Rebuild<S> {
     let model = Arc::new(ReadModel::load(&w.model_file).unwrap());
-    Copy {
+    Rebuild {
         sink,
         model: model.clone(),
         topic: w.db.trips.topic(),
@@ -106,7 +106,7 @@ async fn a_mirror_copies_into_a_fresh_index_and_table_with_exact_positions_and_t
     let pg_target = format!("{}_trips_v2", w.name);
     let pg = Arc::new(Postgres::new(&rebuild_db_url(), model.clone()));
     pg.prepare(&model).await.unwrap();
-    let done: Copied = copy(&w, pg.clone(), &mirror_table, &pg_target, &format!("{}-pg", w.name)).run().await.unwrap();
+    let done: Copied = copy(&w, pg.clone(), &mirror_table, &pg_target, &format!("{}-pg", w.name)).copy().await.unwrap();
     assert_eq!((done.rows, done.total), (TRIPS as u64, TRIPS as u64));
     let report = parity(&client, &mirror, &*pg, &pg_target, 300).await.unwrap();
     assert!(report.passed(), "{report}");
@@ -132,7 +132,7 @@ async fn a_mirror_copies_into_a_fresh_index_and_table_with_exact_positions_and_t
 
     let es_target = format!("{}-trips-rebuilt", w.name);
     let es = Arc::new(Elasticsearch::new(&es_url()).unwrap());
-    copy(&w, es.clone(), &mirror_table, &es_target, &format!("{}-es", w.name)).run().await.unwrap();
+    copy(&w, es.clone(), &mirror_table, &es_target, &format!("{}-es", w.name)).copy().await.unwrap();
     let report = parity(&client, &mirror, &*es, &es_target, 300).await.unwrap();
     assert!(report.passed(), "{report}");
     refresh(&es_target).await;
@@ -169,7 +169,7 @@ async fn a_newer_live_write_is_never_overwritten_by_the_copy() {
         .unwrap();
     let pg = Arc::new(Postgres::new(&rebuild_db_url(), model.clone()));
     pg.prepare(&model).await.unwrap();
-    copy(&w, pg.clone(), &mirror_table, &target, &format!("{}-pg", w.name)).run().await.unwrap();
+    copy(&w, pg.clone(), &mirror_table, &target, &format!("{}-pg", w.name)).copy().await.unwrap();
     let row = client
         .query_one(
             &format!("SELECT __position, (\"Fare\" * 100)::int8 FROM {} WHERE __id = '9'", quote_table(&target)),
@@ -319,7 +319,7 @@ async fn a_mirror_copies_into_a_fresh_bigquery_table_with_exact_positions_and_to
     let mut job = copy(&w, sink.clone(), &mirror_table, "trips_v2", &format!("{}-bq", w.name));
     job.model = model;
     job.page_rows = 500;
-    let done = job.run().await.unwrap();
+    let done = job.copy().await.unwrap();
     assert_eq!(done.rows, TRIPS as u64);
     let report = parity(&client, &mirror, &*sink, "trips_v2", 500).await.unwrap();
     assert!(report.passed(), "{report}");

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Copy, RebuildError, connect, parity::parity};
+use super::{Rebuild, RebuildError, connect, parity::parity};
 use crate::mapping::ReadModel;
 use crate::ops::Health;
 use crate::pipeline::ErrorTolerance;
@@ -21,7 +21,7 @@ use crate::source::mirror::{Mirror, whole_mirror};
 
 /// Where the rows come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum From {
+pub enum RowSource {
     /// The staging PostgreSQL mirror of the table.
     Mirror,
 }
@@ -42,8 +42,8 @@ pub struct RebuildArgs {
     /// The topic of the table to rebuild.
     #[arg(long)]
     pub table: String,
-    #[arg(long, value_enum, default_value_t = From::Mirror)]
-    pub from: From,
+    #[arg(long, value_enum, default_value_t = RowSource::Mirror)]
+    pub from: RowSource,
     /// The physical target to fill: an index or table name.
     #[arg(long)]
     pub target: String,
@@ -121,7 +121,7 @@ async fn worker<S: Sink>(
     let dlq = args.dlq_topic.clone().unwrap_or_else(|| format!("projector.{}.dlq", model.name));
     let dead_letters =
         DeadLetters::new(&args.brokers, &dlq, &model.name).map_err(|e| CommandError::Setup(e.to_string()))?;
-    let copy = Copy {
+    let rebuild = Rebuild {
         sink: sink.clone(),
         model,
         topic: args.table.clone(),
@@ -138,7 +138,7 @@ async fn worker<S: Sink>(
         health: Health::default(),
         tolerance: args.errors_tolerance,
     };
-    let copied = copy.run().await?;
+    let copied = rebuild.copy().await?;
     println!("rebuild {}: copied {} of {} rows into {}", args.rebuild_id, copied.rows, copied.total, args.target);
     if args.parity {
         let client = connect(&args.postgres_url, &args.rebuild_id).await?;

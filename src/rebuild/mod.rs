@@ -57,7 +57,7 @@ pub enum RebuildError {
 }
 
 /// One worker's share of a rebuild: copy `topic`'s mirror into `target`.
-pub struct Copy<S: Sink> {
+pub struct Rebuild<S: Sink> {
     pub sink: Arc<S>,
     pub model: Arc<ReadModel>,
     /// The topic whose table is rebuilt.
@@ -103,11 +103,11 @@ async fn connect(url: &str, rebuild: &str) -> Result<Client, RebuildError> {
     Ok(client)
 }
 
-impl<S: Sink> Copy<S> {
+impl<S: Sink> Rebuild<S> {
     /// Copies ranges until every range of the rebuild is done (by this
     /// worker or another). Safe to run again after a crash: it resumes
     /// from the ranges' checkpoints.
-    pub async fn run(&self) -> Result<Copied, RebuildError> {
+    pub async fn copy(&self) -> Result<Copied, RebuildError> {
         let id = self.rebuild_id.as_str();
         let mut client = connect(&self.postgres_url, id).await?;
         crate::sink::postgres::migrate(&mut client)
