@@ -5,7 +5,9 @@
 //! event) → [`mapping`] (read-model file → document) → [`pipeline`]
 //! (batching, retry, dead letters, ordered offset commits) → [`sink`] (one
 //! target's writes, guarded by the source position). [`ops`] sits beside
-//! the path: health, metrics.
+//! the path: health, metrics. [`rebuild`] sits beside it too: it fills a
+//! new target from the staging PostgreSQL mirror
+//! ([`source::mirror`]) through the same mapping and writer.
 //! [`demo`] makes SQL Server-shaped events for the demo and tests;
 //! [`bench`] measures the whole path against yardsticks.
 
@@ -16,6 +18,7 @@ pub mod demo;
 pub mod mapping;
 pub mod ops;
 pub mod pipeline;
+pub mod rebuild;
 pub mod sink;
 pub mod source;
 

@@ -49,6 +49,9 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Fill a new physical target of one table from its staging PostgreSQL
+    /// mirror, beside the live stream; resumable, shareable by several workers.
+    Rebuild(projector::rebuild::cli::RebuildArgs),
     /// Measure throughput, latency, memory and CPU per sink against direct
     /// writes and Debezium's JDBC sink (needs scripts/stack up).
     Bench(projector::bench::BenchArgs),
@@ -190,6 +193,10 @@ async fn async_main() -> std::process::ExitCode {
             demo_produce(&brokers, trips, schemas, partitions).await
         }
         Command::Bench(args) => projector::bench::run(args).await,
+        Command::Rebuild(args) => {
+            init_logs("text");
+            projector::rebuild::cli::run(args).await.map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -209,6 +216,13 @@ fn validate(file: &std::path::Path) -> anyhow::Result<()> {
         }
     };
     println!("{}: read model {:?} is valid ({} tables)", file.display(), model.name, model.tables.len());
+    // Not an error: a table without a whole mirror rebuilds with --from kafka.
+    for t in &model.tables {
+        match projector::source::mirror::whole_mirror(t) {
+            Ok(mirror) => println!("  {}: rebuilds from its mirror {mirror}", t.topic),
+            Err(e) => println!("  {}: {e}", t.topic),
+        }
+    }
     Ok(())
 }
 

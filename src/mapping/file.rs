@@ -46,6 +46,11 @@ pub struct FileTable {
     pub postgres: Option<Spanned<FileSink>>,
     #[serde(default)]
     pub bigquery: Option<Spanned<FileSink>>,
+    /// The staging PostgreSQL table that mirrors this topic whole (written by
+    /// another read model), for rebuilds; default: this table's own
+    /// `postgres` target when it copies every column.
+    #[serde(default)]
+    pub mirror: Option<Spanned<String>>,
 }
 
 /// A field entry: a bare column name, or a map with options.

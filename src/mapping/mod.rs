@@ -61,6 +61,9 @@ pub struct TableMapping {
     pub elasticsearch: Option<ElasticsearchTarget>,
     pub postgres: Option<TableTarget>,
     pub bigquery: Option<TableTarget>,
+    /// `mirror:`: the staging table a rebuild reads this topic from, when
+    /// it is not this table's own postgres target.
+    pub mirror: Option<String>,
 }
 
 /// One selected column.
@@ -338,6 +341,7 @@ fn table(c: &mut Checker, line: u64, t: FileTable) -> Option<TableMapping> {
         Some(ElasticsearchTarget { index, types, exclude: s.exclude })
     });
     let postgres = t.postgres.and_then(|s| table_target(c, "postgres", s, &outputs, types::postgres_type));
+    let mirror = t.mirror.map(|m| m.value.trim().to_string());
     let bigquery = t.bigquery.and_then(|s| table_target(c, "bigquery", s, &outputs, types::bigquery_type));
     Some(TableMapping {
         topic,
@@ -351,6 +355,7 @@ fn table(c: &mut Checker, line: u64, t: FileTable) -> Option<TableMapping> {
         elasticsearch,
         postgres,
         bigquery,
+        mirror,
     })
 }
 

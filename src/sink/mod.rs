@@ -148,6 +148,14 @@ pub struct NewField {
     pub source: FieldSource,
 }
 
+/// What a target holds for one id, as parity reads it: the source position
+/// stored beside the row and whether the row is a tombstone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPosition {
+    pub position: String,
+    pub deleted: bool,
+}
+
 /// What a sink implements: its name and targets, how to prepare them, how
 /// to add typed fields to one, and how to apply one target's writes.
 pub trait Sink: Send + Sync + 'static {
@@ -194,4 +202,25 @@ pub trait Sink: Send + Sync + 'static {
         writes: &[Write],
         progress: &[PartitionOffset],
     ) -> impl Future<Output = Result<Vec<Outcome>, SinkError>> + Send;
+
+    /// The stored position of each of `ids` in `target` (a tombstone counts,
+    /// with `deleted`), `None` for an id the target lacks: what a rebuild's
+    /// parity check compares with its source. A sink that cannot answer says
+    /// so as a configuration error.
+    fn positions(
+        &self,
+        target: &str,
+        ids: &[&str],
+    ) -> impl Future<Output = Result<Vec<Option<StoredPosition>>, SinkError>> + Send {
+        let (name, message) = (self.name(), format!("{target}: this sink cannot read stored positions for parity"));
+        let _ = ids;
+        async move { Err(SinkError::new(name, ErrorKind::Configuration, message)) }
+    }
+
+    /// How many rows `target` holds, tombstones included: parity's check
+    /// for ids the source does not have.
+    fn count(&self, target: &str) -> impl Future<Output = Result<u64, SinkError>> + Send {
+        let (name, message) = (self.name(), format!("{target}: this sink cannot count rows for parity"));
+        async move { Err(SinkError::new(name, ErrorKind::Configuration, message)) }
+    }
 }

@@ -56,7 +56,7 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use super::{ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, Write};
+use super::{ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, StoredPosition, Write};
 use crate::mapping::{ReadModel, TableMapping};
 use crate::source::PartitionOffset;
 pub use auth::Auth;
@@ -338,6 +338,29 @@ impl Sink for BigQuery {
 
     async fn add_fields(&self, table: &TableMapping, target: &str, fields: &[NewField]) -> Result<(), SinkError> {
         self.evolve(table, target, fields).await.map_err(|e| self.transient(target, e))
+    }
+
+    async fn positions(&self, target: &str, ids: &[&str]) -> Result<Vec<Option<StoredPosition>>, SinkError> {
+        let sql = format!("SELECT __id, __position, __deleted FROM {} WHERE __id IN UNNEST(@ids)", self.tref(target));
+        let params = [client::Param::Strings("ids", ids.iter().map(|s| s.to_string()).collect())];
+        let rows = self.client.query(&sql, &params).await.map_err(|e| self.transient(target, e))?;
+        let found: HashMap<String, StoredPosition> = rows
+            .into_iter()
+            .filter_map(|r| {
+                let mut cells = r.into_iter();
+                let (id, position, deleted) = (cells.next()??, cells.next()??, cells.next()??);
+                Some((id, StoredPosition { position, deleted: deleted.eq_ignore_ascii_case("true") }))
+            })
+            .collect();
+        Ok(ids.iter().map(|id| found.get(*id).cloned()).collect())
+    }
+
+    async fn count(&self, target: &str) -> Result<u64, SinkError> {
+        let sql = format!("SELECT COUNT(*) FROM {}", self.tref(target));
+        let rows = self.client.query(&sql, &[]).await.map_err(|e| self.transient(target, e))?;
+        rows.first().and_then(|r| r.first().cloned().flatten()).and_then(|n| n.parse().ok()).ok_or_else(|| {
+            err(ErrorKind::Unavailable, format!("counting {}.{target}: no count in the answer", self.dataset))
+        })
     }
 
     async fn write(

@@ -246,6 +246,29 @@ impl Client {
             .collect()
     }
 
+    /// Every document of the index behind `alias` (or of the index
+    /// `alias` itself), tombstones included: the alias filters those out,
+    /// so the count goes to the physical indexes. Refreshes first, so writes
+    /// just acknowledged are counted.
+    pub async fn count_all(&self, alias: &str) -> Result<u64, SinkError> {
+        let (status, body) = self.send(self.http.post(format!("{}/{alias}/_refresh", self.base)), "refresh").await?;
+        if status != 200 {
+            return Err(failed(&format!("refreshing {alias}"), status, &body));
+        }
+        let (status, body) = self.send(self.http.get(format!("{}/_alias/{alias}", self.base)), "alias lookup").await?;
+        let indexes = match body.as_object() {
+            Some(o) if status == 200 && !o.is_empty() => o.keys().cloned().collect::<Vec<_>>().join(","),
+            _ => alias.to_string(),
+        };
+        let (status, body) = self.send(self.http.get(format!("{}/{indexes}/_count", self.base)), "count").await?;
+        if status != 200 {
+            return Err(failed(&format!("counting {alias}"), status, &body));
+        }
+        body.get("count")
+            .and_then(Json::as_u64)
+            .ok_or_else(|| err(ErrorKind::Unavailable, format!("counting {alias}: no count in the response")))
+    }
+
     /// Sends an NDJSON bulk body; returns each item's result.
     pub async fn bulk(&self, body: Vec<u8>, expected_items: usize) -> Result<Vec<BulkItem>, SinkError> {
         let url = format!(

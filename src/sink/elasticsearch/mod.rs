@@ -36,7 +36,7 @@ use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, Write, compaction};
+use super::{ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, StoredPosition, Write, compaction};
 use crate::decode::Op;
 use crate::mapping::{ReadModel, TableMapping};
 use crate::source::PartitionOffset;
@@ -244,6 +244,21 @@ impl Sink for Elasticsearch {
             }
             Err(e) => Err(e),
         }
+    }
+
+    async fn positions(&self, target: &str, ids: &[&str]) -> Result<Vec<Option<StoredPosition>>, SinkError> {
+        let current = self.client.current(target, ids).await?;
+        Ok(current
+            .into_iter()
+            .map(|c| {
+                let c = c?;
+                Some(StoredPosition { position: c.position?, deleted: c.deleted })
+            })
+            .collect())
+    }
+
+    async fn count(&self, target: &str) -> Result<u64, SinkError> {
+        self.client.count_all(target).await
     }
 
     async fn write(

@@ -49,7 +49,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
-use super::{Document, ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, Write};
+use super::{Document, ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, StoredPosition, Write};
 use crate::decode::{Row, Value};
 use crate::mapping::{ReadModel, TableMapping};
 use crate::source::PartitionOffset;
@@ -66,6 +66,17 @@ const SINK: &str = "postgres";
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> SinkError {
     SinkError::new(SINK, kind, message)
+}
+
+/// Applies `migrations/` (projector's bookkeeping tables) to the staging
+/// PostgreSQL; idempotent. The sink runs it on prepare, a rebuild before it
+/// leases ranges.
+pub async fn migrate(client: &mut Client) -> Result<(), SinkError> {
+    migrations::migrations::runner()
+        .run_async(client)
+        .await
+        .map(|_| ())
+        .map_err(|e| err(ErrorKind::Unavailable, format!("applying migrations/: {e}")))
 }
 
 /// The one table from a SQLSTATE to what kind of failure it is.
@@ -422,10 +433,7 @@ impl Sink for Postgres {
 
     async fn prepare(&self, model: &ReadModel) -> Result<(), SinkError> {
         let mut client = self.connect().await?;
-        migrations::migrations::runner()
-            .run_async(&mut client)
-            .await
-            .map_err(|e| err(ErrorKind::Unavailable, format!("applying migrations/: {e}")))?;
+        migrate(&mut client).await?;
         for t in &model.tables {
             let Some(pg) = &t.postgres else { continue };
             Self::create_table(&client, &pg.table).await?;
@@ -476,6 +484,14 @@ impl Sink for Postgres {
         Ok(())
     }
 
+    async fn positions(&self, target: &str, ids: &[&str]) -> Result<Vec<Option<StoredPosition>>, SinkError> {
+        self.stored_positions(target, ids).await
+    }
+
+    async fn count(&self, target: &str) -> Result<u64, SinkError> {
+        self.count_rows(target).await
+    }
+
     async fn write(
         &self,
         target: &str,
@@ -510,6 +526,30 @@ impl Sink for Postgres {
                 Err(e)
             }
         }
+    }
+}
+
+impl Postgres {
+    /// [`Sink::positions`]: `__position` and `__deleted` of each id.
+    async fn stored_positions(&self, target: &str, ids: &[&str]) -> Result<Vec<Option<StoredPosition>>, SinkError> {
+        let mut guard = self.client.lock().await;
+        let client = self.client(&mut guard).await?;
+        let sql = format!("SELECT __id, __position, __deleted FROM {} WHERE __id = ANY($1)", quote_table(target));
+        let rows =
+            client.query(&sql, &[&ids]).await.map_err(|e| pg_err(&format!("reading positions of {target}"), &e))?;
+        let found: HashMap<String, StoredPosition> =
+            rows.iter().map(|r| (r.get(0), StoredPosition { position: r.get(1), deleted: r.get(2) })).collect();
+        Ok(ids.iter().map(|id| found.get(*id).cloned()).collect())
+    }
+
+    /// [`Sink::count`]: every row, tombstones included.
+    async fn count_rows(&self, target: &str) -> Result<u64, SinkError> {
+        let mut guard = self.client.lock().await;
+        let client = self.client(&mut guard).await?;
+        let sql = format!("SELECT count(*) FROM {}", quote_table(target));
+        let row = client.query_one(&sql, &[]).await.map_err(|e| pg_err(&format!("counting rows of {target}"), &e))?;
+        u64::try_from(row.get::<_, i64>(0))
+            .map_err(|_| err(ErrorKind::Unavailable, format!("{target}: negative count")))
     }
 }
 

@@ -1,0 +1,329 @@
+//! Rebuilds from the staging PostgreSQL mirror against the real servers: a
+//! mirror written by the real PostgreSQL sink (through the binary, with
+//! deletes) is copied into a fresh Elasticsearch index and a fresh
+//! PostgreSQL table with exact positions and tombstones; a newer live write
+//! is never overwritten; a kill -9 resumes from the checkpoint; two workers
+//! share the ranges; parity passes on a good copy and names the difference
+//! on a tampered one; a mirror that is not whole is refused.
+//!
+//! These tests use their own database (`projector_rebuild`): the rebuild's
+//! migration must not land in the database other branches' binaries use.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use projector::demo::bus_booking::Timeline;
+use projector::mapping::ReadModel;
+use projector::ops::Health;
+use projector::pipeline::ErrorTolerance;
+use projector::pipeline::dead_letter::DeadLetters;
+use projector::rebuild::parity::parity;
+use projector::rebuild::{Copied, Rebuild};
+use projector::sink::Sink;
+use projector::sink::elasticsearch::Elasticsearch;
+use projector::sink::postgres::{Postgres, quote_table};
+use projector::source::mirror::Mirror;
+
+const CATCH_UP: Duration = Duration::from_secs(180);
+const TRIPS: i32 = 1500;
+
+fn rebuild_db_url() -> String {
+    pg_url().replace("dbname=projector", "dbname=projector_rebuild")
+}
+
+async fn rebuild_db() -> tokio_postgres::Client {
+    let admin = pg().await;
+    // Another test may create it at the same moment: either way it exists.
+    let _ = admin.batch_execute("CREATE DATABASE projector_rebuild").await;
+    let (client, conn) = tokio_postgres::connect(&rebuild_db_url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// A world whose trips are mirrored (by the binary) in `<name>_trips`,
+/// with every fifth trip deleted; returns the world and the mirror table.
+async fn mirrored(stem: &str) -> (World, String) {
+    let db = rebuild_db().await;
+    let w = World::new(stem, 2).await;
+    let table = format!("{}_trips", w.name);
+    w.set_model(&format!(
+        "read_model: {}\ntables:\n  - topic: {}\n    postgres: {{ table: '{table}' }}\n    elasticsearch: {{ index: {} }}\n",
+        w.name,
+        w.db.trips.topic(),
+        w.indexes[0]
+    ));
+    let (records, _) = churn(&w, &mut Timeline::default(), TRIPS, 1);
+    w.produce(&records).await;
+    let mut p = w.start_with(&w.group, &[("PROJECTOR_POSTGRES_URL", &rebuild_db_url())]);
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    p.terminate();
+    let deleted: i64 = db
+        .query_one(&format!("SELECT count(*) FILTER (WHERE __deleted) FROM {}", quote_table(&table)), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(deleted, i64::from(TRIPS / 5), "the mirror holds the deletes as tombstones");
+    (w, table)
+}
+
+fn copy<S: Sink>(w: &World, sink: Arc<S>, mirror: &str, target: &str, id: &str) -> Rebuild<S> {
+    let model = Arc::new(ReadModel::load(&w.model_file).unwrap());
+    Rebuild {
+        sink,
+        model: model.clone(),
+        topic: w.db.trips.topic(),
+        mirror: mirror.into(),
+        target: target.into(),
+        rebuild_id: id.into(),
+        worker: format!("{id}-test"),
+        postgres_url: rebuild_db_url(),
+        ranges: 4,
+        page_rows: 250,
+        lease: Duration::from_secs(10),
+        max_rows_per_second: None,
+        dead_letters: DeadLetters::new(&brokers(), &format!("{}.dlq", w.name), &model.name).unwrap(),
+        health: Health::default(),
+        tolerance: ErrorTolerance::None,
+    }
+}
+
+async fn mirror_of(table: &str) -> (tokio_postgres::Client, Mirror) {
+    let client = rebuild_db().await;
+    let mirror = Mirror::open(&client, table).await.unwrap();
+    (client, mirror)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mirror_copies_into_a_fresh_index_and_table_with_exact_positions_and_tombstones() {
+    let (w, mirror_table) = mirrored("rbcopy").await;
+    let model = Arc::new(ReadModel::load(&w.model_file).unwrap());
+    let (client, mirror) = mirror_of(&mirror_table).await;
+
+    let pg_target = format!("{}_trips_v2", w.name);
+    let pg = Arc::new(Postgres::new(&rebuild_db_url(), model.clone()));
+    pg.prepare(&model).await.unwrap();
+    let done: Copied = copy(&w, pg.clone(), &mirror_table, &pg_target, &format!("{}-pg", w.name)).copy().await.unwrap();
+    assert_eq!((done.rows, done.total), (TRIPS as u64, TRIPS as u64));
+    let report = parity(&client, &mirror, &*pg, &pg_target, 300).await.unwrap();
+    assert!(report.passed(), "{report}");
+    let tombstones: i64 = client
+        .query_one(&format!("SELECT count(*) FILTER (WHERE __deleted) FROM {}", quote_table(&pg_target)), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tombstones, i64::from(TRIPS / 5));
+    let same: i64 = client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {} m JOIN {} t USING (__id) WHERE m.__deleted OR (m.\"Fare\" = t.\"Fare\" AND m.\"Route\" = t.\"Route\")",
+                quote_table(&mirror_table),
+                quote_table(&pg_target)
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(same, i64::from(TRIPS), "every live row's values carried over");
+
+    let es_target = format!("{}-trips-rebuilt", w.name);
+    let es = Arc::new(Elasticsearch::new(&es_url()).unwrap());
+    copy(&w, es.clone(), &mirror_table, &es_target, &format!("{}-es", w.name)).copy().await.unwrap();
+    let report = parity(&client, &mirror, &*es, &es_target, 300).await.unwrap();
+    assert!(report.passed(), "{report}");
+    refresh(&es_target).await;
+    let live = search_all(&es_target).await.len();
+    assert_eq!(live, (TRIPS - TRIPS / 5) as usize, "the alias shows the live rows only");
+
+    // A tampered copy fails parity and names the row.
+    client
+        .execute(&format!("UPDATE {} SET __position = '00' WHERE __id = '7'", quote_table(&pg_target)), &[])
+        .await
+        .unwrap();
+    let report = parity(&client, &mirror, &*pg, &pg_target, 300).await.unwrap();
+    assert!(!report.passed());
+    assert_eq!(report.differing, 1, "{report}");
+    assert_eq!(report.differences[0].id, "7");
+    assert_eq!(report.differences[0].target.as_ref().map(|p| p.position.as_str()), Some("00"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newer_live_write_is_never_overwritten_by_the_copy() {
+    let (w, mirror_table) = mirrored("rblive").await;
+    let model = Arc::new(ReadModel::load(&w.model_file).unwrap());
+    let client = rebuild_db().await;
+    let target = format!("{}_trips_v2", w.name);
+    // The live stream reaches the new target first with a newer state of
+    // trip 9: a copy of the whole mirror row, at a position above every real one.
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {t} (LIKE {m} INCLUDING ALL); INSERT INTO {t} SELECT * FROM {m} WHERE __id = '9'; UPDATE {t} SET __position = 'ff', \"Fare\" = 1.23 WHERE __id = '9'",
+            t = quote_table(&target),
+            m = quote_table(&mirror_table)
+        ))
+        .await
+        .unwrap();
+    let pg = Arc::new(Postgres::new(&rebuild_db_url(), model.clone()));
+    pg.prepare(&model).await.unwrap();
+    copy(&w, pg.clone(), &mirror_table, &target, &format!("{}-pg", w.name)).copy().await.unwrap();
+    let row = client
+        .query_one(
+            &format!("SELECT __position, (\"Fare\" * 100)::int8 FROM {} WHERE __id = '9'", quote_table(&target)),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, String>(0), row.get::<_, i64>(1)), ("ff".to_string(), 123));
+    let n: i64 = client.query_one(&format!("SELECT count(*) FROM {}", quote_table(&target)), &[]).await.unwrap().get(0);
+    assert_eq!(n, i64::from(TRIPS));
+}
+
+/// Starts `projector rebuild` on the world's trips into `target`.
+fn rebuild_process(w: &World, target: &str, id: &str, worker: &str, extra: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_projector"))
+        .args(["rebuild", w.model_file.to_str().unwrap(), "--sink", "postgres", "--table", &w.db.trips.topic()])
+        .args(["--target", target, "--rebuild-id", id, "--worker", worker, "--lease-seconds", "2"])
+        .args(extra)
+        .env("PROJECTOR_POSTGRES_URL", rebuild_db_url())
+        .env("PROJECTOR_BROKERS", brokers())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+async fn checkpointed(client: &tokio_postgres::Client, id: &str) -> (i64, i64) {
+    let r = client
+        .query_one(
+            "SELECT coalesce(sum(rows), 0)::int8, count(DISTINCT owner) FROM projector.rebuild_ranges WHERE rebuild_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+/// The rows a finished `projector rebuild` says it copied.
+fn copied_rows(child: std::process::Child) -> u64 {
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "rebuild failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    let line = text.lines().find(|l| l.contains("copied")).unwrap_or_else(|| panic!("no copied line in {text}"));
+    line.split_whitespace().nth(3).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("unreadable: {line}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_copy_resumes_from_the_checkpoint_not_from_zero() {
+    let (w, _mirror_table) = mirrored("rbkill").await;
+    let client = rebuild_db().await;
+    let target = format!("{}_trips_v2", w.name);
+    let id = format!("{}-kill", w.name);
+    let slow = ["--ranges", "1", "--page-rows", "100", "--max-rows-per-second", "400"];
+    let mut first = rebuild_process(&w, &target, &id, "first", &slow);
+    wait_for(Duration::from_secs(60), "a few checkpoints", || async { checkpointed(&client, &id).await.0 >= 300 })
+        .await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let (at_kill, _) = checkpointed(&client, &id).await;
+    assert!(at_kill < i64::from(TRIPS), "killed mid-copy");
+
+    let resumed = rebuild_process(&w, &target, &id, "second", &["--parity"]);
+    let rows = copied_rows(resumed);
+    assert_eq!(rows, (i64::from(TRIPS) - at_kill) as u64, "the resumed run reads only what the checkpoint lacks");
+    assert_eq!(checkpointed(&client, &id).await.0, i64::from(TRIPS));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workers_share_the_ranges_of_one_rebuild() {
+    let (w, _mirror_table) = mirrored("rbtwo").await;
+    let client = rebuild_db().await;
+    let target = format!("{}_trips_v2", w.name);
+    let id = format!("{}-two", w.name);
+    let args = ["--ranges", "6", "--page-rows", "100", "--max-rows-per-second", "1000"];
+    let a = rebuild_process(&w, &target, &id, "a", &args);
+    let b = rebuild_process(&w, &target, &id, "b", &args);
+    let (ra, rb) = (copied_rows(a), copied_rows(b));
+    assert!(ra > 0 && rb > 0, "both workers copied: {ra} and {rb}");
+    assert_eq!(ra + rb, TRIPS as u64, "no range was copied twice");
+    let (rows, owners) = checkpointed(&client, &id).await;
+    assert_eq!((rows, owners), (i64::from(TRIPS), 2));
+    let check = rebuild_process(&w, &target, &id, "c", &["--parity"]);
+    assert_eq!(copied_rows(check), 0, "a finished rebuild copies nothing more, and its parity passes");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mirror_that_is_not_whole_is_refused_naming_what_it_lacks() {
+    let _ = rebuild_db().await;
+    let w = World::new("rbpart", 1).await;
+    let table = format!("{}_trips", w.name);
+    w.set_model(&format!(
+        "read_model: {}\ntables:\n  - topic: {}\n    fields: [TripId, Fare]\n    postgres: {{ table: '{table}' }}\n",
+        w.name,
+        w.db.trips.topic()
+    ));
+    let out =
+        rebuild_process(&w, &format!("{table}_v2"), &format!("{}-x", w.name), "x", &[]).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "the command refuses it");
+    assert!(stderr.contains("fields:") && stderr.contains("--from kafka") && stderr.contains(&table), "{stderr}");
+    let model = ReadModel::load(&w.model_file).unwrap();
+    let e = projector::source::mirror::whole_mirror(&model.tables[0]).unwrap_err().to_string();
+    assert!(e.contains("fields:") && e.contains("--from kafka") && e.contains(&table), "{e}");
+    // Naming a whole mirror (another read model's table) makes it usable.
+    w.set_model(&format!(
+        "read_model: {}\ntables:\n  - topic: {}\n    fields: [TripId, Fare]\n    mirror: staging.trips_whole\n    elasticsearch: {{ index: {} }}\n",
+        w.name,
+        w.db.trips.topic(),
+        w.indexes[0]
+    ));
+    let model = ReadModel::load(&w.model_file).unwrap();
+    assert_eq!(projector::source::mirror::whole_mirror(&model.tables[0]).unwrap(), "staging.trips_whole");
+
+    // A whole mirror lacking a column the rebuilt mapping reads is refused too.
+    let (mw, mirror_table) = mirrored("rbcols").await;
+    let (_client, mirror) = mirror_of(&mirror_table).await;
+    let reads = mw.model_file.with_extension("reads.yaml");
+    std::fs::write(
+        &reads,
+        format!(
+            "read_model: {}\ntables:\n  - topic: {}\n    fields: [TripId, Nope]\n    elasticsearch: {{ index: x }}\n",
+            mw.name,
+            mw.db.trips.topic()
+        ),
+    )
+    .unwrap();
+    let model = ReadModel::load(&reads).unwrap();
+    let e = mirror.check_covers(&model.tables[0]).unwrap_err().to_string();
+    assert!(e.contains("\"Nope\"") && e.contains("--from kafka"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mirror_copies_into_a_fresh_bigquery_table_with_exact_positions_and_tombstones() {
+    let (w, mirror_table) = mirrored("rbbq").await;
+    let (client, mirror) = mirror_of(&mirror_table).await;
+    // A read model that writes only BigQuery and names its mirror.
+    let yaml = format!(
+        "read_model: {}\ntables:\n  - topic: {}\n    mirror: '{mirror_table}'\n    bigquery: {{ table: trips }}\n",
+        w.name,
+        w.db.trips.topic()
+    );
+    let bq = common::bigquery::Bq::named(&w.name, unique("it_rbbq_"), &w.db.trips.topic(), "{ table: trips }").await;
+    let file = w.model_file.with_extension("bq.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let model = Arc::new(ReadModel::load(&file).unwrap());
+    let sink = Arc::new(bq.another_sink().await);
+    let mut job = copy(&w, sink.clone(), &mirror_table, "trips_v2", &format!("{}-bq", w.name));
+    job.model = model;
+    job.page_rows = 500;
+    let done = job.copy().await.unwrap();
+    assert_eq!(done.rows, TRIPS as u64);
+    let report = parity(&client, &mirror, &*sink, "trips_v2", 500).await.unwrap();
+    assert!(report.passed(), "{report}");
+    let tombstones = bq.query(&format!("SELECT COUNT(*) FROM {} WHERE __deleted", bq.table("trips_v2"))).await;
+    assert_eq!(tombstones[0][0], serde_json::json!((TRIPS / 5).to_string()), "{tombstones:?}");
+    bq.drop().await;
+}
