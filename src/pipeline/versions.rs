@@ -55,15 +55,11 @@ impl Versions {
     }
 
     fn name(&self, logical: &str) -> TargetName {
-        TargetName { read_model: self.inner.read_model.clone(), sink: self.inner.sink.into(), logical: logical.into() }
+        target_name(&self.inner.read_model, self.inner.sink, logical)
     }
 
     fn failed(&self, e: CatalogError) -> SinkError {
-        let kind = match e {
-            CatalogError::Unavailable { .. } => ErrorKind::Unavailable,
-            CatalogError::Refused { .. } => ErrorKind::Configuration,
-        };
-        SinkError::new(self.inner.sink, kind, e.to_string())
+        failed(self.inner.sink, e)
     }
 
     /// The physical targets a write to `logical` goes to, the current
@@ -175,4 +171,60 @@ impl Versions {
             }
         }
     }
+}
+
+/// Begins version N+1 of `table`'s target in `sink`: recorded as building
+/// and its physical target created, empty. Running instances write it from
+/// their next refresh on (see `projector.members` for who has).
+pub async fn begin_version<S: Sink>(
+    catalog: &Catalog,
+    sink: &S,
+    read_model: &str,
+    table: &crate::mapping::TableMapping,
+) -> Result<Version, SinkError> {
+    let logical = written(sink, table)?;
+    let name = target_name(read_model, sink.name(), logical);
+    let version =
+        catalog.begin_version(&name, |n| sink.physical(logical, n)).await.map_err(|e| failed(sink.name(), e))?;
+    sink.create_version(table, &version.physical).await?;
+    Ok(version)
+}
+
+/// Swaps `table`'s target in `sink`: the building version becomes current
+/// (readers pointed at it in one step) and the current one previous.
+pub async fn swap<S: Sink>(
+    catalog: &Catalog,
+    sink: &S,
+    read_model: &str,
+    table: &crate::mapping::TableMapping,
+) -> Result<Version, SinkError> {
+    let logical = written(sink, table)?;
+    let name = target_name(read_model, sink.name(), logical);
+    let (current, _) = catalog.swap(&name).await.map_err(|e| failed(sink.name(), e))?;
+    sink.point_readers(table, logical, &current.physical).await?;
+    Ok(current)
+}
+
+/// The logical target `sink` writes `table` to.
+fn written<'m, S: Sink>(sink: &S, table: &'m crate::mapping::TableMapping) -> Result<&'m str, SinkError> {
+    sink.target(table).ok_or_else(|| {
+        SinkError::new(
+            sink.name(),
+            ErrorKind::Configuration,
+            format!("{}:{}: topic {} has no {} section", "read model", table.line, table.topic, sink.name()),
+        )
+    })
+}
+
+fn target_name(read_model: &str, sink: &str, logical: &str) -> TargetName {
+    TargetName { read_model: read_model.into(), sink: sink.into(), logical: logical.into() }
+}
+
+/// A catalog failure as the sink's: unavailable is retried, a refusal is configuration.
+fn failed(sink: &'static str, e: CatalogError) -> SinkError {
+    let kind = match e {
+        CatalogError::Unavailable { .. } => ErrorKind::Unavailable,
+        CatalogError::Refused { .. } => ErrorKind::Configuration,
+    };
+    SinkError::new(sink, kind, e.to_string())
 }
