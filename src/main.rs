@@ -591,7 +591,11 @@ async fn version_step<S: Sink>(
                     continue;
                 }
                 println!("{} {logical}: dropping v{} ({})", sink.name(), previous.version, previous.physical);
+                let since = catalog.now_ms().await?;
                 if let Some(dropped) = catalog.gc(&name).await? {
+                    // A running instance writes the version until its next
+                    // refresh; dropping it before would have it re-created.
+                    wait_members(catalog, &model.name, sink.name(), since).await?;
                     sink.prepare(model).await?;
                     sink.drop_version(&dropped.physical).await?;
                 }
@@ -599,6 +603,25 @@ async fn version_step<S: Sink>(
         }
     }
     Ok(seen)
+}
+
+/// Waits until every running instance of `sink` has read the catalog since
+/// `since_ms` (instances not seen for a minute are taken for gone).
+async fn wait_members(catalog: &Catalog, read_model: &str, sink: &str, since_ms: i64) -> anyhow::Result<()> {
+    let live = Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + live;
+    loop {
+        let behind = catalog.members_behind(read_model, sink, since_ms, live).await?;
+        if behind.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "{sink}: instances {behind:?} have not read the version catalog for a minute; the version is no longer in the catalog but its target was not dropped: run `projector gc` again once they are up or gone"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn wait_for_signal() {

@@ -50,6 +50,8 @@ fn cli(args: &[&str]) -> String {
         .args(args)
         .env("PROJECTOR_POSTGRES_URL", pg_url())
         .env("PROJECTOR_ELASTICSEARCH_URL", es_url())
+        .env("PROJECTOR_BIGQUERY_URL", "http://127.0.0.1:9050")
+        .env("PROJECTOR_BIGQUERY_AUTH", "none")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -249,4 +251,100 @@ async fn elasticsearch_swap_moves_the_alias_in_one_step_and_rollback_returns() {
     assert_eq!(alias_indexes(&alias).await, vec![v1.clone()]);
     let docs = w.docs(&alias).await;
     assert!(docs.contains_key("1") && docs.contains_key("5"), "v1 with the event after the swap: {:?}", docs.keys());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unversioned_elasticsearch_index_is_adopted_as_version_1() {
+    let w = World::new("veresadopt", 1).await;
+    let alias = w.indexes[0].clone();
+    // An index as projector made it before versions: `<alias>_v1` behind the
+    // alias, holding a document.
+    let old = format!("{alias}_v1");
+    let filter = serde_json::json!({"bool": {"must_not": {"term": {"__projector.deleted": true}}}});
+    let body = serde_json::json!({"mappings": {"dynamic": false}, "aliases": {&alias: {"is_write_index": true, "filter": filter}}});
+    let r = http().put(format!("{}/{old}", es_url())).json(&body).send().await.unwrap();
+    assert!(r.status().is_success(), "creating {old}: {}", r.text().await.unwrap());
+    let r = http()
+        .put(format!("{}/{old}/_doc/old?refresh=true", es_url()))
+        .json(&serde_json::json!({"TripId": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    w.set_model(&format!(
+        "read_model: {}\ntables:\n  - topic: {}\n    elasticsearch: {{ index: {alias} }}\n",
+        w.name,
+        w.db.trips.topic()
+    ));
+    w.produce(&creates(&w, &mut Timeline::default(), 1..=2, 1000)).await;
+    let _p = w.start(&w.group);
+    w.wait_caught_up(&w.group, CATCH_UP).await;
+    assert_eq!(catalog_versions(&w.name, "elasticsearch", &alias).await, vec![(1, old.clone(), State::Current)]);
+    assert_eq!(alias_indexes(&alias).await, vec![old.clone()]);
+    assert_eq!(w.docs(&alias).await.keys().collect::<Vec<_>>(), ["1", "2", "old"], "old and new documents, one index");
+}
+
+/// Live ids and fares (cents) of a BigQuery table or view.
+async fn bq_fares(dataset: &str, relation: &str) -> BTreeMap<String, i64> {
+    bigquery_rows(&format!(
+        "SELECT __id, CAST(Fare * 100 AS INT64) FROM `projector-local.{dataset}.{relation}` WHERE NOT __deleted"
+    ))
+    .await
+    .into_iter()
+    .filter_map(|r| Some((r.first()?.as_str()?.to_string(), r.get(1)?.as_str()?.parse().ok()?)))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bigquery_versions_are_written_together_swapped_rolled_back_and_collected() {
+    let w = World::new("verbq", 1).await;
+    let dataset = w.name.replace('-', "_");
+    w.set_model(&format!(
+        "read_model: {}\ntables:\n  - topic: {}\n    bigquery: {{ table: trips }}\n",
+        w.name,
+        w.db.trips.topic()
+    ));
+    let mut t = Timeline::default();
+    w.produce(&creates(&w, &mut t, 1..=2, 1000)).await;
+    let _p = w.start_with(&w.group, &FAST_REFRESH);
+    w.wait_sink_caught_up(&w.group, "bigquery", CATCH_UP).await;
+    // Version 1 keeps the table's own name, behind the readers' view.
+    assert_eq!(catalog_versions(&w.name, "bigquery", "trips").await, vec![(1, "trips".into(), State::Current)]);
+    assert_eq!(bq_fares(&dataset, "trips_live").await, fares(1..=2, 1000));
+
+    let model = std::sync::Arc::new(ReadModel::load(&w.model_file).unwrap());
+    let sink = projector::sink::bigquery::BigQuery::new(
+        "http://127.0.0.1:9050",
+        "projector-local",
+        &dataset,
+        model.clone(),
+        projector::sink::bigquery::Auth::None,
+    )
+    .unwrap();
+    sink.prepare(&model).await.unwrap();
+    let catalog = Catalog::connect(&pg_url()).await.unwrap();
+    let v2 = versions::begin_version(&catalog, &sink, &w.name, &model.tables[0]).await.unwrap();
+    assert_eq!(v2.physical, "trips_v2");
+    wait_for(CATCH_UP, "the instance to write version 2", || async {
+        w.produce(&creates(&w, &mut Timeline::default(), 900..=900, 0)).await;
+        w.wait_sink_caught_up(&w.group, "bigquery", CATCH_UP).await;
+        bq_fares(&dataset, "trips_v2").await.contains_key("900")
+    })
+    .await;
+    w.produce(&creates(&w, &mut t, 3..=3, 1000)).await;
+    w.wait_sink_caught_up(&w.group, "bigquery", CATCH_UP).await;
+    versions::swap(&catalog, &sink, &w.name, &model.tables[0]).await.unwrap();
+    let live = bq_fares(&dataset, "trips_live").await;
+    assert!(live.contains_key("3") && !live.contains_key("1"), "readers see v2: {live:?}");
+
+    w.produce(&creates(&w, &mut t, 4..=4, 1000)).await;
+    w.wait_sink_caught_up(&w.group, "bigquery", CATCH_UP).await;
+    let file = w.model_file.to_str().unwrap();
+    cli(&["rollback", file, "--sink", "bigquery"]);
+    let live = bq_fares(&dataset, "trips_live").await;
+    assert_eq!((live.get("1"), live.get("4")), (Some(&1001), Some(&1004)), "v1 again, with event 4: {live:?}");
+
+    let dropped = cli(&["gc", file, "--sink", "bigquery"]);
+    assert!(dropped.contains("trips_v2"), "gc names what it drops: {dropped}");
+    assert_eq!(catalog_versions(&w.name, "bigquery", "trips").await, vec![(1, "trips".into(), State::Current)]);
 }

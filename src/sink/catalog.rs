@@ -271,6 +271,40 @@ impl Catalog {
         Ok(())
     }
 
+    /// The catalog's clock, in ms: to compare with what members have seen.
+    pub async fn now_ms(&self) -> Result<i64, CatalogError> {
+        let mut guard = self.client.lock().await;
+        let client = self.client(&mut guard).await?;
+        let row = client
+            .query_one("SELECT (extract(epoch FROM now()) * 1000)::bigint", &[])
+            .await
+            .map_err(|e| self.pg("reading the clock", &e))?;
+        Ok(row.get(0))
+    }
+
+    /// The members of `sink` that refreshed within `live` but not since
+    /// `since_ms`: the instances that may still write what changed then.
+    pub async fn members_behind(
+        &self,
+        read_model: &str,
+        sink: &str,
+        since_ms: i64,
+        live: std::time::Duration,
+    ) -> Result<Vec<String>, CatalogError> {
+        let mut guard = self.client.lock().await;
+        let client = self.client(&mut guard).await?;
+        let live_s = live.as_secs_f64();
+        let rows = client
+            .query(
+                "SELECT member FROM projector.members WHERE read_model = $1 AND sink = $2
+                 AND seen_at > now() - make_interval(secs => $3) AND (extract(epoch FROM seen_at) * 1000)::bigint < $4",
+                &[&read_model, &sink, &live_s, &since_ms],
+            )
+            .await
+            .map_err(|e| self.pg("reading the members", &e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn find(&self, target: &TargetName, state: State) -> Result<Version, CatalogError> {
         self.versions(target)
             .await?
