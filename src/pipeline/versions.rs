@@ -186,8 +186,19 @@ pub async fn begin_version<S: Sink>(
     let name = target_name(read_model, sink.name(), logical);
     let version =
         catalog.begin_version(&name, |n| sink.physical(logical, n)).await.map_err(|e| failed(sink.name(), e))?;
-    sink.create_version(table, &version.physical).await?;
-    Ok(version)
+    // Running instances create it too as soon as they see it: a race the
+    // server may answer with a conflict, which the next attempt settles.
+    let mut delays = super::retry::delays().take(5);
+    loop {
+        match sink.create_version(table, &version.physical).await {
+            Ok(()) => return Ok(version),
+            Err(e) if !e.kind.is_data() && e.kind != ErrorKind::Configuration => match delays.next() {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Swaps `table`'s target in `sink`: the building version becomes current
