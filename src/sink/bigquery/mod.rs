@@ -360,6 +360,13 @@ impl Sink for BigQuery {
     }
 
     async fn point_readers(&self, _: &TableMapping, logical: &str, physical: &str) -> Result<(), SinkError> {
+        let exists =
+            self.client.table_columns(&self.dataset, physical).await.map_err(|e| self.transient(physical, e))?;
+        if exists.is_none() && physical == logical {
+            // Created with the first batch (its partitioning needs a typed
+            // field), together with the readers' view over it.
+            return Ok(());
+        }
         self.client
             .query(&sql::live_view(&self.view_ref(logical), &self.tref(physical)), &[])
             .await
