@@ -29,7 +29,8 @@ struct Inner {
     read_model: String,
     sink: &'static str,
     member: String,
-    by_logical: RwLock<HashMap<String, Vec<(Version, Arc<str>)>>>,
+    /// The physical targets of each logical one, current first.
+    by_logical: RwLock<HashMap<String, Vec<Arc<str>>>>,
 }
 
 impl Versions {
@@ -67,7 +68,7 @@ impl Versions {
     pub fn targets(&self, logical: &Arc<str>) -> Vec<Arc<str>> {
         let known = self.inner.by_logical.read().unwrap_or_else(|e| e.into_inner());
         match known.get(&**logical) {
-            Some(versions) if !versions.is_empty() => versions.iter().map(|(_, p)| p.clone()).collect(),
+            Some(physical) if !physical.is_empty() => physical.clone(),
             _ => vec![logical.clone()],
         }
     }
@@ -133,15 +134,14 @@ impl Versions {
             versions.sort_by_key(|v| (v.state != State::Current, v.version));
             let known: Vec<String> = {
                 let map = self.inner.by_logical.read().unwrap_or_else(|e| e.into_inner());
-                map.get(logical).map(|vs| vs.iter().map(|(v, _)| v.physical.clone()).collect()).unwrap_or_default()
+                map.get(logical).map(|ps| ps.iter().map(|p| p.to_string()).collect()).unwrap_or_default()
             };
             for v in versions.iter().filter(|v| !known.contains(&v.physical)) {
                 sink.create_version(table, &v.physical).await?;
                 tracing::info!(sink = sink.name(), target = logical, version = v.version, physical = %v.physical, state = v.state.as_str(), "writing a new version");
             }
             epoch = versions.iter().map(Version::epoch).fold(epoch, i64::max);
-            let entry: Vec<(Version, Arc<str>)> =
-                versions.into_iter().map(|v| (v.clone(), Arc::from(v.physical.as_str()))).collect();
+            let entry: Vec<Arc<str>> = versions.iter().map(|v| Arc::from(v.physical.as_str())).collect();
             self.inner.by_logical.write().unwrap_or_else(|e| e.into_inner()).insert(logical.to_string(), entry);
         }
         catalog
