@@ -348,3 +348,49 @@ async fn bigquery_versions_are_written_together_swapped_rolled_back_and_collecte
     assert!(dropped.contains("trips_v2"), "gc names what it drops: {dropped}");
     assert_eq!(catalog_versions(&w.name, "bigquery", "trips").await, vec![(1, "trips".into(), State::Current)]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_running_instances_both_start_writing_a_new_version_and_say_so() {
+    let w = World::new("vertwo", 2).await;
+    let table = format!("{}_trips", w.name);
+    w.set_model(&format!(
+        "read_model: {}\ntables:\n  - topic: {}\n    postgres: {{ table: '{table}' }}\n",
+        w.name,
+        w.db.trips.topic()
+    ));
+    let mut t = Timeline::default();
+    w.produce(&creates(&w, &mut t, 1..=4, 1000)).await;
+    let _a = w.start_with(&w.group, &FAST_REFRESH);
+    let _b = w.start_with(&w.group, &FAST_REFRESH);
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    let model = std::sync::Arc::new(ReadModel::load(&w.model_file).unwrap());
+    let sink = Postgres::new(&pg_url(), model.clone());
+    sink.prepare(&model).await.unwrap();
+    let catalog = Catalog::connect(&pg_url()).await.unwrap();
+    let v2 = versions::begin_version(&catalog, &sink, &w.name, &model.tables[0]).await.unwrap();
+    // Both instances record that they have seen version 2.
+    wait_for(CATCH_UP, "two members to have seen version 2", || async {
+        let row = pg()
+            .await
+            .query_one(
+                "SELECT count(*) FROM projector.members WHERE read_model = $1 AND sink = 'postgres' AND epoch >= $2",
+                &[&w.name, &v2.created_ms],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i64>(0) == 2
+    })
+    .await;
+    // From then on, events of every partition (so of both instances) reach v2.
+    w.produce(&creates(&w, &mut t, 5..=40, 1000)).await;
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    let v2_rows = pg_fares(&v2.physical).await;
+    assert_eq!(v2_rows, fares(5..=40, 1000), "every event after both saw v2 is in v2");
+    let partitions: i64 = pg()
+        .await
+        .query_one(&format!("SELECT count(DISTINCT __partition) FROM {}", quote_table(&v2.physical)), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(partitions, 2, "written from both partitions");
+}
