@@ -15,12 +15,18 @@ use projector::mapping::ReadModel;
 use projector::ops::{Health, http};
 use projector::pipeline::batch::BatchLimits;
 use projector::pipeline::dead_letter::DeadLetters;
+use projector::pipeline::versions::Versions;
 use projector::pipeline::{ErrorTolerance, Pipeline, PipelineError, Shutdown};
 use projector::sink::Sink;
 use projector::sink::bigquery::{Auth, BigQuery};
+use projector::sink::catalog::Catalog;
 use projector::sink::elasticsearch::Elasticsearch;
 use projector::sink::postgres::Postgres;
 use projector::source::consumer::{ConsumerGroup, GroupSettings};
+
+#[path = "cli/versions.rs"]
+mod versions_command;
+use versions_command::{VersionArgs, VersionStep, each_target};
 
 #[derive(Parser)]
 #[command(name = "projector", version, about = "Keeps read models in step with Debezium change events on Kafka")]
@@ -37,6 +43,28 @@ enum Command {
     Validate { file: PathBuf },
     /// Print what `run` would create (index mappings, tables) without touching anything.
     Plan { file: PathBuf },
+    /// List the versions of each sink's targets: physical name and state.
+    ///
+    /// Every target readers use (an Elasticsearch alias, a PostgreSQL view
+    /// pair `<table>`/`<table>_live`, a BigQuery view `<table>_live`) is held
+    /// by a version: a physical index or table (`<name>_vN`). Readers see the
+    /// *current* version. A rebuild fills a *building* one beside it; the swap
+    /// makes it current and keeps the old one as *previous*, still written,
+    /// so `rollback` can return to it until `gc` drops it.
+    Versions(VersionArgs),
+    /// Point readers back at the previous version (kept up to date since the
+    /// swap); the version rolled back from becomes previous, so a second
+    /// rollback returns to it.
+    Rollback(VersionArgs),
+    /// Drop the previous versions (after printing what it drops); rollback is
+    /// no longer possible for them.
+    Gc {
+        #[command(flatten)]
+        args: VersionArgs,
+        /// Print what would be dropped and drop nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Show how far each sink's consumer group is behind the end of its topics.
     Lag {
         read_model: PathBuf,
@@ -70,18 +98,11 @@ enum Command {
     },
 }
 
-#[derive(clap::Args)]
-struct RunArgs {
-    /// The read-model file, e.g. mappings/bus_booking.yaml.
-    read_model: PathBuf,
-    #[arg(long, env = "PROJECTOR_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
+/// Where the sinks and the version catalog are.
+#[derive(clap::Args, Clone)]
+struct SinkArgs {
     #[arg(long, env = "PROJECTOR_ELASTICSEARCH_URL", default_value = "http://127.0.0.1:9200")]
     elasticsearch_url: String,
-    /// Bulk requests in flight at once per read model (other sinks write one
-    /// batch at a time).
-    #[arg(long, env = "PROJECTOR_ELASTICSEARCH_IN_FLIGHT", default_value_t = 3)]
-    elasticsearch_in_flight: usize,
     /// BigQuery REST endpoint: Google's by default, or an emulator's.
     #[arg(long, env = "PROJECTOR_BIGQUERY_URL", default_value = "https://bigquery.googleapis.com")]
     bigquery_url: String,
@@ -93,13 +114,33 @@ struct RunArgs {
     /// `none` (emulator), `adc` (Application Default Credentials) or a path to a service-account key file.
     #[arg(long, env = "PROJECTOR_BIGQUERY_AUTH", default_value = "adc")]
     bigquery_auth: String,
-    /// Staging PostgreSQL, as a libpq-style connection string.
+    /// Staging PostgreSQL, as a libpq-style connection string. It also holds
+    /// the version catalog of every sink, so Elasticsearch- or BigQuery-only
+    /// deployments need it too (for versions, rebuilds and rollbacks).
     #[arg(
         long,
         env = "PROJECTOR_POSTGRES_URL",
         default_value = "host=127.0.0.1 port=5432 user=postgres dbname=projector"
     )]
     postgres_url: String,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The read-model file, e.g. mappings/bus_booking.yaml.
+    read_model: PathBuf,
+    #[arg(long, env = "PROJECTOR_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[command(flatten)]
+    sinks: SinkArgs,
+    /// Bulk requests in flight at once per read model (other sinks write one
+    /// batch at a time).
+    #[arg(long, env = "PROJECTOR_ELASTICSEARCH_IN_FLIGHT", default_value_t = 3)]
+    elasticsearch_in_flight: usize,
+    /// How often each instance reads the version catalog again, to start
+    /// writing a version another instance began or swapped.
+    #[arg(long, env = "PROJECTOR_VERSION_REFRESH_MS", default_value_t = 5_000)]
+    version_refresh_ms: u64,
     /// Consumer group prefix; each sink appends `.<sink>`. Default: `projector.<read_model>`.
     #[arg(long, env = "PROJECTOR_GROUP")]
     group: Option<String>,
@@ -197,6 +238,9 @@ async fn async_main() -> std::process::ExitCode {
             init_logs("text");
             projector::rebuild::cli::run(args).await.map_err(anyhow::Error::from)
         }
+        Command::Versions(args) => each_target(&args, VersionStep::List).await,
+        Command::Rollback(args) => each_target(&args, VersionStep::Rollback).await,
+        Command::Gc { args, dry_run } => each_target(&args, VersionStep::Gc { dry_run }).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -321,7 +365,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         registry,
         ..Default::default()
     };
+    let catalog = Arc::new(
+        Catalog::connect(&args.sinks.postgres_url)
+            .await
+            .context("opening the version catalog in the staging PostgreSQL (--postgres-url)")?,
+    );
     let common = PipelineParts {
+        catalog,
         model: model.clone(),
         args: &args,
         group_prefix: &group_prefix,
@@ -334,23 +384,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if model.tables.iter().any(|t| t.elasticsearch.is_some()) {
         common.spawn(
             &mut tasks,
-            Arc::new(Elasticsearch::new(&args.elasticsearch_url)?.with_max_in_flight(args.elasticsearch_in_flight)),
+            Arc::new(args.sinks.elasticsearch()?.with_max_in_flight(args.elasticsearch_in_flight)),
         )?;
     }
     if model.tables.iter().any(|t| t.postgres.is_some()) {
-        common.spawn(&mut tasks, Arc::new(Postgres::new(&args.postgres_url, model.clone())))?;
+        common.spawn(&mut tasks, Arc::new(args.sinks.postgres(&model)))?;
     }
     if model.tables.iter().any(|t| t.bigquery.is_some()) {
-        let auth = match args.bigquery_auth.as_str() {
-            "none" => Auth::None,
-            "adc" => Auth::ApplicationDefault,
-            path => Auth::ServiceAccountKey(PathBuf::from(path)),
-        };
-        let dataset = args.bigquery_dataset.clone().unwrap_or_else(|| model.name.replace('-', "_"));
-        common.spawn(
-            &mut tasks,
-            Arc::new(BigQuery::new(&args.bigquery_url, &args.bigquery_project, &dataset, model.clone(), auth)?),
-        )?;
+        common.spawn(&mut tasks, Arc::new(args.sinks.bigquery(&model)?))?;
     }
     if tasks.is_empty() {
         anyhow::bail!("{}: no table has an elasticsearch, postgres or bigquery section", model.file.display());
@@ -395,6 +436,7 @@ type PipelineTasks = tokio::task::JoinSet<(&'static str, Result<Result<(), Pipel
 
 /// What every sink's pipeline shares.
 struct PipelineParts<'a> {
+    catalog: Arc<Catalog>,
     model: Arc<ReadModel>,
     args: &'a RunArgs,
     group_prefix: &'a str,
@@ -420,7 +462,7 @@ impl PipelineParts<'_> {
         let group = Arc::new(ConsumerGroup::join(&settings, &topics)?);
         tracing::info!(read_model = %self.model.name, sink = sink.name(), group = %settings.group_id, ?topics, "starting pipeline");
         let pipeline = Pipeline {
-            sink,
+            sink: sink.clone(),
             model: self.model.clone(),
             group,
             dead_letters: self.dead_letters.clone(),
@@ -435,12 +477,34 @@ impl PipelineParts<'_> {
             tolerance: self.args.errors_tolerance,
             shutdown_grace: Duration::from_millis(self.args.shutdown_grace_ms),
             stuck_after: Duration::from_millis(self.args.stuck_after_ms),
+            versions: Versions::new(self.catalog.clone(), &self.model.name, sink.name(), &settings.client_id),
+            refresh: Duration::from_millis(self.args.version_refresh_ms),
         };
         let name = pipeline.sink.name();
         // Its own task, so that a panic in it is told apart and named.
         let run = tokio::spawn(pipeline.run(Shutdown::new(self.stop.clone())));
         tasks.spawn(async move { (name, run.await) });
         Ok(())
+    }
+}
+
+impl SinkArgs {
+    fn elasticsearch(&self) -> anyhow::Result<Elasticsearch> {
+        Ok(Elasticsearch::new(&self.elasticsearch_url)?)
+    }
+
+    fn postgres(&self, model: &Arc<ReadModel>) -> Postgres {
+        Postgres::new(&self.postgres_url, model.clone())
+    }
+
+    fn bigquery(&self, model: &Arc<ReadModel>) -> anyhow::Result<BigQuery> {
+        let auth = match self.bigquery_auth.as_str() {
+            "none" => Auth::None,
+            "adc" => Auth::ApplicationDefault,
+            path => Auth::ServiceAccountKey(PathBuf::from(path)),
+        };
+        let dataset = self.bigquery_dataset.clone().unwrap_or_else(|| model.name.replace('-', "_"));
+        Ok(BigQuery::new(&self.bigquery_url, &self.bigquery_project, &dataset, model.clone(), auth)?)
     }
 }
 

@@ -18,7 +18,8 @@
 //! (writing one batch), [`isolate`] (one target's share of it, splitting a
 //! refused call), [`fields`] (typing new fields), [`retry`] (retry or
 //! dead-letter, and backoff), [`dead_letter`] (the DLQ), [`offsets`]
-//! (storing offsets in order), [`shutdown`].
+//! (storing offsets in order), [`versions`] (the physical targets of each
+//! logical one), [`shutdown`].
 
 pub mod batch;
 pub mod dead_letter;
@@ -29,6 +30,7 @@ pub mod retry;
 pub mod shutdown;
 #[cfg(test)]
 mod testing;
+pub mod versions;
 pub mod writer;
 
 use std::collections::VecDeque;
@@ -42,6 +44,7 @@ use dead_letter::DeadLetters;
 use fields::KnownFields;
 use offsets::{OrderedOffsets, WriteResult};
 pub use shutdown::Shutdown;
+use versions::Versions;
 use writer::Writer;
 
 use crate::decode::{DecodeOptions, Decoded, decode};
@@ -93,6 +96,10 @@ pub struct Pipeline<S: Sink> {
     /// How long one record (or batch) may be retried before its sink is
     /// reported down naming it.
     pub stuck_after: Duration,
+    /// The versions of the sink's targets, from the catalog.
+    pub versions: Versions,
+    /// How often the catalog is read again for new versions.
+    pub refresh: Duration,
 }
 
 /// How long a full buffer may stop consumption before partitions are paused.
@@ -109,6 +116,12 @@ impl<S: Sink> Pipeline<S> {
             return Ok(());
         }
         let lag_task = tokio::spawn(report_lag(self.group.clone(), name, shutdown.clone()));
+        let refresh_task = tokio::spawn(self.versions.clone().keep_fresh(
+            self.sink.clone(),
+            self.model.clone(),
+            self.refresh,
+            shutdown.clone(),
+        ));
         let mut batch = Batch::default();
         // Batches being written, oldest first. Offsets are stored strictly in
         // this order, so what is committed is always fully written.
@@ -189,15 +202,21 @@ impl<S: Sink> Pipeline<S> {
             }
         }
         lag_task.abort();
+        refresh_task.abort();
         self.finish(in_flight, batch, &fields).await
     }
 
-    /// Creates the sink's targets, retrying while the sink is down.
+    /// Connects the sink and establishes its targets' versions, retrying
+    /// while the sink or the catalog is down.
     async fn prepare(&self, shutdown: &mut Shutdown) -> bool {
         let name = self.sink.name();
         let mut delays = retry::delays();
         loop {
-            match self.sink.prepare(&self.model).await {
+            let ready = match self.sink.prepare(&self.model).await {
+                Ok(()) => self.versions.establish(&*self.sink, &self.model).await,
+                Err(e) => Err(e),
+            };
+            match ready {
                 Ok(()) => {
                     self.health.sink_up(name);
                     return true;
@@ -338,6 +357,7 @@ impl<S: Sink> Pipeline<S> {
             health: self.health.clone(),
             tolerance: self.tolerance,
             stuck_after: self.stuck_after,
+            versions: self.versions.clone(),
         };
         tokio::spawn(writer.write(batch))
     }

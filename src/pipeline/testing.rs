@@ -59,6 +59,18 @@ impl Sink for Scripted {
     async fn prepare(&self, _: &ReadModel) -> Result<(), SinkError> {
         Ok(())
     }
+    async fn adopt(&self, _: &TableMapping, _: &str) -> Result<Option<String>, SinkError> {
+        Ok(None)
+    }
+    async fn create_version(&self, _: &TableMapping, _: &str) -> Result<(), SinkError> {
+        Ok(())
+    }
+    async fn point_readers(&self, _: &TableMapping, _: &str, _: &str) -> Result<(), SinkError> {
+        Ok(())
+    }
+    async fn drop_version(&self, _: &str) -> Result<(), SinkError> {
+        Ok(())
+    }
     async fn add_fields(&self, _: &TableMapping, _: &str, _: &[NewField]) -> Result<(), SinkError> {
         Ok(())
     }

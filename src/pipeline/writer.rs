@@ -1,6 +1,7 @@
 //! Writing one batch to completion, in small steps: sort the batch's items
 //! into writes and dead letters, keep the newest write per key, group the
-//! writes by target and apply each target's share (see [`super::isolate`];
+//! writes by target, fan each target's share out to the physical target of
+//! every live version ([`super::versions`]) and apply each (see [`super::isolate`];
 //! what the sink failed is retried for as long as it lasts, what the data
 //! caused is dead-lettered, decided by [`retry::decide`]), then send the
 //! dead letters. Only then may the batch's offsets be stored.
@@ -14,6 +15,7 @@ use super::fields::KnownFields;
 use super::isolate::TargetCall;
 use super::offsets::WriteResult;
 use super::retry::{Decision, StuckWatch};
+use super::versions::Versions;
 use super::{ErrorTolerance, PipelineError, retry};
 use crate::mapping::ReadModel;
 use crate::ops::Health;
@@ -30,9 +32,12 @@ pub struct Writer<S: Sink> {
     pub tolerance: ErrorTolerance,
     /// How long a share may fail before its sink is reported stuck.
     pub stuck_after: Duration,
+    /// The physical targets of each logical one.
+    pub versions: Versions,
 }
 
 /// A write still to apply, and the index of the record it came from.
+#[derive(Clone)]
 struct Pending {
     write: Write,
     record: usize,
@@ -64,7 +69,7 @@ impl Newest {
 /// One target's writes; `records[i]` is the index of the record `writes[i]`
 /// came from and `standby[i]` the older writes of its key (kept apart so the
 /// writes go to the sink as one slice).
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Share {
     target: Arc<str>,
     writes: Vec<Write>,
@@ -81,6 +86,18 @@ impl Share {
 }
 
 impl Share {
+    /// This share addressed to one physical target.
+    fn to(mut self, physical: &Arc<str>) -> Share {
+        if self.target != *physical {
+            self.target = physical.clone();
+            let standby = self.standby.iter_mut().flatten().map(|p| &mut p.write);
+            for w in self.writes.iter_mut().chain(standby) {
+                w.target = physical.clone();
+            }
+        }
+        self
+    }
+
     /// Groups writes by target, targets in first-seen order.
     fn by_target(pending: Vec<Newest>) -> Vec<Share> {
         let mut shares: Vec<Share> = Vec::new();
@@ -230,8 +247,10 @@ impl<S: Sink> Writer<S> {
             .collect()
     }
 
-    /// Applies the writes, one target at a time, until each is applied,
-    /// stale or dead (then it joins `dead`).
+    /// Applies the writes, one physical target at a time, until each is
+    /// applied, stale or dead (then it joins `dead`). Every live version of
+    /// a target gets the share, each under its own position guard; only the
+    /// current version's results are counted (the others are copies).
     async fn apply(
         &self,
         pending: Vec<Newest>,
@@ -241,19 +260,31 @@ impl<S: Sink> Writer<S> {
     ) -> Applied {
         let mut applied = Applied::default();
         for share in Share::by_target(pending) {
-            applied.add(self.apply_share(share, offsets, records, dead).await);
+            let logical = share.target.clone();
+            let targets = self.versions.targets(&logical);
+            let Some((last, others)) = targets.split_last() else { continue };
+            for (i, physical) in others.iter().enumerate() {
+                let copy = share.clone().to(physical);
+                let result = self.apply_share(copy, &logical, offsets, records, dead, i == 0).await;
+                applied.add(result);
+            }
+            applied.add(self.apply_share(share.to(last), &logical, offsets, records, dead, others.is_empty()).await);
         }
         applied
     }
 
-    /// Applies one target's writes, retrying what the sink failed (not the
-    /// data) with backoff for as long as it lasts.
+    /// Applies one physical target's writes, retrying what the sink failed
+    /// (not the data) with backoff for as long as it lasts, or until the
+    /// target is no longer a version of `logical`. Only a `counted` share
+    /// adds to the event metrics and the result.
     async fn apply_share(
         &self,
         mut share: Share,
+        logical: &str,
         offsets: &[PartitionOffset],
         records: &[SourceRecord],
         dead: &mut Vec<DeadLetter>,
+        counted: bool,
     ) -> Applied {
         let name = self.sink.name();
         let Some(table) = share.writes.first().and_then(|w| self.model.table(&w.doc.lineage.topic)) else {
@@ -270,6 +301,12 @@ impl<S: Sink> Writer<S> {
             let outcomes = match call.write_isolating(&share.writes).await {
                 Ok(o) => o,
                 Err(e) => {
+                    if e.kind == ErrorKind::NotFound
+                        && !self.versions.still_written(&*self.sink, &self.model, logical, &share.target).await
+                    {
+                        tracing::info!(sink = name, target = %share.target, "the version was dropped (gc); its writes are moot");
+                        return Applied::default();
+                    }
                     self.retry_later(&e, &share.target, share.writes.len());
                     let wait = delays.next().unwrap_or(Duration::from_secs(30));
                     let wait = stuck.failed(&first(&share), share.writes.len(), &e.to_string(), wait);
@@ -335,7 +372,9 @@ impl<S: Sink> Writer<S> {
                     },
                 }
             }
-            tally.count(name);
+            if counted {
+                tally.count(name);
+            }
             share = again;
             if let Some(e) = last_failure {
                 self.retry_later(&e, &share.target, share.writes.len());
@@ -345,7 +384,7 @@ impl<S: Sink> Writer<S> {
                 tokio::time::sleep(wait).await;
             }
         }
-        applied
+        if counted { applied } else { Applied::default() }
     }
 
     /// Books a retry: the sink is reported down unless the kind is mere

@@ -27,6 +27,7 @@ use crate::pipeline::batch::{Action, Batch, Item};
 use crate::pipeline::dead_letter::DeadLetters;
 use crate::pipeline::fields::KnownFields;
 use crate::pipeline::writer::Writer;
+use crate::pipeline::versions::Versions;
 use crate::pipeline::{ErrorTolerance, PipelineError};
 use crate::sink::{Sink, SinkError, Write};
 use crate::source::SourceRecord;
@@ -223,6 +224,8 @@ impl<S: Sink> Rebuild<S> {
             health: self.health.clone(),
             tolerance: self.tolerance,
             stuck_after: Duration::from_secs(60),
+            // The rebuild names the physical target itself.
+            versions: Versions::unversioned(self.sink.name()),
         };
         writer
             .write(batch)

@@ -16,6 +16,7 @@
 //! a later real event still applies and an older one still cannot revive it.
 
 pub mod bigquery;
+pub mod catalog;
 pub mod compaction;
 pub mod elasticsearch;
 pub mod postgres;
@@ -31,7 +32,9 @@ use crate::source::PartitionOffset;
 /// One document to apply to one target (index or table) of a sink.
 #[derive(Clone, Debug)]
 pub struct Write {
-    /// The sink-specific target: an Elasticsearch alias, a table name.
+    /// The sink-specific target: the logical name (an Elasticsearch alias,
+    /// a table name) until the pipeline fans the write out to the physical
+    /// target of each version (see [`catalog`]).
     pub target: Arc<str>,
     pub doc: Document,
 }
@@ -178,10 +181,45 @@ pub trait Sink: Send + Sync + 'static {
         1
     }
 
-    /// Creates indexes/tables before the first write. Idempotent.
+    /// Connects and checks the server before the first write. Idempotent.
+    /// The targets themselves are versions (see [`catalog`]), created by
+    /// [`Sink::create_version`].
     fn prepare(&self, model: &ReadModel) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// Makes sure `target` (of `table`) has these fields, adding those it
+    /// The physical target that holds version `version` of `logical`.
+    fn physical(&self, logical: &str, version: i32) -> String {
+        format!("{logical}_v{version}")
+    }
+
+    /// A target `logical` had before versions existed (an unversioned table
+    /// named `logical`, the index behind the alias), made ready to be
+    /// version 1: its physical name, or `None` on a fresh target.
+    fn adopt(
+        &self,
+        table: &TableMapping,
+        logical: &str,
+    ) -> impl Future<Output = Result<Option<String>, SinkError>> + Send;
+
+    /// Creates a version's physical target with `table`'s shape unless it
+    /// exists, and learns what it holds. Idempotent.
+    fn create_version(
+        &self,
+        table: &TableMapping,
+        physical: &str,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Points the readers of `logical` at `physical` in one atomic step.
+    fn point_readers(
+        &self,
+        table: &TableMapping,
+        logical: &str,
+        physical: &str,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Drops a version's physical target (gone already is fine).
+    fn drop_version(&self, physical: &str) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Makes sure physical `target` (of `table`) has these fields, adding those it
     /// lacks with the type their source gives (re-creating the target if it
     /// is gone). Idempotent. A field it cannot type is left out.
     fn add_fields(
@@ -191,7 +229,7 @@ pub trait Sink: Send + Sync + 'static {
         fields: &[NewField],
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// Applies one target's writes (at most one per id) and returns one
+    /// Applies one physical target's writes (at most one per id) and returns one
     /// outcome per write, in order. `progress` is the next offset of each
     /// partition the batch covers, for sinks that record it beside the rows
     /// (Kafka's commit still follows the batch). A data-kind error for the

@@ -57,6 +57,13 @@ impl Bq {
     async fn sink(dataset: &str, model: &Arc<ReadModel>) -> BigQuery {
         let sink = BigQuery::new(&base_url(), PROJECT, dataset, model.clone(), Auth::None).unwrap();
         sink.prepare(model).await.expect("the BigQuery emulator is up (scripts/stack up)");
+        // What the pipeline does on start: version 1 of each table, readers on it.
+        for table in &model.tables {
+            let logical = sink.target(table).unwrap();
+            let physical = sink.physical(logical, 1);
+            sink.create_version(table, &physical).await.unwrap();
+            sink.point_readers(table, logical, &physical).await.unwrap();
+        }
         sink
     }
 

@@ -43,6 +43,7 @@ fn writer(answer: fn(usize, &[Write]) -> Result<Vec<Outcome>, SinkError>) -> Wri
         health,
         tolerance: ErrorTolerance::All,
         stuck_after: Duration::from_secs(600),
+        versions: crate::pipeline::versions::Versions::unversioned(testing::NAME),
     }
 }
 

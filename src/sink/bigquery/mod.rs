@@ -140,8 +140,16 @@ impl BigQuery {
         })
     }
 
+    /// The table mapping of a version table: `<table>` (version 1) or `<table>_vN`.
     fn table_for(&self, target: &str) -> Option<&TableMapping> {
-        self.model.tables.iter().find(|t| t.bigquery.as_ref().is_some_and(|b| b.table == target))
+        let version_of = |table: &str| {
+            target == table
+                || target
+                    .strip_prefix(table)
+                    .and_then(|r| r.strip_prefix("_v"))
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+        };
+        self.model.tables.iter().find(|t| t.bigquery.as_ref().is_some_and(|b| version_of(&b.table)))
     }
 
     fn tref(&self, table: &str) -> String {
@@ -300,7 +308,7 @@ impl Sink for BigQuery {
         table.bigquery.as_ref().is_some_and(|b| b.types.iter().any(|(f, _)| f == field))
     }
 
-    async fn prepare(&self, model: &ReadModel) -> Result<(), SinkError> {
+    async fn prepare(&self, _: &ReadModel) -> Result<(), SinkError> {
         let location = self
             .client
             .ensure_dataset(&self.dataset)
@@ -309,30 +317,69 @@ impl Sink for BigQuery {
         if let (Some(l), Ok(mut slot)) = (location, self.client.location.write()) {
             *slot = Some(l);
         }
-        for t in &model.tables {
-            let Some(bq) = &t.bigquery else { continue };
-            let existing =
-                self.client.table_columns(&self.dataset, &bq.table).await.map_err(|e| self.transient(&bq.table, e))?;
-            match existing {
-                Some(mut cols) => {
-                    self.add_missing_meta(&bq.table, &mut cols).await.map_err(|e| self.transient(&bq.table, e))?;
-                    self.columns.lock().await.insert(bq.table.clone(), cols);
-                }
-                // Created now when partitioning/clustering need only declared
-                // fields; otherwise with the first batch, once fields are typed.
-                None => {
-                    if self.create_table(&bq.table, &bq.types).await.map_err(|e| self.transient(&bq.table, e))? {
-                        let cols = self
-                            .client
-                            .table_columns(&self.dataset, &bq.table)
-                            .await
-                            .map_err(|e| self.transient(&bq.table, e))?
-                            .unwrap_or_default();
-                        self.columns.lock().await.insert(bq.table.clone(), cols);
-                    }
+        Ok(())
+    }
+
+    /// Version 1 keeps the table's own name: a table from before versions
+    /// is version 1 as it is (no rename, which BigQuery does not offer for
+    /// every table), and its readers' view `<table>_live` stays on it.
+    fn physical(&self, logical: &str, version: i32) -> String {
+        if version == 1 { logical.to_string() } else { format!("{logical}_v{version}") }
+    }
+
+    async fn adopt(&self, _: &TableMapping, logical: &str) -> Result<Option<String>, SinkError> {
+        let existing =
+            self.client.table_columns(&self.dataset, logical).await.map_err(|e| self.transient(logical, e))?;
+        Ok(existing.map(|_| logical.to_string()))
+    }
+
+    async fn create_version(&self, t: &TableMapping, physical: &str) -> Result<(), SinkError> {
+        let Some(bq) = &t.bigquery else { return Ok(()) };
+        let existing =
+            self.client.table_columns(&self.dataset, physical).await.map_err(|e| self.transient(physical, e))?;
+        match existing {
+            Some(mut cols) => {
+                self.add_missing_meta(physical, &mut cols).await.map_err(|e| self.transient(physical, e))?;
+                self.columns.lock().await.insert(physical.to_string(), cols);
+            }
+            // Created now when partitioning/clustering need only declared
+            // fields; otherwise with the first batch, once fields are typed.
+            None => {
+                if self.create_table(physical, &bq.types).await.map_err(|e| self.transient(physical, e))? {
+                    let cols = self
+                        .client
+                        .table_columns(&self.dataset, physical)
+                        .await
+                        .map_err(|e| self.transient(physical, e))?
+                        .unwrap_or_default();
+                    self.columns.lock().await.insert(physical.to_string(), cols);
                 }
             }
         }
+        Ok(())
+    }
+
+    async fn point_readers(&self, _: &TableMapping, logical: &str, physical: &str) -> Result<(), SinkError> {
+        let exists =
+            self.client.table_columns(&self.dataset, physical).await.map_err(|e| self.transient(physical, e))?;
+        if exists.is_none() && physical == logical {
+            // Created with the first batch (its partitioning needs a typed
+            // field), together with the readers' view over it.
+            return Ok(());
+        }
+        self.client
+            .query(&sql::live_view(&self.view_ref(logical), &self.tref(physical)), &[])
+            .await
+            .map_err(|e| self.transient(logical, e))?;
+        Ok(())
+    }
+
+    async fn drop_version(&self, physical: &str) -> Result<(), SinkError> {
+        self.client
+            .query(&format!("DROP TABLE IF EXISTS {}", self.tref(physical)), &[])
+            .await
+            .map_err(|e| self.transient(physical, e))?;
+        self.columns.lock().await.remove(physical);
         Ok(())
     }
 

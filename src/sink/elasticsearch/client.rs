@@ -1,5 +1,5 @@
 //! A thin Elasticsearch/OpenSearch REST client: just the calls projector
-//! makes (health, index + alias creation, `_mget`, `_bulk`).
+//! makes (health, index and alias creation, the alias swap, `_mget`, `_bulk`).
 //!
 //! It sends plain `application/json` (and `application/x-ndjson` for bulk),
 //! which Elasticsearch 8/9 and OpenSearch 2 all accept; the official client's
@@ -125,30 +125,42 @@ impl Client {
         Ok(body)
     }
 
-    /// Makes sure `alias` exists and points at a physical index created with
-    /// projector's mapping. The alias filters out tombstone documents, so
-    /// searches through it see only live rows.
-    pub async fn ensure_alias(&self, alias: &str, mappings: &Json) -> Result<(), SinkError> {
-        let (status, _) = self.send(self.http.head(format!("{}/_alias/{alias}", self.base)), "alias lookup").await?;
-        if status == 200 {
-            return Ok(());
-        }
-        let physical = format!("{alias}_v1");
-        let body = json!({"mappings": mappings, "aliases": {alias: alias_definition()}});
+    /// Makes sure index `physical` exists (created with projector's
+    /// mapping) and carries `aliases` (name → definition, see
+    /// [`reader_alias`] and [`write_alias`]).
+    pub async fn ensure_index(&self, physical: &str, mappings: &Json, aliases: &Json) -> Result<(), SinkError> {
+        let body = json!({"mappings": mappings, "aliases": aliases});
         let (status, resp) =
             self.send(self.http.put(format!("{}/{physical}", self.base)).json(&body), "index creation").await?;
         match status {
             200 => Ok(()),
-            // Another instance created it first, or it exists without the alias.
+            // Another instance created it first, or it exists already.
             400 if error_type(&resp) == Some("resource_already_exists_exception") => {
-                let actions = json!({"actions": [{"add": {"index": physical, "alias": alias, "is_write_index": true, "filter": alias_definition()["filter"]}}]});
+                let adds: Vec<Json> = aliases
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(alias, def)| {
+                        let mut add = json!({"index": physical, "alias": alias});
+                        if let (Some(add), Some(def)) = (add.as_object_mut(), def.as_object()) {
+                            add.extend(def.clone());
+                        }
+                        json!({"add": add})
+                    })
+                    .collect();
+                if adds.is_empty() {
+                    return Ok(());
+                }
                 let (status, resp) = self
-                    .send(self.http.post(format!("{}/_aliases", self.base)).json(&actions), "alias creation")
+                    .send(
+                        self.http.post(format!("{}/_aliases", self.base)).json(&json!({"actions": adds})),
+                        "alias creation",
+                    )
                     .await?;
                 if status == 200 {
                     Ok(())
                 } else {
-                    Err(failed(&format!("adding alias {alias} to {physical}"), status, &resp))
+                    Err(failed(&format!("adding aliases to {physical}"), status, &resp))
                 }
             }
             _ => {
@@ -158,11 +170,56 @@ impl Client {
                 } else {
                     ""
                 };
-                let e = failed(&format!("creating index {physical} for alias {alias}"), status, &resp);
+                let e = failed(&format!("creating index {physical}"), status, &resp);
                 // Refused index settings are the read model's, not a row's.
                 let kind = if e.kind.is_data() { ErrorKind::Configuration } else { e.kind };
                 Err(err(kind, format!("{}{hint}", e.message)))
             }
+        }
+    }
+
+    /// The indexes `alias` points at (none when it does not exist).
+    pub async fn aliased(&self, alias: &str) -> Result<Vec<String>, SinkError> {
+        let (status, body) = self.send(self.http.get(format!("{}/_alias/{alias}", self.base)), "alias lookup").await?;
+        match status {
+            200 => Ok(body.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()),
+            404 => Ok(vec![]),
+            _ => Err(failed(&format!("looking up alias {alias}"), status, &body)),
+        }
+    }
+
+    /// Points `alias` at `physical` alone, in one `_aliases` request: at
+    /// every moment readers see exactly one index.
+    pub async fn point_alias(&self, alias: &str, physical: &str) -> Result<(), SinkError> {
+        let mut actions: Vec<Json> = self
+            .aliased(alias)
+            .await?
+            .into_iter()
+            .filter(|i| i != physical)
+            .map(|index| json!({"remove": {"index": index, "alias": alias}}))
+            .collect();
+        let mut add = json!({"index": physical, "alias": alias});
+        if let (Some(add), Some(def)) = (add.as_object_mut(), reader_alias().as_object()) {
+            add.extend(def.clone());
+        }
+        actions.push(json!({"add": add}));
+        let (status, resp) = self
+            .send(self.http.post(format!("{}/_aliases", self.base)).json(&json!({"actions": actions})), "alias swap")
+            .await?;
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(failed(&format!("pointing alias {alias} at {physical}"), status, &resp))
+        }
+    }
+
+    /// Deletes index `physical`; gone already is fine.
+    pub async fn delete_index(&self, physical: &str) -> Result<(), SinkError> {
+        let (status, resp) = self.send(self.http.delete(format!("{}/{physical}", self.base)), "index deletion").await?;
+        if status == 200 || status == 404 {
+            Ok(())
+        } else {
+            Err(failed(&format!("deleting index {physical}"), status, &resp))
         }
     }
 
@@ -318,10 +375,19 @@ pub struct BulkItem {
     pub primary_term: Option<i64>,
 }
 
-/// The alias hides tombstones from searches.
-fn alias_definition() -> Json {
-    json!({"is_write_index": true, "filter": {"bool": {"must_not": {"term": {format!("{META_FIELD}.deleted"): true}}}}})
+/// The readers' alias hides tombstones from searches.
+pub fn reader_alias() -> Json {
+    json!({"filter": {"bool": {"must_not": {"term": {format!("{META_FIELD}.deleted"): true}}}}})
 }
+
+/// The alias projector writes a version through: a bulk request with
+/// `require_alias` fails on a deleted index (so projector re-creates it
+/// with its mapping) instead of creating it with dynamic mappings.
+pub fn write_alias(physical: &str) -> String {
+    format!("{physical}{WRITE_ALIAS_SUFFIX}")
+}
+
+pub const WRITE_ALIAS_SUFFIX: &str = ".writes";
 
 pub(crate) fn truncate(s: &str, n: usize) -> String {
     if s.len() <= n {

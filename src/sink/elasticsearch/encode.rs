@@ -43,7 +43,12 @@ pub fn write(out: &mut Vec<u8>, w: &Write, current: Option<&Current>) {
 /// JSON strings, and the sequence number and term the write is guarded by.
 fn action(out: &mut Vec<u8>, verb: &str, w: &Write, guard: Option<&Current>) {
     let _ = write!(out, r#"{{"{verb}":{{"_index":"#);
+    // Through the version's write alias (see `client::write_alias`): the
+    // name's closing quote gives way to the suffix's.
     let _ = serde_json::to_writer(&mut *out, &*w.target);
+    out.pop();
+    out.extend_from_slice(super::client::WRITE_ALIAS_SUFFIX.as_bytes());
+    out.push(b'"');
     out.extend_from_slice(b",\"_id\":");
     let _ = serde_json::to_writer(&mut *out, &w.doc.id);
     if let Some(c) = guard {
@@ -160,7 +165,7 @@ mod tests {
         );
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], r#"{"update":{"_index":"trips","_id":"7","if_seq_no":4,"if_primary_term":1}}"#);
+        assert_eq!(lines[0], r#"{"update":{"_index":"trips.writes","_id":"7","if_seq_no":4,"if_primary_term":1}}"#);
         let body: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
         assert_eq!(body["doc"]["TripId"], 7);
         assert!(body["doc"].get("Note").is_none(), "the unavailable column is left as stored");
@@ -178,10 +183,10 @@ mod tests {
             write(&mut out, &w, current);
             String::from_utf8(out).unwrap().lines().next().unwrap().to_string()
         };
-        assert_eq!(first_line(None), r#"{"create":{"_index":"trips-\"x\"","_id":"a\"b"}}"#);
+        assert_eq!(first_line(None), r#"{"create":{"_index":"trips-\"x\".writes","_id":"a\"b"}}"#);
         assert_eq!(
             first_line(Some(&Current { seq_no: 4, primary_term: 2, ..Current::default() })),
-            r#"{"index":{"_index":"trips-\"x\"","_id":"a\"b","if_seq_no":4,"if_primary_term":2}}"#
+            r#"{"index":{"_index":"trips-\"x\".writes","_id":"a\"b","if_seq_no":4,"if_primary_term":2}}"#
         );
     }
 
@@ -195,7 +200,7 @@ mod tests {
         write(&mut out, &w, Some(&Current { seq_no: 4, primary_term: 1, ..Current::default() }));
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], r#"{"update":{"_index":"trips","_id":"7","if_seq_no":4,"if_primary_term":1}}"#);
+        assert_eq!(lines[0], r#"{"update":{"_index":"trips.writes","_id":"7","if_seq_no":4,"if_primary_term":1}}"#);
         let body: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
         assert_eq!(body, serde_json::json!({"doc": {META_FIELD: {"deleted": true, "partition": 0, "offset": 9}}}));
     }

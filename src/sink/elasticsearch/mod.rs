@@ -57,6 +57,9 @@ pub struct Elasticsearch {
     in_flight: usize,
     /// What this process last wrote to each document.
     known: Mutex<KnownDocs>,
+    /// The index this instance last pointed each alias at: a re-created
+    /// index gets the readers' alias back only if it was theirs.
+    readers: Mutex<HashMap<String, String>>,
 }
 
 /// The `(seq_no, primary_term, position)` this process's own writes left on
@@ -128,6 +131,7 @@ impl Elasticsearch {
             refused: Mutex::default(),
             in_flight: 1,
             known: Mutex::default(),
+            readers: Mutex::default(),
         })
     }
 
@@ -178,22 +182,39 @@ impl Sink for Elasticsearch {
         table.elasticsearch.as_ref().is_some_and(|e| e.types.iter().any(|(f, _)| f == field))
     }
 
-    async fn prepare(&self, model: &ReadModel) -> Result<(), SinkError> {
-        self.client.health().await?;
-        for table in &model.tables {
-            if let Some(es) = &table.elasticsearch {
-                let body = mapping::index_mapping(es, &[]);
-                self.client.ensure_alias(&es.index, &body).await?;
-                // An index created before a bookkeeping field existed gets it.
-                self.client.put_mapping(&es.index, &[(META_FIELD.to_string(), mapping::meta_properties())]).await?;
-                self.mappings.lock().unwrap_or_else(|e| e.into_inner()).insert(es.index.clone(), body);
-                let fields = self.client.mapped_fields(&es.index).await?;
-                self.mapped
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(es.index.clone(), fields.into_iter().collect());
-            }
+    async fn prepare(&self, _: &ReadModel) -> Result<(), SinkError> {
+        self.client.health().await.map(|_| ())
+    }
+
+    async fn adopt(&self, _: &TableMapping, logical: &str) -> Result<Option<String>, SinkError> {
+        let mut behind = self.client.aliased(logical).await?;
+        match behind.len() {
+            0 => Ok(None),
+            1 => Ok(behind.pop()),
+            _ => Err(SinkError::new(
+                client::SINK,
+                ErrorKind::Configuration,
+                format!("alias {logical} points at several indexes ({behind:?}); point it at one, then start again"),
+            )),
         }
+    }
+
+    async fn create_version(&self, table: &TableMapping, physical: &str) -> Result<(), SinkError> {
+        let Some(es) = &table.elasticsearch else { return Ok(()) };
+        let body = mapping::index_mapping(es, &[]);
+        self.mappings.lock().unwrap_or_else(|e| e.into_inner()).insert(physical.to_string(), body.clone());
+        self.ensure_version(physical, &body).await
+    }
+
+    async fn point_readers(&self, _: &TableMapping, logical: &str, physical: &str) -> Result<(), SinkError> {
+        self.client.point_alias(logical, physical).await?;
+        self.readers.lock().unwrap_or_else(|e| e.into_inner()).insert(logical.to_string(), physical.to_string());
+        Ok(())
+    }
+
+    async fn drop_version(&self, physical: &str) -> Result<(), SinkError> {
+        self.client.delete_index(physical).await?;
+        self.mapped.lock().unwrap_or_else(|e| e.into_inner()).remove(physical);
         Ok(())
     }
 
@@ -412,14 +433,31 @@ impl Elasticsearch {
     }
 
     async fn recreate(&self, target: &str, body: &serde_json::Value) -> Result<(), SinkError> {
-        tracing::warn!(
-            alias = target,
-            "the index behind the alias is gone; re-creating it with the read model's mapping"
-        );
+        tracing::warn!(index = target, "the index is gone; re-creating it with the read model's mapping");
         // The index is new: nothing remembered about it holds.
         *self.known.lock().unwrap_or_else(|e| e.into_inner()) = KnownDocs::default();
         self.mapped.lock().unwrap_or_else(|e| e.into_inner()).remove(target);
-        self.client.ensure_alias(target, body).await
+        self.ensure_version(target, body).await
+    }
+
+    /// Makes sure version index `physical` exists with its write alias (and
+    /// the readers' alias, when it was theirs), its bookkeeping fields mapped.
+    async fn ensure_version(&self, physical: &str, body: &serde_json::Value) -> Result<(), SinkError> {
+        let mut aliases = serde_json::Map::new();
+        aliases.insert(client::write_alias(physical), serde_json::json!({"is_write_index": true}));
+        let readers = self.readers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (logical, _) in readers.iter().filter(|(_, p)| *p == physical) {
+            aliases.insert(logical.clone(), client::reader_alias());
+        }
+        self.client.ensure_index(physical, body, &serde_json::Value::Object(aliases)).await?;
+        // An index created before a bookkeeping field existed gets it.
+        self.client.put_mapping(physical, &[(META_FIELD.to_string(), mapping::meta_properties())]).await?;
+        let fields = self.client.mapped_fields(physical).await?;
+        self.mapped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(physical.to_string(), fields.into_iter().collect());
+        Ok(())
     }
 }
 

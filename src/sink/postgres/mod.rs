@@ -24,7 +24,10 @@
 //! values the row had in the table (a row first seen as a delete holds only
 //! its key). The row stays as a tombstone for ever, so a late, older event
 //! can never bring it back. Readers use the view `<table>_live`, which has
-//! only live rows. A Kafka tombstone (a compaction delete) is guarded by
+//! only live rows, or `<table>`, which has every row with its tombstones.
+//! Both views select from the current version's table, `<table>_vN` (see
+//! [`crate::sink::catalog`]; a table from before versions is renamed to
+//! `<table>_v1` in one transaction with the views' creation). A Kafka tombstone (a compaction delete) is guarded by
 //! offset, not position (see `compaction.rs`): it deletes only a live
 //! row last written from its partition at a lower offset, and keeps the
 //! row's `__position`. A value the connector could not capture (LOB/TOAST
@@ -128,11 +131,20 @@ pub struct Postgres {
     client: Mutex<Option<Client>>,
     /// Known columns and their types per target table.
     columns: Mutex<HashMap<String, Vec<(String, Type)>>>,
+    /// The version table this instance last pointed each table's views at:
+    /// where views dropped behind its back are put back.
+    readers: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl Postgres {
     pub fn new(url: &str, model: Arc<ReadModel>) -> Postgres {
-        Postgres { url: url.to_string(), model, client: Mutex::new(None), columns: Mutex::new(HashMap::new()) }
+        Postgres {
+            url: url.to_string(),
+            model,
+            client: Mutex::new(None),
+            columns: Mutex::new(HashMap::new()),
+            readers: std::sync::Mutex::default(),
+        }
     }
 
     async fn connect(&self) -> Result<Client, SinkError> {
@@ -162,8 +174,8 @@ impl Postgres {
             .collect())
     }
 
-    /// Creates `target` (and its live view) if it does not exist, and adds
-    /// the bookkeeping columns an older table lacks.
+    /// Creates version table `target` if it does not exist, and adds the
+    /// bookkeeping columns an older table lacks.
     async fn create_table(client: &Client, target: &str) -> Result<(), SinkError> {
         let meta: Vec<String> = META.iter().map(|(n, ty)| format!("{} {ty}", quote(n))).collect();
         let added: Vec<String> = META
@@ -173,10 +185,9 @@ impl Postgres {
             .collect();
         client
             .batch_execute(&format!(
-                "{schema}CREATE TABLE IF NOT EXISTS {table} ({}); ALTER TABLE {table} {}; {}",
+                "{schema}CREATE TABLE IF NOT EXISTS {table} ({}); ALTER TABLE {table} {};",
                 meta.join(", "),
                 added.join(", "),
-                live_view(target),
                 schema = schema::create_schema(target),
                 table = quote_table(target),
             ))
@@ -392,26 +403,48 @@ impl From<tokio_postgres::Error> for TxError {
     }
 }
 
-/// The view readers use: live rows only.
-fn live_view(table: &str) -> String {
+/// The views readers use, `<logical>` (every row) and `<logical>_live`,
+/// replaced to select from version table `physical`, in one transaction
+/// (PostgreSQL runs a multi-statement simple query as one).
+fn reader_views(logical: &str, physical: &str) -> String {
+    let (all, live, table) = (quote_table(logical), quote_table(&format!("{logical}_live")), quote_table(physical));
     format!(
-        "CREATE OR REPLACE VIEW {} AS SELECT * FROM {} WHERE NOT __deleted",
-        quote_table(&format!("{table}_live")),
-        quote_table(table)
+        "DROP VIEW IF EXISTS {live}; DROP VIEW IF EXISTS {all}; CREATE VIEW {all} AS SELECT * FROM {table}; CREATE VIEW {live} AS SELECT * FROM {table} WHERE NOT __deleted"
     )
 }
+
+/// Whether the live view of `logical` selects from `physical` (true) or is
+/// missing (`None`).
+const VIEW_FOLLOWS: &str = "SELECT to_regclass($1) IS NOT NULL, EXISTS (SELECT 1 FROM pg_rewrite r JOIN pg_depend d ON d.objid = r.oid AND d.classid = 'pg_rewrite'::regclass WHERE r.ev_class = to_regclass($1) AND d.refobjid = to_regclass($2))";
 
 /// A string as an SQL literal.
 fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Hides a password in a connection string for messages.
-fn redact(url: &str) -> String {
-    url.split_whitespace()
-        .map(|kv| if kv.starts_with("password=") { "password=…" } else { kv })
-        .collect::<Vec<_>>()
-        .join(" ")
+use super::catalog::redact;
+
+impl Postgres {
+    /// Re-creates the reader views of `table` over `physical` when they
+    /// select from it (its columns changed: PostgreSQL expands `*` once), or
+    /// when they are gone and `physical` is where this instance put them.
+    async fn refresh_views(&self, client: &Client, table: &TableMapping, physical: &str) -> Result<(), SinkError> {
+        let Some(logical) = self.target(table) else { return Ok(()) };
+        let live = quote_table(&format!("{logical}_live"));
+        let row = client
+            .query_one(VIEW_FOLLOWS, &[&live, &quote_table(physical)])
+            .await
+            .map_err(|e| pg_err(&format!("reading the views of {logical}"), &e))?;
+        let (exists, follows): (bool, bool) = (row.get(0), row.get(1));
+        let ours = self.readers.lock().unwrap_or_else(|e| e.into_inner()).get(logical).is_some_and(|p| p == physical);
+        if follows || (!exists && ours) {
+            client
+                .batch_execute(&reader_views(logical, physical))
+                .await
+                .map_err(|e| pg_err(&format!("re-creating the views of {logical} over {physical}"), &e))?;
+        }
+        Ok(())
+    }
 }
 
 impl Sink for Postgres {
@@ -431,16 +464,65 @@ impl Sink for Postgres {
         table.postgres.as_ref().is_some_and(|p| p.types.iter().any(|(f, _)| f == field))
     }
 
-    async fn prepare(&self, model: &ReadModel) -> Result<(), SinkError> {
+    async fn prepare(&self, _: &ReadModel) -> Result<(), SinkError> {
         let mut client = self.connect().await?;
         migrate(&mut client).await?;
-        for t in &model.tables {
-            let Some(pg) = &t.postgres else { continue };
-            Self::create_table(&client, &pg.table).await?;
-            let cols = Self::load_columns(&client, &pg.table).await?;
-            self.columns.lock().await.insert(pg.table.clone(), cols);
-        }
         *self.client.lock().await = Some(client);
+        Ok(())
+    }
+
+    async fn adopt(&self, _: &TableMapping, logical: &str) -> Result<Option<String>, SinkError> {
+        let mut guard = self.client.lock().await;
+        let client = self.client(&mut guard).await?;
+        let row = client
+            .query_one(
+                "SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1))",
+                &[&quote_table(logical)],
+            )
+            .await
+            .map_err(|e| pg_err(&format!("looking up table {logical}"), &e))?;
+        if row.get::<_, Option<String>>(0).as_deref() != Some("r") {
+            return Ok(None);
+        }
+        let physical = self.physical(logical, 1);
+        let bare = physical.rsplit_once('.').map_or(physical.as_str(), |(_, t)| t);
+        // Its views follow the rename (they hold the table, not its name).
+        client
+            .batch_execute(&format!("ALTER TABLE {} RENAME TO {}", quote_table(logical), quote(bare)))
+            .await
+            .map_err(|e| pg_err(&format!("renaming table {logical} to {physical} (adopting it as version 1)"), &e))?;
+        Ok(Some(physical))
+    }
+
+    async fn create_version(&self, _: &TableMapping, physical: &str) -> Result<(), SinkError> {
+        let mut guard = self.client.lock().await;
+        let client = self.client(&mut guard).await?;
+        Self::create_table(client, physical).await?;
+        let cols = Self::load_columns(client, physical).await?;
+        self.columns.lock().await.insert(physical.to_string(), cols);
+        Ok(())
+    }
+
+    async fn point_readers(&self, _: &TableMapping, logical: &str, physical: &str) -> Result<(), SinkError> {
+        let mut guard = self.client.lock().await;
+        let client = self.client(&mut guard).await?;
+        client
+            .batch_execute(&reader_views(logical, physical))
+            .await
+            .map_err(|e| pg_err(&format!("pointing the views of {logical} at {physical}"), &e))?;
+        self.readers.lock().unwrap_or_else(|e| e.into_inner()).insert(logical.to_string(), physical.to_string());
+        Ok(())
+    }
+
+    async fn drop_version(&self, physical: &str) -> Result<(), SinkError> {
+        let mut guard = self.client.lock().await;
+        let client = self.client(&mut guard).await?;
+        // No CASCADE: a table readers' views still select from is refused.
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {}", quote_table(physical)))
+            .await
+            .map_err(|e| pg_err(&format!("dropping version table {physical}"), &e))?;
+        self.columns.lock().await.remove(physical);
         Ok(())
     }
 
@@ -452,6 +534,7 @@ impl Sink for Postgres {
             // First sight, or found missing: (re-)create what projector owns.
             Self::create_table(client, target).await?;
             columns.insert(target.to_string(), Self::load_columns(client, target).await?);
+            self.refresh_views(client, table, target).await?;
         }
         let known = columns.get(target).map(Vec::as_slice).unwrap_or(&[]);
         let declared = table.postgres.as_ref().map(|p| p.types.as_slice()).unwrap_or(&[]);
@@ -473,15 +556,14 @@ impl Sink for Postgres {
         }
         let alters: Vec<String> =
             added.iter().map(|(n, t)| format!("ADD COLUMN IF NOT EXISTS {} {t}", quote(n))).collect();
-        // PostgreSQL expands `*` when a view is created: recreate the live view too.
-        let sql = format!("ALTER TABLE {t} {}; {}", alters.join(", "), live_view(target), t = quote_table(target));
+        let sql = format!("ALTER TABLE {t} {}", alters.join(", "), t = quote_table(target));
         if let Err(e) = client.batch_execute(&sql).await {
             columns.remove(target);
             return Err(pg_err(&format!("adding columns {added:?} to {target}"), &e));
         }
         tracing::info!(sink = SINK, table = target, columns = ?added, "added columns");
         columns.insert(target.to_string(), Self::load_columns(client, target).await?);
-        Ok(())
+        self.refresh_views(client, table, target).await
     }
 
     async fn positions(&self, target: &str, ids: &[&str]) -> Result<Vec<Option<StoredPosition>>, SinkError> {

@@ -1,0 +1,241 @@
+//! Which physical targets each write goes to: every live version (current,
+//! building, previous) of its logical target, as the version catalog
+//! ([`crate::sink::catalog`]) records them. On start the sink's targets
+//! are established (a fresh target becomes version 1, an unversioned one is
+//! adopted as version 1, and readers are pointed at the current version);
+//! then the catalog is read again every few seconds, and at once when a
+//! write finds its target gone, so every instance starts writing a new
+//! version within one refresh. Each refresh is recorded per instance
+//! (`projector.members`), so a rebuild can wait until all of them write it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::Shutdown;
+use crate::mapping::ReadModel;
+use crate::sink::catalog::{Catalog, CatalogError, State, TargetName, Version};
+use crate::sink::{ErrorKind, Sink, SinkError};
+
+/// The versions of one sink's logical targets, as this instance last read them.
+#[derive(Clone)]
+pub struct Versions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `None`: no catalog (unit tests); writes go to the logical target.
+    catalog: Option<Arc<Catalog>>,
+    read_model: String,
+    sink: &'static str,
+    member: String,
+    /// The physical targets of each logical one, current first.
+    by_logical: RwLock<HashMap<String, Vec<Arc<str>>>>,
+}
+
+impl Versions {
+    pub fn new(catalog: Arc<Catalog>, read_model: &str, sink: &'static str, member: &str) -> Versions {
+        Versions::with(Some(catalog), read_model, sink, member)
+    }
+
+    /// Without a catalog: every write goes to its logical target as named.
+    pub fn unversioned(sink: &'static str) -> Versions {
+        Versions::with(None, "", sink, "")
+    }
+
+    fn with(catalog: Option<Arc<Catalog>>, read_model: &str, sink: &'static str, member: &str) -> Versions {
+        Versions {
+            inner: Arc::new(Inner {
+                catalog,
+                read_model: read_model.to_string(),
+                sink,
+                member: member.to_string(),
+                by_logical: RwLock::default(),
+            }),
+        }
+    }
+
+    fn name(&self, logical: &str) -> TargetName {
+        target_name(&self.inner.read_model, self.inner.sink, logical)
+    }
+
+    fn failed(&self, e: CatalogError) -> SinkError {
+        failed(self.inner.sink, e)
+    }
+
+    /// The physical targets a write to `logical` goes to, the current
+    /// version first; `logical` itself when no version is known.
+    pub fn targets(&self, logical: &Arc<str>) -> Vec<Arc<str>> {
+        let known = self.inner.by_logical.read().unwrap_or_else(|e| e.into_inner());
+        match known.get(&**logical) {
+            Some(physical) if !physical.is_empty() => physical.clone(),
+            _ => vec![logical.clone()],
+        }
+    }
+
+    /// Whether `physical` is still a version of `logical` after reading the
+    /// catalog again (a `gc` may have dropped it).
+    pub async fn still_written<S: Sink>(&self, sink: &S, model: &ReadModel, logical: &str, physical: &str) -> bool {
+        if self.inner.catalog.is_none() {
+            return true;
+        }
+        if let Err(e) = self.refresh(sink, model).await {
+            tracing::warn!(sink = self.inner.sink, error = %e, "cannot read the version catalog; keeping what is known");
+            return true;
+        }
+        self.targets(&Arc::from(logical)).iter().any(|p| &**p == physical)
+    }
+
+    /// On start: gives every logical target a current version (adopting
+    /// an unversioned target as version 1, else creating version 1), points
+    /// its readers at it, and creates every live version's target.
+    pub async fn establish<S: Sink>(&self, sink: &S, model: &ReadModel) -> Result<(), SinkError> {
+        let Some(catalog) = &self.inner.catalog else { return Ok(()) };
+        for table in &model.tables {
+            let Some(logical) = sink.target(table) else { continue };
+            let name = self.name(logical);
+            let mut current = match catalog.current(&name).await.map_err(|e| self.failed(e))? {
+                Some(v) => v,
+                None => {
+                    let physical = match sink.adopt(table, logical).await? {
+                        Some(adopted) => {
+                            tracing::info!(sink = sink.name(), target = logical, physical = %adopted, "adopting the existing target as version 1");
+                            adopted
+                        }
+                        None => sink.physical(logical, 1),
+                    };
+                    sink.create_version(table, &physical).await?;
+                    catalog.first(&name, &physical).await.map_err(|e| self.failed(e))?
+                }
+            };
+            // A swap by another instance between the read and the pointing
+            // would be undone: point again until the catalog agrees.
+            loop {
+                sink.create_version(table, &current.physical).await?;
+                sink.point_readers(table, logical, &current.physical).await?;
+                match catalog.current(&name).await.map_err(|e| self.failed(e))? {
+                    Some(now) if now.physical != current.physical => current = now,
+                    _ => break,
+                }
+            }
+        }
+        self.refresh(sink, model).await
+    }
+
+    /// Reads the catalog: creates (or learns) the target of every version
+    /// not seen before, and notes what this instance has seen.
+    pub async fn refresh<S: Sink>(&self, sink: &S, model: &ReadModel) -> Result<(), SinkError> {
+        let Some(catalog) = &self.inner.catalog else { return Ok(()) };
+        let mut epoch = 0;
+        for table in &model.tables {
+            let Some(logical) = sink.target(table) else { continue };
+            let mut versions = catalog.versions(&self.name(logical)).await.map_err(|e| self.failed(e))?;
+            // Current first: it is the one readers wait for.
+            versions.sort_by_key(|v| (v.state != State::Current, v.version));
+            let known: Vec<String> = {
+                let map = self.inner.by_logical.read().unwrap_or_else(|e| e.into_inner());
+                map.get(logical).map(|ps| ps.iter().map(|p| p.to_string()).collect()).unwrap_or_default()
+            };
+            for v in versions.iter().filter(|v| !known.contains(&v.physical)) {
+                sink.create_version(table, &v.physical).await?;
+                tracing::info!(sink = sink.name(), target = logical, version = v.version, physical = %v.physical, state = v.state.as_str(), "writing a new version");
+            }
+            epoch = versions.iter().map(Version::epoch).fold(epoch, i64::max);
+            let entry: Vec<Arc<str>> = versions.iter().map(|v| Arc::from(v.physical.as_str())).collect();
+            self.inner.by_logical.write().unwrap_or_else(|e| e.into_inner()).insert(logical.to_string(), entry);
+        }
+        catalog
+            .seen(&self.inner.read_model, self.inner.sink, &self.inner.member, epoch)
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
+    /// Refreshes every `every` until shutdown.
+    pub async fn keep_fresh<S: Sink>(
+        self,
+        sink: Arc<S>,
+        model: Arc<ReadModel>,
+        every: Duration,
+        mut shutdown: Shutdown,
+    ) {
+        if self.inner.catalog.is_none() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.recv() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self.refresh(&*sink, &model).await {
+                tracing::warn!(sink = sink.name(), error = %e, "cannot refresh the version catalog; retrying");
+            }
+        }
+    }
+}
+
+/// Begins version N+1 of `table`'s target in `sink`: recorded as building
+/// and its physical target created, empty. Running instances write it from
+/// their next refresh on (see `projector.members` for who has).
+pub async fn begin_version<S: Sink>(
+    catalog: &Catalog,
+    sink: &S,
+    read_model: &str,
+    table: &crate::mapping::TableMapping,
+) -> Result<Version, SinkError> {
+    let logical = written(sink, table)?;
+    let name = target_name(read_model, sink.name(), logical);
+    let version =
+        catalog.begin_version(&name, |n| sink.physical(logical, n)).await.map_err(|e| failed(sink.name(), e))?;
+    // Running instances create it too as soon as they see it: a race the
+    // server may answer with a conflict, which the next attempt settles.
+    let mut delays = super::retry::delays().take(5);
+    loop {
+        match sink.create_version(table, &version.physical).await {
+            Ok(()) => return Ok(version),
+            Err(e) if !e.kind.is_data() && e.kind != ErrorKind::Configuration => match delays.next() {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Swaps `table`'s target in `sink`: the building version becomes current
+/// (readers pointed at it in one step) and the current one previous.
+pub async fn swap<S: Sink>(
+    catalog: &Catalog,
+    sink: &S,
+    read_model: &str,
+    table: &crate::mapping::TableMapping,
+) -> Result<Version, SinkError> {
+    let logical = written(sink, table)?;
+    let name = target_name(read_model, sink.name(), logical);
+    let (current, _) = catalog.swap(&name).await.map_err(|e| failed(sink.name(), e))?;
+    sink.point_readers(table, logical, &current.physical).await?;
+    Ok(current)
+}
+
+/// The logical target `sink` writes `table` to.
+fn written<'m, S: Sink>(sink: &S, table: &'m crate::mapping::TableMapping) -> Result<&'m str, SinkError> {
+    sink.target(table).ok_or_else(|| {
+        SinkError::new(
+            sink.name(),
+            ErrorKind::Configuration,
+            format!("{}:{}: topic {} has no {} section", "read model", table.line, table.topic, sink.name()),
+        )
+    })
+}
+
+fn target_name(read_model: &str, sink: &str, logical: &str) -> TargetName {
+    TargetName { read_model: read_model.into(), sink: sink.into(), logical: logical.into() }
+}
+
+/// A catalog failure as the sink's: unavailable is retried, a refusal is configuration.
+fn failed(sink: &'static str, e: CatalogError) -> SinkError {
+    let kind = match e {
+        CatalogError::Unavailable { .. } => ErrorKind::Unavailable,
+        CatalogError::Refused { .. } => ErrorKind::Configuration,
+    };
+    SinkError::new(sink, kind, e.to_string())
+}
