@@ -1,6 +1,6 @@
 //! A rebuild's key space and who copies which part of it, in the staging
 //! PostgreSQL (`projector.rebuilds`, `projector.rebuild_ranges`, from
-//! `migrations/V4__rebuilds.sql`). The first worker of a rebuild splits the
+//! `migrations/V3__rebuilds.sql`). The first worker of a rebuild splits the
 //! mirror's `__id`s into ranges at sampled quantiles; every worker then
 //! claims a free range (`FOR UPDATE SKIP LOCKED`, so two never take the
 //! same one), holds it with a lease it renews at each checkpoint, and
