@@ -281,7 +281,7 @@ pub fn decode_and_map_metered(
         for r in &chunk {
             match decode(r, &opts) {
                 Ok(Decoded::Change(event)) => {
-                    let doc = table.document(&event).map_err(|e| anyhow::anyhow!("{}: {e}", r.lineage))?;
+                    let doc = table.document(event).map_err(|e| anyhow::anyhow!("{}: {e}", r.lineage))?;
                     if docs.len() < keep {
                         docs.push(doc);
                     }
