@@ -93,7 +93,7 @@ fuzz_target!(|data: &[u8]| {
     let Some(record) = projector_fuzz::framed_record(data) else { return };
     let Ok(Decoded::Change(event)) = decode(&record, &DecodeOptions::default()) else { return };
     let Some(table) = model().table(TOPIC) else { return };
-    let doc = match table.document(&event) {
+    let doc = match table.document(event) {
         Ok(doc) => doc,
         Err(e) => {
             std::hint::black_box(e.to_string());

@@ -233,6 +233,25 @@ fn decode_and_map(bench: &Bench, n: usize) -> anyhow::Result<(Vec<Document>, f64
 /// heap looks like a running service's, not like 1M records held at once.
 /// Also used by `cargo bench --bench decode_map`.
 pub fn decode_and_map_stream(prefix: &'static str, n: usize, keep: usize) -> anyhow::Result<(Vec<Document>, f64)> {
+    decode_and_map_metered(prefix, n, keep, &mut |_| {})
+}
+
+/// Which edge of the timed part [`decode_and_map_metered`] is at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timed {
+    Enter,
+    Leave,
+}
+
+/// [`decode_and_map_stream`], calling `meter` on entering and leaving each
+/// timed part, so a caller can count what happens in decode + map alone
+/// (the bench counts heap allocations) and not in generating the records.
+pub fn decode_and_map_metered(
+    prefix: &'static str,
+    n: usize,
+    keep: usize,
+    meter: &mut dyn FnMut(Timed),
+) -> anyhow::Result<(Vec<Document>, f64)> {
     let mut workload = Workload::new(prefix, 42);
     let topic = workload.table.topic();
     let model = ReadModel::parse(
@@ -257,11 +276,12 @@ pub fn decode_and_map_stream(prefix: &'static str, n: usize, keep: usize) -> any
                 generation: 0,
             })
             .collect();
+        meter(Timed::Enter);
         let started = probe::thread_cpu_seconds();
         for r in &chunk {
             match decode(r, &opts) {
                 Ok(Decoded::Change(event)) => {
-                    let doc = table.document(&event).map_err(|e| anyhow::anyhow!("{}: {e}", r.lineage))?;
+                    let doc = table.document(event).map_err(|e| anyhow::anyhow!("{}: {e}", r.lineage))?;
                     if docs.len() < keep {
                         docs.push(doc);
                     }
@@ -271,6 +291,7 @@ pub fn decode_and_map_stream(prefix: &'static str, n: usize, keep: usize) -> any
             }
         }
         cpu += probe::thread_cpu_seconds() - started;
+        meter(Timed::Leave);
         done += chunk.len();
     }
     Ok((docs, cpu * 1e6 / done.max(1) as f64))

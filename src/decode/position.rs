@@ -12,12 +12,36 @@
 //! streamed change with the same `commit_lsn`, which is what we want: a
 //! streamed change committed at that LSN is newer than the snapshot's image.
 //! PostgreSQL (used by the real-connector tests) orders by the 64-bit `lsn`.
+//!
+//! Every event and document carries one, so the hex text lives in a fixed
+//! inline buffer: reading a position from a record and copying it into a
+//! document allocate nothing. Only a stored form longer than any position
+//! projector writes (read back from a sink) is kept on the heap.
 
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 /// A totally ordered position in one source database's change log.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SourcePosition(String);
+#[derive(Clone)]
+pub struct SourcePosition(Repr);
+
+/// Width of one SQL Server LSN in hex digits (10 bytes).
+const LSN_HEX: usize = 20;
+
+/// The longest position projector writes: SQL Server's two LSNs and a
+/// 16-digit serial number.
+const INLINE: usize = 2 * LSN_HEX + 16;
+
+#[derive(Clone)]
+enum Repr {
+    /// `len` bytes of text (ASCII hex, or any stored form that fits).
+    Inline { len: u8, text: [u8; INLINE] },
+    /// A stored form longer than [`INLINE`]: not one projector wrote, but
+    /// still compared as the text it is.
+    Long(Arc<str>),
+}
 
 /// Why a `source` block could not be turned into a position.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -32,8 +56,33 @@ pub enum PositionError {
     UnsupportedConnector(String),
 }
 
-/// Width of one SQL Server LSN in hex digits (10 bytes).
-const LSN_HEX: usize = 20;
+/// A position's hex text as it is written, in place.
+struct HexText {
+    len: usize,
+    text: [u8; INLINE],
+}
+
+impl HexText {
+    fn new() -> HexText {
+        HexText { len: 0, text: [0; INLINE] }
+    }
+
+    /// Appends one byte; the writers below never exceed [`INLINE`] (a
+    /// SQL Server position is exactly that long), and a write past it is
+    /// dropped rather than panicking.
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.text.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    fn finish(self) -> SourcePosition {
+        // `len` never exceeds INLINE (56), so it fits a u8.
+        let len = u8::try_from(self.len.min(INLINE)).unwrap_or(0);
+        SourcePosition(Repr::Inline { len, text: self.text })
+    }
+}
 
 impl SourcePosition {
     /// Reads the position out of a Debezium `source` block.
@@ -47,8 +96,7 @@ impl SourcePosition {
     }
 
     fn sqlserver(source: &serde_json::Map<String, serde_json::Value>) -> Result<Self, PositionError> {
-        // One buffer for the whole position: this runs once per event.
-        let mut out = String::with_capacity(2 * LSN_HEX + 16);
+        let mut out = HexText::new();
         match source.get("commit_lsn") {
             Some(serde_json::Value::String(s)) => push_lsn(&mut out, "commit_lsn", s)?,
             _ => return Err(PositionError::Missing { field: "commit_lsn" }),
@@ -56,14 +104,14 @@ impl SourcePosition {
         match source.get("change_lsn") {
             Some(serde_json::Value::String(s)) => push_lsn(&mut out, "change_lsn", s)?,
             // Snapshot reads have no change_lsn: all zeroes sorts first.
-            _ => out.push_str(ZERO_LSN),
+            _ => push_zero_lsn(&mut out),
         }
         let serial = match source.get("event_serial_no") {
             None | Some(serde_json::Value::Null) => 0,
             Some(v) => non_negative("event_serial_no", v)?,
         };
         push_hex16(&mut out, serial);
-        Ok(SourcePosition(out))
+        Ok(out.finish())
     }
 
     /// A SQL Server position from `source` fields the caller already read
@@ -75,14 +123,14 @@ impl SourcePosition {
         change_lsn: Option<&str>,
         serial: u64,
     ) -> Result<Self, PositionError> {
-        let mut out = String::with_capacity(2 * LSN_HEX + 16);
+        let mut out = HexText::new();
         push_lsn(&mut out, "commit_lsn", commit_lsn)?;
         match change_lsn {
             Some(s) => push_lsn(&mut out, "change_lsn", s)?,
-            None => out.push_str(ZERO_LSN),
+            None => push_zero_lsn(&mut out),
         }
         push_hex16(&mut out, serial);
-        Ok(SourcePosition(out))
+        Ok(out.finish())
     }
 
     fn postgresql(source: &serde_json::Map<String, serde_json::Value>) -> Result<Self, PositionError> {
@@ -95,39 +143,80 @@ impl SourcePosition {
 
     /// A PostgreSQL position from an `lsn` the caller already read.
     pub(crate) fn postgresql_lsn(lsn: u64) -> Self {
-        let mut out = String::with_capacity(16);
+        let mut out = HexText::new();
         push_hex16(&mut out, lsn);
-        SourcePosition(out)
+        out.finish()
     }
 
     /// The canonical hex form stored by sinks.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Repr::Inline { len, text } => {
+                let text = text.get(..usize::from(*len)).unwrap_or_default();
+                // SAFETY: the bytes are either ASCII hex written by HexText,
+                // or a whole `str` copied by `from_stored`, so valid UTF-8.
+                unsafe { std::str::from_utf8_unchecked(text) }
+            }
+            Repr::Long(s) => s,
+        }
     }
 
     /// Rebuilds a position from its stored form (as read back from a sink).
-    pub fn from_stored(s: impl Into<String>) -> Self {
-        SourcePosition(s.into())
+    pub fn from_stored(s: impl AsRef<str>) -> Self {
+        let s = s.as_ref();
+        match u8::try_from(s.len()) {
+            Ok(len) if s.len() <= INLINE => {
+                let mut text = [0; INLINE];
+                text[..s.len()].copy_from_slice(s.as_bytes());
+                SourcePosition(Repr::Inline { len, text })
+            }
+            _ => SourcePosition(Repr::Long(Arc::from(s))),
+        }
+    }
+}
+
+impl PartialEq for SourcePosition {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for SourcePosition {}
+
+impl PartialOrd for SourcePosition {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SourcePosition {
+    /// Byte order of the hex text, which is log order.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl Hash for SourcePosition {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
     }
 }
 
 impl fmt::Debug for SourcePosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SourcePosition({})", self.0)
+        write!(f, "SourcePosition({})", self.as_str())
     }
 }
 
 impl fmt::Display for SourcePosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
-const ZERO_LSN: &str = "00000000000000000000";
-
 /// Appends an LSN `xxxxxxxx:xxxxxxxx:xxxx` as 20 lower-case hex digits,
 /// each part left-padded with zeroes.
-fn push_lsn(out: &mut String, field: &'static str, s: &str) -> Result<(), PositionError> {
+fn push_lsn(out: &mut HexText, field: &'static str, s: &str) -> Result<(), PositionError> {
     let bad = || PositionError::BadLsn { field, value: s.to_string() };
     let mut parts = s.split(':');
     for width in [8, 8, 4] {
@@ -136,9 +225,9 @@ fn push_lsn(out: &mut String, field: &'static str, s: &str) -> Result<(), Positi
             return Err(bad());
         }
         for _ in part.len()..width {
-            out.push('0');
+            out.push(b'0');
         }
-        out.extend(part.chars().map(|c| c.to_ascii_lowercase()));
+        part.bytes().for_each(|b| out.push(b.to_ascii_lowercase()));
     }
     if parts.next().is_some() {
         return Err(bad());
@@ -146,11 +235,15 @@ fn push_lsn(out: &mut String, field: &'static str, s: &str) -> Result<(), Positi
     Ok(())
 }
 
+fn push_zero_lsn(out: &mut HexText) {
+    (0..LSN_HEX).for_each(|_| out.push(b'0'));
+}
+
 /// Appends `n` as 16 lower-case hex digits (`{n:016x}`).
-fn push_hex16(out: &mut String, n: u64) {
+fn push_hex16(out: &mut HexText, n: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for shift in (0..16).rev() {
-        out.push(HEX[((n >> (shift * 4)) & 0xf) as usize] as char);
+        out.push(HEX[((n >> (shift * 4)) & 0xf) as usize]);
     }
 }
 
@@ -230,9 +323,7 @@ mod tests {
     #[test]
     fn hex_forms_match_format() {
         for n in [0, 1, 0xabc, u64::MAX, 1 << 63] {
-            let mut s = String::new();
-            push_hex16(&mut s, n);
-            assert_eq!(s, format!("{n:016x}"));
+            assert_eq!(SourcePosition::postgresql_lsn(n).as_str(), format!("{n:016x}"));
         }
         let p = ss("A:B1:c", Some("0000002a:00000310:0003"), Some(300));
         assert_eq!(p.as_str(), "0000000a000000b1000c0000002a000003100003000000000000012c");
@@ -244,6 +335,17 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn stored_forms_of_any_length_compare_as_their_text() {
+        let long = "f".repeat(INLINE + 1);
+        let (short, full) = (SourcePosition::from_stored("ff"), SourcePosition::from_stored(&long));
+        assert_eq!(full.as_str(), long);
+        assert!(SourcePosition::from_stored("") < short && short < full);
+        let written = ss("0000002a:00000310:0003", Some("0000002a:00000308:0002"), Some(1));
+        assert_eq!(SourcePosition::from_stored(written.as_str()), written);
+        assert_eq!(written.as_str().len(), INLINE);
     }
 
     #[test]

@@ -301,9 +301,22 @@ pub(crate) fn decimal_from_base64(field: &str, s: &str, scale: u32) -> Result<Va
     if scale > MAX_DECIMAL_SCALE {
         return Err(ValueError::ScaleOutOfRange { field: field.to_string(), scale: scale.to_string() });
     }
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(s)
-        .map_err(|e| ValueError::BadDecimal { field: field.to_string(), detail: e.to_string() })?;
+    let engine = &base64::engine::general_purpose::STANDARD;
+    // Up to 24 base64 characters (18 bytes, more than the 16 allowed) decode
+    // on the stack: this runs for every decimal of every row. Longer texts,
+    // and every error, take the allocating decode, whose error text is the one users see.
+    let mut buf = [0u8; 18];
+    let small = if s.len() <= 24 { engine.decode_slice(s, &mut buf).ok() } else { None };
+    let owned;
+    let bytes: &[u8] = match small.and_then(|n| buf.get(..n)) {
+        Some(bytes) => bytes,
+        None => {
+            owned = engine
+                .decode(s)
+                .map_err(|e| ValueError::BadDecimal { field: field.to_string(), detail: e.to_string() })?;
+            &owned
+        }
+    };
     if bytes.len() > 16 {
         return Err(ValueError::DecimalTooWide { field: field.to_string(), digits: bytes.len() });
     }
@@ -313,7 +326,7 @@ pub(crate) fn decimal_from_base64(field: &str, s: &str, scale: u32) -> Result<Va
     // Big-endian two's complement: sign-extend into 16 bytes.
     let fill = if bytes[0] & 0x80 != 0 { 0xff } else { 0x00 };
     let mut buf = [fill; 16];
-    buf[16 - bytes.len()..].copy_from_slice(&bytes);
+    buf[16 - bytes.len()..].copy_from_slice(bytes);
     Ok(Value::Decimal { unscaled: i128::from_be_bytes(buf), scale })
 }
 
@@ -442,6 +455,32 @@ mod tests {
         assert_eq!(v, Value::Decimal { unscaled: 35_000_000, scale: 2 });
         let Value::Decimal { unscaled, scale } = v else { unreachable!() };
         assert_eq!(decimal_text(unscaled, scale), "350000.00");
+    }
+
+    #[test]
+    fn decimal_bytes_read_on_the_stack_match_the_allocating_decode() {
+        use base64::Engine;
+        let engine = &base64::engine::general_purpose::STANDARD;
+        // What decimal_from_base64 returned when it always decoded into a Vec.
+        let reference = |s: &str| -> Result<Value, ValueError> {
+            let field = "Price".to_string();
+            let bytes =
+                engine.decode(s).map_err(|e| ValueError::BadDecimal { field: field.clone(), detail: e.to_string() })?;
+            match bytes.len() {
+                0 => Err(ValueError::BadDecimal { field, detail: "no bytes".into() }),
+                n if n > 16 => Err(ValueError::DecimalTooWide { field, digits: n }),
+                n => {
+                    let mut buf = [if bytes[0] & 0x80 != 0 { 0xff } else { 0 }; 16];
+                    buf[16 - n..].copy_from_slice(&bytes);
+                    Ok(Value::Decimal { unscaled: i128::from_be_bytes(buf), scale: 2 })
+                }
+            }
+        };
+        let mut inputs: Vec<String> = (0..=20).map(|n| engine.encode(vec![0x9c; n])).collect();
+        inputs.extend(["", "A", "AA=", "AA==x", "!!!!", "AAAA====", "/w==", "AP8="].map(String::from));
+        for s in &inputs {
+            assert_eq!(decimal_from_base64("Price", s, 2), reference(s), "{s:?}");
+        }
     }
 
     #[test]

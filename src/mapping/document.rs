@@ -76,35 +76,35 @@ impl MappingError {
 }
 
 impl TableMapping {
-    /// Maps one change event.
-    pub fn document<'e>(&self, event: &'e ChangeEvent) -> Result<Document, MappingError> {
-        let lineage = &event.lineage;
-        // Without declared source types the after-image is used as it is
-        // (a copy here would be a second copy of every column per event).
-        let retype = |row: &'e Row| -> Result<Cow<'e, Row>, MappingError> {
-            if self.source_types.is_empty() {
-                return Ok(Cow::Borrowed(row));
-            }
-            let mut row = row.clone();
-            for (column, st) in &self.source_types {
-                if let Some(slot) = row.columns.iter_mut().find(|(n, _)| n == column) {
-                    slot.1 = retyped(column, st, &slot.1).map_err(|detail| MappingError::SourceType {
-                        lineage: lineage.clone(),
-                        column: column.clone(),
-                        detail,
-                    })?;
+    /// Maps one change event. The event is taken by value: its key,
+    /// after-image, position and lineage move into the document instead of
+    /// being copied (see [`TableMapping::documents`] for the caller that
+    /// also needs [`TableMapping::retired`]).
+    pub fn document(&self, event: ChangeEvent) -> Result<Document, MappingError> {
+        let ChangeEvent { lineage, op, key: event_key, after, before, position, source_ts_ms, types } = event;
+        let after = match after {
+            Some(mut row) => {
+                // Retyped in place: the after-image is this event's own.
+                for (column, st) in &self.source_types {
+                    if let Some(slot) = row.columns.iter_mut().find(|(n, _)| n == column) {
+                        slot.1 = retyped(column, st, &slot.1).map_err(|detail| MappingError::SourceType {
+                            lineage: lineage.clone(),
+                            column: column.clone(),
+                            detail,
+                        })?;
+                    }
                 }
+                Some(row)
             }
-            Ok(Cow::Owned(row))
+            None => None,
         };
-        let after = event.after.as_ref().map(retype).transpose()?;
         let key = match &self.key {
-            None => event.key.clone(),
+            None => event_key,
             Some(cols) => {
-                let image = after.as_deref().or(event.before.as_ref());
+                let image = after.as_ref().or(before.as_ref());
                 let mut key = Row::default();
                 for c in cols {
-                    let v = image.and_then(|r| r.get(c)).or_else(|| event.key.get(c)).ok_or_else(|| {
+                    let v = image.and_then(|r| r.get(c)).or_else(|| event_key.get(c)).ok_or_else(|| {
                         MappingError::MissingKeyColumn { lineage: lineage.clone(), column: c.to_string() }
                     })?;
                     key.columns.push((c.clone(), v.clone()));
@@ -117,24 +117,26 @@ impl TableMapping {
             column,
             found,
         })?;
-        let body = match (event.op, after) {
+        let body = match (op, after) {
             (Op::Delete, _) | (_, None) => None,
             (_, Some(row)) => {
                 let passes = self.filter.as_ref().is_none_or(|(_, f)| expr::truthy(&f.eval(&row)));
                 passes.then(|| self.shape(row))
             }
         };
-        Ok(Document {
-            id,
-            position: event.position.clone(),
-            op: event.op,
-            source_ts_ms: event.source_ts_ms,
-            lineage: lineage.clone(),
-            key,
-            body,
-            source_types: event.types.clone(),
-            compaction: false,
-        })
+        Ok(Document { id, position, op, source_ts_ms, lineage, key, body, source_types: types, compaction: false })
+    }
+
+    /// [`TableMapping::document`] and, for a `key:` mapping, the delete of
+    /// the id the update moved away from ([`TableMapping::retired`]). Only
+    /// then is the event copied, since `retired` reads its before-image.
+    pub fn documents(&self, event: ChangeEvent) -> Result<(Document, Option<Document>), MappingError> {
+        if self.key.is_none() {
+            return Ok((self.document(event)?, None));
+        }
+        let doc = self.document(event.clone())?;
+        let retired = self.retired(&event, &doc);
+        Ok((doc, retired))
     }
 
     /// With a `key:` mapping an update may change the document id: the
@@ -234,13 +236,13 @@ impl TableMapping {
     }
 
     /// Selects, renames and value-maps columns, then adds computed fields and
-    /// constants. A row this mapping already owns (retyped) is moved, not copied.
-    fn shape(&self, row: Cow<'_, Row>) -> Row {
+    /// constants. Without `fields:` the row is moved, not copied.
+    fn shape(&self, row: Row) -> Row {
         // Computed fields read the source row, which the output may take over.
         let computed: Vec<(Name, Value)> = self.computed.iter().map(|c| (c.name.clone(), c.expr.eval(&row))).collect();
         let mut out = match &self.fields {
             // Unavailable values stay as markers: the sink keeps what it has.
-            None => row.into_owned(),
+            None => row,
             Some(fields) => {
                 let mut out = Row::default();
                 for f in fields {

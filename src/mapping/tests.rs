@@ -124,7 +124,7 @@ tables:
     .unwrap();
     let t = &m.tables[0];
     let doc = t
-        .document(&event(
+        .document(event(
             Op::Update,
             Some(vec![
                 ("TripId", Value::Int(7)),
@@ -145,7 +145,7 @@ tables:
     assert_eq!(body.get("source_system"), Some(&Value::String("vexere".into())));
     assert_eq!(t.elasticsearch.as_ref().unwrap().exclude, ["code"]);
     // An unmapped status uses the default.
-    let doc = t.document(&event(Op::Update, Some(vec![("TripId", Value::Int(7)), ("Status", Value::Int(5))]))).unwrap();
+    let doc = t.document(event(Op::Update, Some(vec![("TripId", Value::Int(7)), ("Status", Value::Int(5))]))).unwrap();
     assert_eq!(doc.body.unwrap().get("status"), Some(&Value::String("unknown".into())));
 }
 
@@ -156,11 +156,9 @@ fn a_row_that_stops_matching_the_filter_leaves_the_read_model() {
     )
     .unwrap();
     let t = &m.tables[0];
-    let live =
-        t.document(&event(Op::Update, Some(vec![("TripId", Value::Int(7)), ("Status", Value::Int(1))]))).unwrap();
+    let live = t.document(event(Op::Update, Some(vec![("TripId", Value::Int(7)), ("Status", Value::Int(1))]))).unwrap();
     assert!(live.body.is_some());
-    let gone =
-        t.document(&event(Op::Update, Some(vec![("TripId", Value::Int(7)), ("Status", Value::Int(9))]))).unwrap();
+    let gone = t.document(event(Op::Update, Some(vec![("TripId", Value::Int(7)), ("Status", Value::Int(9))]))).unwrap();
     assert!(gone.body.is_none(), "filtered out = absent, written as a tombstone");
     assert_eq!(gone.id, "7");
 }
@@ -172,10 +170,10 @@ fn key_override_reads_the_row() {
     )
     .unwrap();
     let doc = m.tables[0]
-        .document(&event(Op::Create, Some(vec![("TripId", Value::Int(7)), ("Code", Value::String("HN".into()))])))
+        .document(event(Op::Create, Some(vec![("TripId", Value::Int(7)), ("Code", Value::String("HN".into()))])))
         .unwrap();
     assert_eq!(doc.id, "HN|7");
-    let err = m.tables[0].document(&event(Op::Create, Some(vec![("TripId", Value::Int(7))]))).unwrap_err();
+    let err = m.tables[0].document(event(Op::Create, Some(vec![("TripId", Value::Int(7))]))).unwrap_err();
     assert!(err.to_string().contains("\"Code\""), "{err}");
 }
 
@@ -189,21 +187,28 @@ fn an_update_that_changes_key_columns_retires_the_old_id_at_its_position() {
     let image = |code: &str| vec![("TripId", Value::Int(7)), ("Code", Value::String(code.into()))];
     let mut moved = event(Op::Update, Some(image("SG")));
     moved.before = event(Op::Update, Some(image("HN"))).after;
-    let doc = table.document(&moved).unwrap();
+    let doc = table.document(moved.clone()).unwrap();
     assert_eq!(doc.id, "SG|7");
     let old = table.retired(&moved, &doc).expect("the key columns changed");
     assert_eq!((old.id.as_str(), old.op, old.body.is_none()), ("HN|7", Op::Delete, true));
     assert_eq!(old.position, doc.position, "guarded by the update's own position");
     assert_eq!(old.key.get("Code"), Some(&Value::String("HN".into())), "the tombstone keeps its old key");
+    let (doc, old) = table.documents(moved.clone()).unwrap();
+    assert_eq!(
+        (doc.id.as_str(), old.map(|o| o.id).as_deref()),
+        ("SG|7", Some("HN|7")),
+        "documents = document + retired"
+    );
 
     let mut same = event(Op::Update, Some(image("HN")));
     same.before = same.after.clone();
-    assert!(table.retired(&same, &table.document(&same).unwrap()).is_none(), "key unchanged");
+    assert!(table.retired(&same, &table.document(same.clone()).unwrap()).is_none(), "key unchanged");
     let created = event(Op::Create, Some(image("HN")));
-    assert!(table.retired(&created, &table.document(&created).unwrap()).is_none(), "no before-image");
+    assert!(table.retired(&created, &table.document(created.clone()).unwrap()).is_none(), "no before-image");
     let plain = parse("read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    elasticsearch: { index: t }\n").unwrap();
-    let doc = plain.tables[0].document(&moved).unwrap();
+    let doc = plain.tables[0].document(moved.clone()).unwrap();
     assert!(plain.tables[0].retired(&moved, &doc).is_none(), "Debezium's own key change is a d + c pair");
+    assert!(plain.tables[0].documents(moved).unwrap().1.is_none(), "no key: mapping, nothing retired");
 }
 
 #[test]
@@ -237,7 +242,7 @@ fn pass_through_keeps_every_column_then_computed_and_constants() {
         ("Fare", Value::Decimal { unscaled: 1, scale: 2 }),
     ];
     let ev = event(Op::Update, Some(cols.clone()));
-    let doc = m.tables[0].document(&ev).unwrap();
+    let doc = m.tables[0].document(ev.clone()).unwrap();
     let body = doc.body.unwrap();
     let mut expected: Vec<(Name, Value)> = cols.into_iter().map(|(n, v)| (Name::from(n), v)).collect();
     expected.push(("code".into(), Value::String("T-7".into())));

@@ -299,14 +299,14 @@ impl<S: Sink> Pipeline<S> {
             Ok(Decoded::Change(event)) => {
                 let table = self.model.table(&event.lineage.topic);
                 match table.and_then(|t| Some((t, self.sink.target(t)?))) {
-                    Some((table, target)) => match table.document(&event) {
-                        Ok(mut doc) => {
+                    Some((table, target)) => match table.documents(event) {
+                        Ok((mut doc, retired)) => {
                             let excluded = self.sink.excluded(table);
                             if let Some(body) = doc.body.as_mut().filter(|_| !excluded.is_empty()) {
                                 body.columns.retain(|(n, _)| !excluded.iter().any(|e| e == n));
                             }
                             let target: Arc<str> = Arc::from(target);
-                            match table.retired(&event, &doc) {
+                            match retired {
                                 Some(old) => Action::Moved {
                                     retired: Write { target: target.clone(), doc: old },
                                     write: Write { target, doc },

@@ -83,7 +83,7 @@ impl Bq {
             };
             let Decoded::Change(ev) = decode(&rec, &DecodeOptions::default()).unwrap() else { continue };
             let table = self.model.table(&r.topic).unwrap();
-            let doc = table.document(&ev).unwrap();
+            let doc = table.document(ev).unwrap();
             let target = self.sink.target(table).unwrap();
             out.push(Write { target: target.into(), doc });
         }
