@@ -155,8 +155,11 @@ pub async fn postgres_copy(url: &str, table: &str, docs: &[Document], batches: &
             let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
             for d in chunk {
                 let values = row_values(d, &columns);
-                let cells: Vec<Cell<'_>> =
-                    columns.iter().zip(&values).map(|((column, _), value)| Cell { column, value }).collect();
+                let cells: Vec<Cell<'_>> = columns
+                    .iter()
+                    .zip(&values)
+                    .map(|((column, _), value)| Cell { column, value, numeric: None })
+                    .collect();
                 let row: Vec<&(dyn ToSql + Sync)> = cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
                 writer.as_mut().write(&row).await?;
             }

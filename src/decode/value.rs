@@ -351,6 +351,25 @@ pub fn parse_decimal_text(s: &str) -> Option<Value> {
     Some(Value::Decimal { unscaled: if neg { -unscaled } else { unscaled }, scale })
 }
 
+/// Whether a decimal fits a `(precision, scale)` column without rounding:
+/// the digits past the column's scale are zeros, and its integer digits fit
+/// in `precision - scale`. `Err` says why not, with the value's digits.
+pub fn decimal_fits(unscaled: i128, scale: u32, precision: u32, column_scale: u32) -> Result<(), String> {
+    let text = decimal_text(unscaled, scale);
+    if scale > column_scale {
+        let cut = 10i128.checked_pow(scale - column_scale);
+        if cut.is_none_or(|c| unscaled % c != 0) {
+            return Err(format!("{text} has more than {column_scale} decimal places"));
+        }
+    }
+    let digits = u32::try_from(unscaled.unsigned_abs().to_string().len()).unwrap_or(u32::MAX);
+    let integer_digits = digits.saturating_sub(scale);
+    if unscaled != 0 && integer_digits > precision.saturating_sub(column_scale) {
+        return Err(format!("{text} has more than {} integer digits", precision.saturating_sub(column_scale)));
+    }
+    Ok(())
+}
+
 /// Writes an exact decimal as plain text (`-1234.50`).
 pub fn decimal_text(unscaled: i128, scale: u32) -> String {
     let digits = unscaled.unsigned_abs().to_string();

@@ -20,6 +20,14 @@ pub struct FileModel {
     /// The connector's `time.precision.mode`: `adaptive` (default) or `connect`.
     #[serde(default)]
     pub time_precision_mode: Option<Spanned<String>>,
+    /// A source column retyped in a way a sink cannot follow in place:
+    /// `rebuild` (default), `dead_letter` or `stop`.
+    #[serde(default)]
+    pub on_type_change: Option<Spanned<String>>,
+    /// A column dropped at the source: `keep` (default), `null` or `drop`
+    /// (`on_drop: null` is YAML's null, taken as the word).
+    #[serde(default, deserialize_with = "null_is_a_word")]
+    pub on_drop: Option<Spanned<Word>>,
     pub tables: Spanned<Vec<Spanned<FileTable>>>,
 }
 
@@ -132,6 +140,36 @@ pub struct FileSink {
     /// BigQuery: clustering columns (default: the key).
     #[serde(default)]
     pub cluster_by: Option<Vec<String>>,
+}
+
+/// A policy word, where YAML's `null` is the word "null".
+pub struct Word(pub String);
+
+impl<'de> Deserialize<'de> for Word {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Word;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a word")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Word, E> {
+                Ok(Word(v.to_string()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Word, E> {
+                Ok(Word("null".into()))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Word, E> {
+                Ok(Word("null".into()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A present field is always `Some`, even when its value is YAML's null.
+fn null_is_a_word<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Spanned<Word>>, D::Error> {
+    Spanned::<Word>::deserialize(d).map(Some)
 }
 
 /// A map key written as any YAML scalar (`0: draft` or `'0': draft`).

@@ -16,16 +16,19 @@ pub mod document;
 pub mod expr;
 mod file;
 pub mod plan;
+pub mod policy;
 pub mod types;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_saphyr::Spanned;
 
 pub use document::{Document, MappingError, document_id};
 use expr::Expr;
 use file::{FileField, FileModel, FileSink, FileTable};
+pub use policy::{OnDrop, OnTypeChange, SchemaPolicy};
 pub use types::SourceType;
 
 use crate::decode::schema_history::TimePrecision;
@@ -64,6 +67,8 @@ pub struct TableMapping {
     /// `mirror:`: the staging table a rebuild reads this topic from, when
     /// it is not this table's own postgres target.
     pub mirror: Option<String>,
+    /// The read model's `on_type_change` and `on_drop`.
+    pub policy: SchemaPolicy,
 }
 
 /// One selected column.
@@ -213,6 +218,22 @@ impl ReadModel {
                 TimePrecision::Adaptive
             }
         };
+        let mut policy = SchemaPolicy { file: Arc::from(path), ..SchemaPolicy::default() };
+        if let Some(p) = &parsed.on_type_change {
+            match OnTypeChange::parse(&p.value) {
+                Ok(v) => policy.on_type_change = v,
+                Err(e) => c.add(p.referenced.line(), e),
+            }
+        }
+        if let Some(p) = &parsed.on_drop {
+            match OnDrop::parse(&p.value.0) {
+                Ok(v) => policy.on_drop = v,
+                Err(e) => c.add(p.referenced.line(), e),
+            }
+        }
+        for t in &mut tables {
+            t.policy = policy.clone();
+        }
         if c.problems.is_empty() {
             Ok(ReadModel { name, file: path.to_path_buf(), schema_changes, time_precision, tables })
         } else {
@@ -356,6 +377,7 @@ fn table(c: &mut Checker, line: u64, t: FileTable) -> Option<TableMapping> {
         postgres,
         bigquery,
         mirror,
+        policy: SchemaPolicy::default(),
     })
 }
 

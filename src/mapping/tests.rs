@@ -274,3 +274,33 @@ tables:
     }
     assert!(problems[1].1.contains("arrays"), "{problems:#?}");
 }
+
+#[test]
+fn schema_change_policies_default_to_rebuild_and_keep_and_bad_ones_name_their_line() {
+    let m = parse("read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    postgres: { table: t }\n").unwrap();
+    assert_eq!(m.tables[0].policy.on_type_change, OnTypeChange::Rebuild);
+    assert_eq!(m.tables[0].policy.on_drop, OnDrop::Keep);
+    let m = parse(
+        "read_model: rm\non_type_change: dead_letter\non_drop: null\ntables:\n  - topic: a.b.dbo.T\n    postgres: { table: t }\n",
+    )
+    .unwrap();
+    assert_eq!(m.tables[0].policy.on_type_change, OnTypeChange::DeadLetter);
+    assert_eq!(m.tables[0].policy.on_drop, OnDrop::Null);
+    assert_eq!(
+        m.tables[0].policy.rebuild_command("postgres", "a.b.dbo.T"),
+        "projector rebuild mappings/test.yaml --sink postgres --table a.b.dbo.T"
+    );
+    let text = "read_model: rm\non_type_change: ignore\non_drop: forget\ntables:\n  - topic: a.b.dbo.T\n    postgres: { table: t }\n";
+    let problems = lines(parse(text).unwrap_err());
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert_eq!(problems[0].0, 2);
+    assert!(
+        problems[0].1.contains("on_type_change \"ignore\"") && problems[0].1.contains("dead_letter"),
+        "{problems:?}"
+    );
+    assert_eq!(problems[1].0, 3);
+    assert!(problems[1].1.contains("on_drop \"forget\""), "{problems:?}");
+    let text = "read_model: rm\non_drop: drop\ntables:\n  - topic: a.b.dbo.T\n    postgres: { table: t }\n";
+    let problems = lines(parse(text).unwrap_err());
+    assert!(problems[0].0 == 2 && problems[0].1.contains("not supported yet"), "{problems:?}");
+}

@@ -9,8 +9,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::fields::KnownFields;
+use super::retype;
 use crate::mapping::TableMapping;
-use crate::sink::{ErrorKind, Outcome, Sink, SinkError, Write};
+use crate::sink::{ErrorKind, Outcome, Retype, Sink, SinkError, Write};
 use crate::source::PartitionOffset;
 
 /// What one target's call needs besides its writes.
@@ -45,7 +46,10 @@ impl<'a, S: Sink> TargetCall<'a, S> {
     }
 
     async fn write_once(&self, writes: &[Write]) -> Result<Vec<Outcome>, SinkError> {
-        self.fields.add_new(self.sink, self.table, self.target, writes).await?;
+        let retypes = self.fields.add_new(self.sink, self.table, self.target, writes).await?;
+        if !retypes.is_empty() {
+            return self.write_around(writes, &retypes).await;
+        }
         let outcomes = self.sink.write(self.target, writes, self.progress).await?;
         if outcomes.len() != writes.len() {
             return Err(SinkError::new(
@@ -60,6 +64,28 @@ impl<'a, S: Sink> TargetCall<'a, S> {
             ));
         }
         Ok(outcomes)
+    }
+
+    /// Writes what the target can take when some fields changed type in a
+    /// way it cannot follow in place: `on_type_change` decides the rest.
+    async fn write_around(&self, writes: &[Write], retypes: &[Retype]) -> Result<Vec<Outcome>, SinkError> {
+        let refused = retype::follow_policy(self.sink.name(), self.table, self.target, retypes, writes)?;
+        let fine: Vec<Write> =
+            writes.iter().zip(&refused).filter(|(_, r)| r.is_none()).map(|(w, _)| w.clone()).collect();
+        let mut written =
+            if fine.is_empty() { Vec::new() } else { self.sink.write(self.target, &fine, self.progress).await? }
+                .into_iter();
+        Ok(refused
+            .into_iter()
+            .map(|r| match r {
+                Some(e) => Outcome::Failed(e),
+                None => written.next().unwrap_or(Outcome::Failed(SinkError::new(
+                    self.sink.name(),
+                    ErrorKind::Unavailable,
+                    format!("{}: returned too few outcomes; this is a bug in the sink, please report it", self.target),
+                ))),
+            })
+            .collect())
     }
 }
 

@@ -27,6 +27,7 @@ pub mod fields;
 pub mod isolate;
 pub mod offsets;
 pub mod retry;
+pub mod retype;
 pub mod shutdown;
 #[cfg(test)]
 mod testing;

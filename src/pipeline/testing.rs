@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::decode::{Op, Row, SourcePosition};
 use crate::mapping::{Document, ReadModel, TableMapping};
 use crate::ops::Health;
-use crate::sink::{NewField, Outcome, Sink, SinkError, Write};
+use crate::sink::{NewField, Outcome, Retype, Sink, SinkError, Write};
 use crate::source::{Lineage, PartitionOffset};
 
 /// The sink's name, in health and errors.
@@ -71,8 +71,8 @@ impl Sink for Scripted {
     async fn drop_version(&self, _: &str) -> Result<(), SinkError> {
         Ok(())
     }
-    async fn add_fields(&self, _: &TableMapping, _: &str, _: &[NewField]) -> Result<(), SinkError> {
-        Ok(())
+    async fn add_fields(&self, _: &TableMapping, _: &str, _: &[NewField]) -> Result<Vec<Retype>, SinkError> {
+        Ok(Vec::new())
     }
     async fn write(&self, _: &str, writes: &[Write], _: &[PartitionOffset]) -> Result<Vec<Outcome>, SinkError> {
         let call = {

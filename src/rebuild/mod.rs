@@ -205,7 +205,7 @@ impl<S: Sink> Rebuild<S> {
                 timestamp_ms: None,
                 generation: 0,
             };
-            let action = match table.document(&event) {
+            let action = match table.document(event) {
                 Ok(mut doc) => {
                     if let Some(body) = doc.body.as_mut().filter(|_| !excluded.is_empty()) {
                         body.columns.retain(|(n, _)| !excluded.iter().any(|e| e == n));

@@ -159,6 +159,31 @@ pub struct StoredPosition {
     pub deleted: bool,
 }
 
+/// How a target can follow a field whose source type changed, in the
+/// sink's own type vocabulary (each sink has one function that decides it).
+#[derive(Clone, Debug, PartialEq)]
+pub enum TypeChange {
+    /// The target's type already holds every value of the new type.
+    Unchanged,
+    /// The target can be widened where it stands, by this DDL or mapping change.
+    InPlace(String),
+    /// The target cannot hold the new type without being rebuilt, and why.
+    Rebuild(String),
+}
+
+/// A field of a target whose new source type the target cannot take in
+/// place: its writes with the new type follow the read model's `on_type_change`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Retype {
+    pub field: String,
+    /// The target's type and the type the new source type needs, as the sink names them.
+    pub from: String,
+    pub to: String,
+    pub why: String,
+    /// The new source type, as the writes that carry it say.
+    pub source: FieldType,
+}
+
 /// What a sink implements: its name and targets, how to prepare them, how
 /// to add typed fields to one, and how to apply one target's writes.
 pub trait Sink: Send + Sync + 'static {
@@ -219,15 +244,17 @@ pub trait Sink: Send + Sync + 'static {
     /// Drops a version's physical target (gone already is fine).
     fn drop_version(&self, physical: &str) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// Makes sure physical `target` (of `table`) has these fields, adding those it
-    /// lacks with the type their source gives (re-creating the target if it
-    /// is gone). Idempotent. A field it cannot type is left out.
+    /// Makes sure physical `target` (of `table`) has these fields with the type
+    /// their source gives: adds those it lacks (re-creating the target if it
+    /// is gone), widens in place a field whose new source type needs it, and
+    /// returns the fields it cannot change in place (they need a rebuild).
+    /// Idempotent. A field it cannot type is left out.
     fn add_fields(
         &self,
         table: &TableMapping,
         target: &str,
         fields: &[NewField],
-    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Retype>, SinkError>> + Send;
 
     /// Applies one physical target's writes (at most one per id) and returns one
     /// outcome per write, in order. `progress` is the next offset of each

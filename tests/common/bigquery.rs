@@ -42,7 +42,13 @@ impl Bq {
 
     /// A read model called `read_model` writing into `dataset`.
     pub async fn named(read_model: &str, dataset: String, topic: &str, bigquery: &str) -> Bq {
-        let yaml = format!("read_model: {read_model}\ntables:\n  - topic: {topic}\n    bigquery: {bigquery}\n");
+        Bq::named_with(read_model, dataset, topic, bigquery, "").await
+    }
+
+    /// The same with more top-level read-model lines (`options`, e.g. `on_drop: null\n`).
+    pub async fn named_with(read_model: &str, dataset: String, topic: &str, bigquery: &str, options: &str) -> Bq {
+        let yaml =
+            format!("read_model: {read_model}\n{options}tables:\n  - topic: {topic}\n    bigquery: {bigquery}\n");
         let model = Arc::new(ReadModel::parse(Path::new("test.yaml"), &yaml).expect("valid read model"));
         let sink = Bq::sink(&dataset, &model).await;
         Bq { dataset, model, sink, fields: KnownFields::default(), offset: std::cell::Cell::new(0) }

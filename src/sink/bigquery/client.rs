@@ -78,10 +78,16 @@ impl TableInfo {
             .map(|fs| {
                 fs.iter()
                     .map(|f| {
-                        (
-                            f["name"].as_str().unwrap_or("").to_string(),
-                            f["type"].as_str().unwrap_or("STRING").to_string(),
-                        )
+                        let ty = f["type"].as_str().unwrap_or("STRING");
+                        // Parameterized decimals say their limits beside the type.
+                        let recorded = f["description"].as_str().and_then(super::sql::recorded_type);
+                        let ty = match (recorded, f["precision"].as_str(), f["scale"].as_str()) {
+                            (Some(t), _, _) => t.to_string(),
+                            (None, Some(p), Some(s)) => format!("{ty}({p}, {s})"),
+                            (None, Some(p), None) => format!("{ty}({p}, 0)"),
+                            _ => ty.to_string(),
+                        };
+                        (f["name"].as_str().unwrap_or("").to_string(), ty)
                     })
                     .collect()
             })

@@ -64,6 +64,7 @@ use super::client::{BqError, Param};
 use super::{BigQuery, SINK, is_meta, sql};
 use crate::decode::Value;
 use crate::decode::value::timestamp_text;
+use crate::mapping::OnDrop;
 use crate::sink::compaction::{self, Stored};
 use crate::sink::{Outcome, Write};
 
@@ -155,7 +156,9 @@ impl BigQuery {
     }
 
     /// One staging row (JSON): bookkeeping values and one text cell per data column.
-    fn stage_row(w: &Write, data: &[(String, String)]) -> String {
+    /// A column the row does not have (the source dropped it) is kept as
+    /// stored with `keep_dropped` (`on_drop: keep`), else set null.
+    fn stage_row(w: &Write, data: &[(String, String)], keep_dropped: bool) -> String {
         let d = &w.doc;
         let find = |row: &crate::decode::Row, n: &str| {
             row.columns.iter().find(|(c, _)| c.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone())
@@ -175,7 +178,11 @@ impl BigQuery {
         let mut keep = String::from(",");
         for (i, (n, ty)) in data.iter().enumerate() {
             let v = match &d.body {
-                Some(body) => find(body, n).or_else(|| find(&d.key, n)).unwrap_or(Value::Null),
+                Some(body) => find(body, n).or_else(|| find(&d.key, n)).unwrap_or(if keep_dropped {
+                    Value::Unavailable
+                } else {
+                    Value::Null
+                }),
                 None => match find(&d.key, n) {
                     Some(v) => v,
                     None => Value::Unavailable,
@@ -246,7 +253,8 @@ impl BigQuery {
         }
         // Staging rows travel as one query parameter: keep each request well
         // under BigQuery's 10 MB request limit.
-        let rows: Vec<String> = fresh.iter().map(|w| Self::stage_row(w, &data)).collect();
+        let keep_dropped = self.table_for(target).is_none_or(|t| t.policy.on_drop == OnDrop::Keep);
+        let rows: Vec<String> = fresh.iter().map(|w| Self::stage_row(w, &data, keep_dropped)).collect();
         let mut start = 0;
         while start < fresh.len() {
             let mut end = start;

@@ -16,7 +16,10 @@
 //! table whose partitioning or clustering names a field not yet typed is
 //! created with the first batch. Every identifier is backtick-quoted;
 //! BigQuery column names are case-insensitive, so `Fare` and `fare` are one
-//! column. Nothing is dropped or retyped automatically.
+//! column. A column whose source type widened is altered in place
+//! (`sql::classify`) and its new type recorded in the column's description
+//! (`sql::TYPE_NOTE`); a decimal its column would round is refused. Nothing
+//! is dropped.
 //!
 //! ## Writes: staging table + guarded MERGE, never the streaming buffer
 //! Production BigQuery refuses UPDATE/DELETE/MERGE over rows still in the
@@ -56,7 +59,7 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use super::{ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, StoredPosition, Write};
+use super::{ErrorKind, FieldSource, NewField, Outcome, Retype, Sink, SinkError, StoredPosition, TypeChange, Write};
 use crate::mapping::{ReadModel, TableMapping};
 use crate::source::PartitionOffset;
 pub use auth::Auth;
@@ -234,9 +237,41 @@ impl BigQuery {
         added
     }
 
-    /// Makes sure the table exists with every column the batch needs;
-    /// returns its columns.
-    async fn evolve(&self, table: &TableMapping, target: &str, fields: &[NewField]) -> Result<(), BqError> {
+    /// The known columns' types that a field's new source type changes:
+    /// the `ALTER`s to run, and the fields that need a rebuild.
+    fn retyped(
+        &self,
+        target: &str,
+        known: &[(String, String)],
+        fields: &[NewField],
+    ) -> (Vec<(String, String, String)>, Vec<Retype>) {
+        let tref = self.tref(target);
+        let mut alters = Vec::new();
+        let mut retypes = Vec::new();
+        for f in fields {
+            let FieldSource::Schema(ft) = &f.source else { continue };
+            let Some((name, current)) = known.iter().find(|(n, _)| n.eq_ignore_ascii_case(&f.name)) else { continue };
+            let wanted = sql::type_of_field(ft);
+            match sql::classify(&tref, name, current, &wanted) {
+                TypeChange::Unchanged => {}
+                TypeChange::InPlace(ddl) => alters.push((name.clone(), wanted, ddl)),
+                TypeChange::Rebuild(why) => retypes.push(Retype {
+                    field: f.name.clone(),
+                    from: current.clone(),
+                    to: wanted,
+                    why,
+                    source: ft.clone(),
+                }),
+            }
+        }
+        (alters, retypes)
+    }
+
+    /// Makes sure the table exists with every column the batch needs, its
+    /// known columns widened where a field's new source type needs it;
+    /// returns the fields that need a rebuild instead.
+    async fn evolve(&self, table: &TableMapping, target: &str, fields: &[NewField]) -> Result<Vec<Retype>, BqError> {
+        let mut retypes = Vec::new();
         let mut columns = self.columns.lock().await;
         if !columns.contains_key(target)
             && let Some(info) = self.client.table(&self.dataset, target).await?
@@ -263,8 +298,27 @@ impl BigQuery {
             }
             Some(known) => {
                 let added = self.new_columns(table, known, fields);
+                let (alters, rebuilds) = self.retyped(target, known, fields);
+                retypes = rebuilds;
+                for (name, ty, ddl) in alters {
+                    self.client.query(&ddl, &[]).await?;
+                    for note in sql::record_types(&self.tref(target), &[(name.clone(), ty.clone())]) {
+                        self.client.query(&note, &[]).await?;
+                    }
+                    tracing::info!(
+                        sink = SINK,
+                        table = target,
+                        column = name,
+                        to = ty,
+                        "widened column in place after a source type change"
+                    );
+                }
                 if added.is_empty() {
-                    return Ok(());
+                    let info = self.client.table(&self.dataset, target).await?;
+                    if let Some(info) = info {
+                        columns.insert(target.to_string(), info.columns);
+                    }
+                    return Ok(retypes);
                 }
                 let tref = self.tref(target);
                 self.client.query(&sql::add_columns(&tref, &added), &[]).await.map_err(|e| match e {
@@ -274,6 +328,9 @@ impl BigQuery {
                     )),
                     other => other,
                 })?;
+                for note in sql::record_types(&tref, &added) {
+                    self.client.query(&note, &[]).await?;
+                }
                 self.client.query(&sql::live_view(&self.view_ref(target), &tref), &[]).await?;
                 tracing::info!(sink = SINK, table = target, columns = ?added, "added columns");
             }
@@ -283,7 +340,40 @@ impl BigQuery {
         })?;
         self.incarnations.lock().await.insert(target.to_string(), info.incarnation);
         columns.insert(target.to_string(), info.columns);
-        Ok(())
+        Ok(retypes)
+    }
+
+    /// For each write, the error refusing it when a decimal it carries does
+    /// not fit its column's precision and scale: BigQuery (and its
+    /// emulator) would round it silently.
+    async fn unfit(&self, target: &str, writes: &[Write]) -> Vec<Option<SinkError>> {
+        let columns = self.columns.lock().await;
+        let known = columns.get(target).map(Vec::as_slice).unwrap_or(&[]);
+        let limits: Vec<(&str, &str, (u32, u32))> =
+            known.iter().filter_map(|(n, t)| sql::decimal_limits(t).map(|l| (n.as_str(), t.as_str(), l))).collect();
+        writes
+            .iter()
+            .map(|w| {
+                let body = w.doc.body.as_ref()?;
+                body.columns.iter().find_map(|(name, v)| {
+                    let (column, ty, (p, s)) = limits.iter().find(|(n, _, _)| n.eq_ignore_ascii_case(name))?;
+                    let why = match v {
+                        crate::decode::Value::Decimal { unscaled, scale } => {
+                            crate::decode::value::decimal_fits(*unscaled, *scale, *p, *s).err()
+                        }
+                        crate::decode::Value::Int(i) => crate::decode::value::decimal_fits(i128::from(*i), 0, *p, *s).err(),
+                        _ => None,
+                    }?;
+                    Some(err(
+                        ErrorKind::RefusedRow,
+                        format!(
+                            "BigQuery table {}.{target}, row {:?} ({}): column {column:?}: {why} of a {ty} column; it is never rounded: declare a wider type under bigquery.types, or let the source's ALTER widen the column",
+                            self.dataset, w.doc.id, w.doc.lineage
+                        ),
+                    ))
+                })
+            })
+            .collect()
     }
 
     fn transient(&self, target: &str, e: BqError) -> SinkError {
@@ -383,7 +473,12 @@ impl Sink for BigQuery {
         Ok(())
     }
 
-    async fn add_fields(&self, table: &TableMapping, target: &str, fields: &[NewField]) -> Result<(), SinkError> {
+    async fn add_fields(
+        &self,
+        table: &TableMapping,
+        target: &str,
+        fields: &[NewField],
+    ) -> Result<Vec<Retype>, SinkError> {
         self.evolve(table, target, fields).await.map_err(|e| self.transient(target, e))
     }
 
@@ -416,11 +511,18 @@ impl Sink for BigQuery {
         writes: &[Write],
         _progress: &[PartitionOffset],
     ) -> Result<Vec<Outcome>, SinkError> {
-        let refs: Vec<&Write> = writes.iter().collect();
-        match self.apply(target, &refs).await {
-            Ok(mut outcomes) => {
-                Ok(writes.iter().map(|w| outcomes.remove(&w.doc.id).unwrap_or(Outcome::Stale)).collect())
-            }
+        let unfit = self.unfit(target, writes).await;
+        let refs: Vec<&Write> = writes.iter().zip(&unfit).filter(|(_, u)| u.is_none()).map(|(w, _)| w).collect();
+        let applied = if refs.is_empty() { Ok(HashMap::new()) } else { self.apply(target, &refs).await };
+        match applied {
+            Ok(mut outcomes) => Ok(writes
+                .iter()
+                .zip(unfit)
+                .map(|(w, u)| match u {
+                    Some(e) => Outcome::Failed(e),
+                    None => outcomes.remove(&w.doc.id).unwrap_or(Outcome::Stale),
+                })
+                .collect()),
             Err(BqError::Data(m)) => {
                 let rows = match writes {
                     [w] => format!("the row with __id {:?} ({})", w.doc.id, w.doc.lineage),

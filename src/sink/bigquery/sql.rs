@@ -8,6 +8,7 @@ use base64::Engine;
 
 use crate::decode::value::{date_text, decimal_text, time_text, timestamp_text};
 use crate::decode::{FieldType, Value};
+use crate::sink::TypeChange;
 
 /// The bookkeeping columns every table has, with their types.
 pub const META: [(&str, &str); 7] = [
@@ -149,6 +150,58 @@ pub fn type_of_value(v: &Value) -> Option<String> {
     })
 }
 
+/// A column's decimal limits `(precision, scale)` as written in DDL or read
+/// back (`NUMERIC(12, 4)`); unparameterized NUMERIC holds 29 integer digits
+/// and 9 decimals, BIGNUMERIC 38 and 38 (rounded down from 38.x).
+pub fn decimal_limits(ty: &str) -> Option<(u32, u32)> {
+    let base = base_type(ty);
+    let args: Vec<u32> = ty
+        .split_once('(')
+        .map(|(_, rest)| rest.trim_end_matches(')').split(',').filter_map(|a| a.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    match (base.as_str(), args.as_slice()) {
+        ("NUMERIC" | "BIGNUMERIC", [p, s]) => Some((*p, *s)),
+        ("NUMERIC" | "BIGNUMERIC", [p]) => Some((*p, 0)),
+        ("NUMERIC", _) => Some((38, 9)),
+        ("BIGNUMERIC", _) => Some((76, 38)),
+        _ => None,
+    }
+}
+
+/// How column `column` of `table`, of type `current`, follows a source type
+/// that now needs `wanted`, by what `ALTER COLUMN SET DATA TYPE` allows:
+/// INT64 → NUMERIC → BIGNUMERIC and decimal limits up (no fewer integer
+/// digits, no fewer decimals) in place; what `current` already holds
+/// unchanged; anything else a rebuild.
+pub fn classify(table: &str, column: &str, current: &str, wanted: &str) -> TypeChange {
+    let (from, to) = (base_type(current), base_type(wanted));
+    let widen =
+        || TypeChange::InPlace(format!("ALTER TABLE {table} ALTER COLUMN {} SET DATA TYPE {wanted}", quote(column)));
+    let rank = |b: &str| match b {
+        "INT64" => Some(0),
+        "NUMERIC" => Some(1),
+        "BIGNUMERIC" => Some(2),
+        _ => None,
+    };
+    match (rank(&from), rank(&to)) {
+        (Some(a), Some(b)) => {
+            // INT64 holds 19 integer digits.
+            let (p, s) = decimal_limits(current).unwrap_or((19, 0));
+            let (p2, s2) = decimal_limits(wanted).unwrap_or((19, 0));
+            let (int, int2) = (p.saturating_sub(s), p2.saturating_sub(s2));
+            if s >= s2 && int >= int2 {
+                TypeChange::Unchanged
+            } else if b >= a && s2 >= s && int2 >= int {
+                widen()
+            } else {
+                TypeChange::Rebuild(format!("{wanted} holds fewer integer digits or decimals than {current}"))
+            }
+        }
+        _ if from == to => TypeChange::Unchanged,
+        _ => TypeChange::Rebuild(format!("BigQuery cannot change {current} to {wanted} in place")),
+    }
+}
+
 /// The base type of a column type as written in DDL or read back from
 /// `tables.get` (`INTEGER` → `INT64`, `NUMERIC(12, 2)` → `NUMERIC`, ...).
 pub fn base_type(ty: &str) -> String {
@@ -251,6 +304,34 @@ pub fn partition_expr(column: &str, ty: &str) -> Result<String, String> {
             "partition_by {column:?} is a {other} column; BigQuery partitions by a DATE, DATETIME or TIMESTAMP column (daily): choose one of those, or remove partition_by"
         )),
     }
+}
+
+/// Where the sink records a column's type: its description, `projector
+/// type: NUMERIC(12, 4)`. tables.get of the emulator reports no precision
+/// for an added column, and the old one after `SET DATA TYPE`, while it
+/// rounds to the limits it was given; the description survives restarts
+/// and is read back first ([`recorded_type`]).
+pub const TYPE_NOTE: &str = "projector type: ";
+
+/// The type a column's description records, if it does.
+pub fn recorded_type(description: &str) -> Option<&str> {
+    description.strip_prefix(TYPE_NOTE).map(str::trim).filter(|t| !t.is_empty())
+}
+
+/// `ALTER COLUMN ... SET OPTIONS (description = ...)` recording the type of
+/// each column whose limits matter (decimals); `None` when there is none.
+pub fn record_types(table: &str, columns: &[(String, String)]) -> Vec<String> {
+    columns
+        .iter()
+        .filter(|(_, t)| decimal_limits(t).is_some())
+        .map(|(n, t)| {
+            format!(
+                "ALTER TABLE {table} ALTER COLUMN {} SET OPTIONS (description = {})",
+                quote(n),
+                literal(&format!("{TYPE_NOTE}{}", plain_type(t)))
+            )
+        })
+        .collect()
 }
 
 /// `ALTER TABLE ... ADD COLUMN IF NOT EXISTS ...` for new columns.
@@ -463,6 +544,29 @@ mod tests {
         assert_eq!(base_type("NUMERIC(12, 2)"), "NUMERIC");
         assert_eq!(base_type("INTEGER"), "INT64");
         assert_eq!(base_type("STRING NOT NULL"), "STRING");
+    }
+
+    #[test]
+    fn decimals_widen_in_place_and_narrowing_or_another_kind_is_a_rebuild() {
+        let c = |a: &str, b: &str| classify("`t`", "c", a, b);
+        assert_eq!(
+            c("NUMERIC(10, 2)", "NUMERIC(12, 4)"),
+            TypeChange::InPlace("ALTER TABLE `t` ALTER COLUMN `c` SET DATA TYPE NUMERIC(12, 4)".into())
+        );
+        assert_eq!(c("NUMERIC(12, 4)", "NUMERIC(10, 2)"), TypeChange::Unchanged);
+        assert!(matches!(c("NUMERIC(10, 2)", "NUMERIC(10, 4)"), TypeChange::Rebuild(_)));
+        assert!(matches!(c("NUMERIC(12, 2)", "BIGNUMERIC(40, 2)"), TypeChange::InPlace(_)));
+        assert!(matches!(c("INT64", "NUMERIC"), TypeChange::InPlace(_)));
+        assert!(
+            matches!(c("INT64", "NUMERIC(12, 4)"), TypeChange::Rebuild(_)),
+            "8 integer digits cannot hold an INT64"
+        );
+        assert_eq!(c("INT64", "INT64"), TypeChange::Unchanged);
+        assert_eq!(c("NUMERIC", "NUMERIC(12, 2)"), TypeChange::Unchanged);
+        assert!(matches!(c("STRING", "INT64"), TypeChange::Rebuild(_)));
+        assert_eq!(c("DATETIME", "DATETIME"), TypeChange::Unchanged);
+        assert_eq!(decimal_limits("NUMERIC(12, 4)"), Some((12, 4)));
+        assert_eq!(decimal_limits("INT64"), None);
     }
 
     #[test]

@@ -224,17 +224,17 @@ impl Client {
     }
 
     /// Names of the top-level fields in the mapping behind `alias`.
-    pub async fn mapped_fields(&self, alias: &str) -> Result<std::collections::HashSet<String>, SinkError> {
+    pub async fn mapped_fields(&self, alias: &str) -> Result<std::collections::HashMap<String, Json>, SinkError> {
         let (status, body) =
             self.send(self.http.get(format!("{}/{alias}/_mapping", self.base)), "reading mapping").await?;
         if status != 200 {
             return Err(failed(&format!("reading mapping of {alias}"), status, &body));
         }
-        let mut out = std::collections::HashSet::new();
+        let mut out = std::collections::HashMap::new();
         if let Some(indexes) = body.as_object() {
             for idx in indexes.values() {
                 if let Some(props) = idx.pointer("/mappings/properties").and_then(Json::as_object) {
-                    out.extend(props.keys().cloned());
+                    out.extend(props.iter().map(|(k, v)| (k.clone(), v.clone())));
                 }
             }
         }

@@ -20,13 +20,15 @@ use serde_json::{Value as Json, json};
 use super::client::META_FIELD;
 use crate::decode::{FieldType, Text, Value};
 use crate::mapping::ElasticsearchTarget;
+use crate::sink::TypeChange;
 
 /// The Elasticsearch type for a decoded value; `None` for null.
 pub fn value_type(v: &Value) -> Option<Json> {
     Some(match v {
         Value::Null | Value::Unavailable => return None,
         Value::Bool(_) => json!({"type": "boolean"}),
-        Value::Int(_) => json!({"type": "long"}),
+        // Elasticsearch truncates 1.5 to 1 in a long by default: refused instead.
+        Value::Int(_) => json!({"type": "long", "coerce": false}),
         Value::Float(_) | Value::Decimal { .. } => json!({"type": "double"}),
         Value::String(_) => json!({"type": "keyword"}),
         Value::Bytes(_) => json!({"type": "binary"}),
@@ -74,6 +76,39 @@ pub fn schema_type(ft: &FieldType) -> Option<Json> {
     value_type(&like)
 }
 
+/// How a mapped field (`current`, its mapping) follows a new source type:
+/// unchanged when the new type maps to the same field type (and, for a
+/// `scaled_float` or an integer type, its decimals fit), else a rebuild,
+/// since Elasticsearch never changes a field's type in place.
+pub fn classify(current: &Json, ft: &FieldType) -> TypeChange {
+    let Some(wanted) = schema_type(ft) else { return TypeChange::Unchanged };
+    let (have, want) = (current["type"].as_str().unwrap_or("object"), wanted["type"].as_str().unwrap_or("object"));
+    let decimals = ft.scale.unwrap_or(0);
+    let decimal = want == "double" && ft.name.as_deref().is_some_and(|n| n.ends_with("Decimal"));
+    let integer = matches!(have, "long" | "integer" | "short" | "byte");
+    match have {
+        "scaled_float" if decimal || want == "long" => {
+            let factor = current["scaling_factor"].as_f64().unwrap_or(1.0);
+            let needed = 10f64.powi(i32::try_from(decimals).unwrap_or(i32::MAX));
+            if needed <= factor {
+                TypeChange::Unchanged
+            } else {
+                TypeChange::Rebuild(format!(
+                    "scaled_float with scaling_factor {factor} cannot hold {decimals} decimals"
+                ))
+            }
+        }
+        _ if integer && decimal && decimals == 0 => TypeChange::Unchanged,
+        _ if integer && want == "long" => TypeChange::Unchanged,
+        "double" | "float" if want == "long" || decimal => TypeChange::Unchanged,
+        _ if have == want => TypeChange::Unchanged,
+        "text" | "keyword" if want == "keyword" => TypeChange::Unchanged,
+        _ => TypeChange::Rebuild(format!(
+            "a {have} field cannot take {want} values; Elasticsearch never retypes a field in place"
+        )),
+    }
+}
+
 /// Bookkeeping fields every projector index has.
 pub fn meta_properties() -> Json {
     json!({"properties": {
@@ -111,6 +146,29 @@ mod tests {
         // A numeric-looking string stays a keyword: the schema said string.
         assert_eq!(value_type(&Value::String("123".into())).unwrap()["type"], "keyword");
         assert!(value_type(&Value::Null).is_none());
+    }
+
+    #[test]
+    fn a_new_field_type_needs_a_rebuild_and_a_compatible_one_does_not() {
+        let dec = |scale| FieldType {
+            connect: "bytes".into(),
+            name: Some("org.apache.kafka.connect.data.Decimal".into()),
+            scale: Some(scale),
+            precision: Some(12),
+        };
+        let int = FieldType { connect: "int32".into(), ..Default::default() };
+        let string = FieldType { connect: "string".into(), ..Default::default() };
+        let long = value_type(&Value::Int(0)).unwrap();
+        assert_eq!(long["coerce"], false, "a long refuses 1.5 instead of truncating it");
+        assert_eq!(classify(&json!({"type": "double"}), &dec(4)), TypeChange::Unchanged);
+        assert_eq!(classify(&long, &int), TypeChange::Unchanged);
+        assert!(matches!(classify(&long, &dec(2)), TypeChange::Rebuild(_)), "an integer field receiving decimals");
+        let scaled = json!({"type": "scaled_float", "scaling_factor": 100});
+        assert_eq!(classify(&scaled, &dec(2)), TypeChange::Unchanged);
+        assert!(matches!(classify(&scaled, &dec(4)), TypeChange::Rebuild(_)));
+        assert!(matches!(classify(&json!({"type": "keyword"}), &int), TypeChange::Rebuild(_)));
+        assert!(matches!(classify(&json!({"type": "text"}), &int), TypeChange::Rebuild(_)));
+        assert_eq!(classify(&json!({"type": "keyword"}), &string), TypeChange::Unchanged);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod client;
 pub mod encode;
 pub mod mapping;
 
+use crate::sink::{Retype, TypeChange};
 use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,7 +48,7 @@ pub use client::{Client, Current, META_FIELD};
 pub struct Elasticsearch {
     client: Client,
     /// Fields already in each alias's mapping.
-    mapped: Mutex<HashMap<String, HashSet<String>>>,
+    mapped: Mutex<HashMap<String, HashMap<String, serde_json::Value>>>,
     /// The mapping each alias's index is created with (the read-model
     /// file's), kept to re-create an index deleted behind our back.
     mappings: Mutex<HashMap<String, serde_json::Value>>,
@@ -223,15 +224,37 @@ impl Sink for Elasticsearch {
     /// retyped) is left as it is; documents that conflict with it are
     /// refused one by one and dead-lettered. An index found missing is
     /// re-created with the read-model file's mapping plus these fields.
-    async fn add_fields(&self, table: &TableMapping, target: &str, fields: &[NewField]) -> Result<(), SinkError> {
+    async fn add_fields(
+        &self,
+        table: &TableMapping,
+        target: &str,
+        fields: &[NewField],
+    ) -> Result<Vec<Retype>, SinkError> {
         let declared = table.elasticsearch.as_ref().map(|e| e.types.as_slice()).unwrap_or(&[]);
+        let mut retypes = Vec::new();
         let new: Vec<(String, serde_json::Value)> = {
             let mapped = self.mapped.lock().unwrap_or_else(|e| e.into_inner());
             let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
             let known = mapped.get(target);
+            // A mapped field never changes type in place: a new source type
+            // that needs another field type needs a rebuild.
+            for f in fields {
+                let (Some(current), FieldSource::Schema(ft)) = (known.and_then(|k| k.get(&f.name)), &f.source) else {
+                    continue;
+                };
+                if let TypeChange::Rebuild(why) = mapping::classify(current, ft) {
+                    retypes.push(Retype {
+                        field: f.name.clone(),
+                        from: current.to_string(),
+                        to: mapping::schema_type(ft).map(|t| t.to_string()).unwrap_or_default(),
+                        why,
+                        source: ft.clone(),
+                    });
+                }
+            }
             fields
                 .iter()
-                .filter(|f| !known.is_some_and(|k| k.contains(&f.name)))
+                .filter(|f| !known.is_some_and(|k| k.contains_key(&f.name)))
                 .filter(|f| !refused.contains(&(target.to_string(), f.name.clone())))
                 .filter_map(|f| {
                     let ty = match &f.source {
@@ -244,7 +267,7 @@ impl Sink for Elasticsearch {
                 .collect()
         };
         if new.is_empty() {
-            return Ok(());
+            return Ok(retypes);
         }
         let mut put = self.client.put_mapping(target, &new).await;
         if let (Err(SinkError { kind: ErrorKind::NotFound, .. }), Some(es)) = (&put, &table.elasticsearch) {
@@ -254,14 +277,14 @@ impl Sink for Elasticsearch {
         match put {
             Ok(()) => {
                 let mut mapped = self.mapped.lock().unwrap_or_else(|e| e.into_inner());
-                mapped.entry(target.to_string()).or_default().extend(new.into_iter().map(|(n, _)| n));
-                Ok(())
+                mapped.entry(target.to_string()).or_default().extend(new);
+                Ok(retypes)
             }
             Err(e) if e.kind.is_data() => {
                 tracing::warn!(alias = target, error = %e, "cannot extend the index mapping; conflicting documents will be dead-lettered");
                 let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
                 refused.extend(new.into_iter().map(|(n, _)| (target.to_string(), n)));
-                Ok(())
+                Ok(retypes)
             }
             Err(e) => Err(e),
         }

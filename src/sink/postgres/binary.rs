@@ -29,6 +29,9 @@ const MAX_TIME_MICROS: i64 = 86_400_000_000;
 pub struct Cell<'a> {
     pub column: &'a str,
     pub value: &'a Value,
+    /// The column's `numeric(p,s)` limits: PostgreSQL rounds a value with
+    /// more decimals silently, so one that does not fit is refused here.
+    pub numeric: Option<(u32, u32)>,
 }
 
 type BoxError = Box<dyn Error + Sync + Send>;
@@ -80,9 +83,13 @@ impl ToSql for Cell<'_> {
             Type::FLOAT8 => out.put_f64(float(v).ok_or_else(|| bad(""))?),
             Type::NUMERIC => match v {
                 Value::Decimal { unscaled, scale } => {
+                    self.fits(*unscaled, *scale, ty)?;
                     numeric(out, *unscaled, *scale).ok_or_else(|| bad("scale over 16383"))?
                 }
-                Value::Int(i) => numeric(out, i128::from(*i), 0).ok_or_else(|| bad(""))?,
+                Value::Int(i) => {
+                    self.fits(i128::from(*i), 0, ty)?;
+                    numeric(out, i128::from(*i), 0).ok_or_else(|| bad(""))?
+                }
                 Value::Float(f) if f.is_nan() => {
                     out.put_i16(0);
                     out.put_i16(0);
@@ -91,6 +98,7 @@ impl ToSql for Cell<'_> {
                 }
                 Value::String(s) => match value::parse_decimal_text(s) {
                     Some(Value::Decimal { unscaled, scale }) => {
+                        self.fits(unscaled, scale, ty)?;
                         numeric(out, unscaled, scale).ok_or_else(|| bad("scale over 16383"))?
                     }
                     _ => return Err(bad("not a decimal")),
@@ -160,6 +168,18 @@ impl ToSql for Cell<'_> {
     }
 
     to_sql_checked!();
+}
+
+impl Cell<'_> {
+    /// Refuses a decimal its `numeric(p,s)` column would round or overflow.
+    fn fits(&self, unscaled: i128, scale: u32, ty: &Type) -> Result<(), BoxError> {
+        let Some((precision, column_scale)) = self.numeric else { return Ok(()) };
+        value::decimal_fits(unscaled, scale, precision, column_scale).map_err(|why| {
+            let shown = Value::Decimal { unscaled, scale };
+            let column = format!("numeric({precision},{column_scale})");
+            bad(self.column, &shown, ty, &format!("{why} in {column}; it is never rounded: widen the column (`ALTER TABLE ... ALTER COLUMN ... TYPE numeric(p,s)`) or declare a wider type under postgres.types"))
+        })
+    }
 }
 
 /// Nanoseconds since 1970 → microseconds since 2000 (PostgreSQL keeps µs).
@@ -326,7 +346,7 @@ mod tests {
 
     fn enc(v: Value, ty: Type) -> Vec<u8> {
         let mut out = BytesMut::new();
-        Cell { column: "c", value: &v }.to_sql(&ty, &mut out).unwrap();
+        Cell { column: "c", value: &v, numeric: None }.to_sql(&ty, &mut out).unwrap();
         out.to_vec()
     }
 
@@ -384,7 +404,7 @@ mod tests {
     /// The message a value gets, or the bytes it encodes to.
     fn refused(v: Value, ty: Type) -> String {
         let mut out = BytesMut::new();
-        match (Cell { column: "Seat", value: &v }).to_sql(&ty, &mut out) {
+        match (Cell { column: "Seat", value: &v, numeric: None }).to_sql(&ty, &mut out) {
             Ok(_) => panic!("{v:?} encoded as {ty} to {:?}", out.to_vec()),
             Err(e) => e.to_string(),
         }

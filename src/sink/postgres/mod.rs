@@ -8,8 +8,11 @@
 //! wrote the row; added to older tables on prepare) and `__written_at`, plus one column per output field, added
 //! when the field first appears with a known type (from the Debezium schema:
 //! `numeric(p,s)`, `timestamp(3|6)`, `timestamptz`, `uuid`, `bytea`, `jsonb`,
-//! ...; or from the read model's `postgres.types`). Nothing is dropped or
-//! retyped automatically. Every identifier is quoted.
+//! ...; or from the read model's `postgres.types`). A column whose source
+//! type widened is altered in place (`schema::classify`); nothing is
+//! dropped, and a change it cannot make in place is left to the read
+//! model's `on_type_change`. A numeric value its column would round is
+//! refused, never rounded. Every identifier is quoted.
 //!
 //! ## Writes and the guard
 //! One transaction per table and batch: binary `COPY` into a temporary table, then
@@ -52,9 +55,11 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
-use super::{Document, ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, StoredPosition, Write};
+use super::{
+    Document, ErrorKind, FieldSource, NewField, Outcome, Retype, Sink, SinkError, StoredPosition, TypeChange, Write,
+};
 use crate::decode::{Row, Value};
-use crate::mapping::{ReadModel, TableMapping};
+use crate::mapping::{OnDrop, ReadModel, TableMapping};
 use crate::source::PartitionOffset;
 use binary::Cell;
 use compaction::{Applied, compaction_deletes};
@@ -124,13 +129,23 @@ pub const META: [(&str, &str); 7] = [
 /// tables by [`Postgres::create_table`].
 const ADDED_META: [&str; 2] = ["__partition", "__offset"];
 
+/// A mirror table's column as the catalog has it.
+#[derive(Clone, Debug)]
+pub struct Column {
+    pub name: String,
+    /// The type the binary COPY encodes for.
+    pub ty: Type,
+    /// `format_type` of it, with its limits: `numeric(12,4)`, `character varying(20)`.
+    pub format: String,
+}
+
 /// Writes read-model rows to PostgreSQL.
 pub struct Postgres {
     url: String,
     model: Arc<ReadModel>,
     client: Mutex<Option<Client>>,
     /// Known columns and their types per target table.
-    columns: Mutex<HashMap<String, Vec<(String, Type)>>>,
+    columns: Mutex<HashMap<String, Vec<Column>>>,
     /// The version table this instance last pointed each table's views at:
     /// where views dropped behind its back are put back.
     readers: std::sync::Mutex<HashMap<String, String>>,
@@ -160,17 +175,21 @@ impl Postgres {
     }
 
     /// Reads the table's columns and types from the catalog.
-    async fn load_columns(client: &Client, target: &str) -> Result<Vec<(String, Type)>, SinkError> {
+    async fn load_columns(client: &Client, target: &str) -> Result<Vec<Column>, SinkError> {
         let rows = client
             .query(
-                "SELECT a.attname::text, a.atttypid FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                "SELECT a.attname::text, a.atttypid, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
                 &[&quote_table(target)],
             )
             .await
             .map_err(|e| pg_err(&format!("reading columns of {target}"), &e))?;
         Ok(rows
             .iter()
-            .map(|r| (r.get::<_, String>(0), Type::from_oid(r.get::<_, u32>(1)).unwrap_or(Type::TEXT)))
+            .map(|r| Column {
+                name: r.get::<_, String>(0),
+                ty: Type::from_oid(r.get::<_, u32>(1)).unwrap_or(Type::TEXT),
+                format: r.get::<_, String>(2),
+            })
             .collect())
     }
 
@@ -195,6 +214,16 @@ impl Postgres {
             .map_err(|e| pg_err(&format!("creating table {target}"), &e))
     }
 
+    /// The read model's `on_drop` for a table of this sink.
+    fn model_drop(&self, target: &str) -> OnDrop {
+        self.model
+            .tables
+            .iter()
+            .find(|t| t.postgres.as_ref().is_some_and(|p| p.table == target))
+            .map(|t| t.policy.on_drop)
+            .unwrap_or_default()
+    }
+
     /// The client, connecting first when there is none or it closed.
     async fn client<'g>(&self, guard: &'g mut Option<Client>) -> Result<&'g mut Client, SinkError> {
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
@@ -210,7 +239,7 @@ impl Postgres {
         tx: &tokio_postgres::Transaction<'_>,
         target: &str,
         writes: &[&Write],
-        columns: &[(String, Type)],
+        columns: &[Column],
     ) -> Result<Applied, TxError> {
         let (compactions, writes): (Vec<&Write>, Vec<&Write>) = writes.iter().partition(|w| w.doc.compaction);
         let mut applied = Applied::default();
@@ -229,9 +258,9 @@ impl Postgres {
         tx: &tokio_postgres::Transaction<'_>,
         target: &str,
         writes: &[&Write],
-        columns: &[(String, Type)],
+        columns: &[Column],
     ) -> Result<HashSet<String>, TxError> {
-        let data: Vec<&(String, Type)> = columns.iter().filter(|(n, _)| !META.iter().any(|(m, _)| m == n)).collect();
+        let data: Vec<&Column> = columns.iter().filter(|c| !META.iter().any(|(m, _)| *m == c.name)).collect();
         let tmp = "projector_batch";
         tx.batch_execute(&format!(
             "CREATE TEMP TABLE {tmp} ON COMMIT DROP AS SELECT * FROM {} WITH NO DATA; ALTER TABLE {tmp} ADD COLUMN __unavailable text[]",
@@ -240,10 +269,10 @@ impl Postgres {
         .await?;
         let mut copy_cols: Vec<&str> =
             vec!["__id", "__position", "__deleted", "__source_ts", "__partition", "__offset", "__unavailable"];
-        copy_cols.extend(data.iter().map(|(n, _)| n.as_str()));
+        copy_cols.extend(data.iter().map(|c| c.name.as_str()));
         let mut types =
             vec![Type::TEXT, Type::TEXT, Type::BOOL, Type::TIMESTAMPTZ, Type::INT4, Type::INT8, Type::TEXT_ARRAY];
-        types.extend(data.iter().map(|(_, t)| t.clone()));
+        types.extend(data.iter().map(|c| c.ty.clone()));
         let sink = tx
             .copy_in(&format!(
                 "COPY {tmp} ({}) FROM STDIN (FORMAT binary)",
@@ -251,8 +280,8 @@ impl Postgres {
             ))
             .await?;
         let writer = BinaryCopyInWriter::new(sink, &types);
-        copy_rows(writer, writes, &data).await?;
-        let data_list = data.iter().map(|(n, _)| quote(n)).collect::<Vec<_>>().join(", ");
+        copy_rows(writer, writes, &data, self.model_drop(target)).await?;
+        let data_list = data.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", ");
         let all = format!(
             "__id, __position, __deleted, __source_ts, __partition, __offset{}{data_list}",
             if data.is_empty() { "" } else { ", " }
@@ -272,7 +301,7 @@ impl Postgres {
         }
         let sets: Vec<String> = data
             .iter()
-            .map(|(n, _)| {
+            .map(|Column { name: n, .. }| {
                 format!(
                     "{c} = CASE WHEN s.__unavailable @> ARRAY[{lit}]::text[] THEN t.{c} ELSE s.{c} END",
                     c = quote(n),
@@ -305,7 +334,7 @@ impl Postgres {
         client: &mut Client,
         target: &str,
         writes: &[&Write],
-        columns: &[(String, Type)],
+        columns: &[Column],
         progress: &[PartitionOffset],
     ) -> Result<Applied, SinkError> {
         let failed = |e: tokio_postgres::Error| pg_err(&format!("writing table {target}"), &e);
@@ -350,28 +379,51 @@ fn get<'r>(row: &'r Row, column: &str) -> Option<&'r Value> {
 
 /// Writes every row of the batch into the COPY stream: the bookkeeping
 /// columns, the list of columns to leave as stored, then the data columns.
-async fn copy_rows(writer: BinaryCopyInWriter, writes: &[&Write], data: &[&(String, Type)]) -> Result<(), TxError> {
+async fn copy_rows(
+    writer: BinaryCopyInWriter,
+    writes: &[&Write],
+    data: &[&Column],
+    on_drop: OnDrop,
+) -> Result<(), TxError> {
     let mut writer = std::pin::pin!(writer);
     for w in writes {
         let d = &w.doc;
         let meta = meta_values(d);
         // A delete keeps the last values: every non-key column is left as stored.
         let unavailable: Vec<String> = match &d.body {
-            Some(body) => body
-                .columns
-                .iter()
-                .filter(|(_, v)| matches!(v, Value::Unavailable))
-                .map(|(n, _)| schema::identifier(n).into_owned())
-                .collect(),
-            None => data.iter().map(|(n, _)| n.clone()).filter(|n| get(&d.key, n).is_none()).collect(),
+            Some(body) => {
+                let mut keep: Vec<String> = body
+                    .columns
+                    .iter()
+                    .filter(|(_, v)| matches!(v, Value::Unavailable))
+                    .map(|(n, _)| schema::identifier(n).into_owned())
+                    .collect();
+                // A column the source dropped (the row no longer has it)
+                // keeps its stored value unless the read model says null.
+                if on_drop == OnDrop::Keep {
+                    keep.extend(
+                        data.iter()
+                            .filter(|c| get(body, &c.name).is_none() && get(&d.key, &c.name).is_none())
+                            .map(|c| c.name.clone()),
+                    );
+                }
+                keep
+            }
+            None => data.iter().map(|c| c.name.clone()).filter(|n| get(&d.key, n).is_none()).collect(),
         };
         let values: Vec<&Value> = data
             .iter()
-            .map(|(n, _)| d.body.as_ref().and_then(|b| get(b, n)).or_else(|| get(&d.key, n)).unwrap_or(&Value::Null))
+            .map(|c| {
+                d.body.as_ref().and_then(|b| get(b, &c.name)).or_else(|| get(&d.key, &c.name)).unwrap_or(&Value::Null)
+            })
             .collect();
         let meta_cells: Vec<Cell<'_>> =
-            META.iter().zip(&meta).map(|((column, _), value)| Cell { column, value }).collect();
-        let cells: Vec<Cell<'_>> = data.iter().zip(values).map(|((column, _), value)| Cell { column, value }).collect();
+            META.iter().zip(&meta).map(|((column, _), value)| Cell { column, value, numeric: None }).collect();
+        let cells: Vec<Cell<'_>> = data
+            .iter()
+            .zip(values)
+            .map(|(c, value)| Cell { column: &c.name, value, numeric: schema::numeric_limits(&c.format) })
+            .collect();
         let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(5 + cells.len());
         row.extend(meta_cells.iter().map(|c| c as &(dyn ToSql + Sync)));
         row.push(&unavailable);
@@ -526,7 +578,12 @@ impl Sink for Postgres {
         Ok(())
     }
 
-    async fn add_fields(&self, table: &TableMapping, target: &str, fields: &[NewField]) -> Result<(), SinkError> {
+    async fn add_fields(
+        &self,
+        table: &TableMapping,
+        target: &str,
+        fields: &[NewField],
+    ) -> Result<Vec<Retype>, SinkError> {
         let mut guard = self.client.lock().await;
         let client = self.client(&mut guard).await?;
         let mut columns = self.columns.lock().await;
@@ -538,32 +595,80 @@ impl Sink for Postgres {
         }
         let known = columns.get(target).map(Vec::as_slice).unwrap_or(&[]);
         let declared = table.postgres.as_ref().map(|p| p.types.as_slice()).unwrap_or(&[]);
-        let added: Vec<(&str, String)> = fields
-            .iter()
+        let mut added: Vec<(&str, String)> = Vec::new();
+        let mut widened: Vec<String> = Vec::new();
+        let mut retypes: Vec<Retype> = Vec::new();
+        for f in fields {
             // The catalog holds the mapped name (see `schema::identifier`).
-            .filter(|f| !known.iter().any(|(n, _)| *n == schema::identifier(&f.name)))
-            .filter_map(|f| {
-                let ty = match &f.source {
-                    FieldSource::Declared => declared.iter().find(|(n, _)| *n == f.name).map(|(_, t)| t.clone()),
-                    FieldSource::Schema(ft) => Some(pg_type_of_field(ft)),
-                    FieldSource::Value(v) => pg_type_of_value(v),
-                };
-                Some((f.name.as_str(), ty?))
-            })
-            .collect();
-        if added.is_empty() {
-            return Ok(());
+            let existing = known.iter().find(|c| c.name == schema::identifier(&f.name));
+            let ty = match &f.source {
+                FieldSource::Declared => declared.iter().find(|(n, _)| *n == f.name).map(|(_, t)| t.clone()),
+                FieldSource::Schema(ft) => Some(pg_type_of_field(ft)),
+                FieldSource::Value(v) => pg_type_of_value(v),
+            };
+            let Some(ty) = ty else { continue };
+            match (existing, &f.source) {
+                (None, _) => added.push((f.name.as_str(), ty)),
+                // Only the source's schema retypes a column: a declared type is
+                // the file's, and a value's type is a guess.
+                (Some(c), FieldSource::Schema(ft)) => match schema::classify(target, &c.name, &c.format, &ty) {
+                    TypeChange::Unchanged => {}
+                    TypeChange::InPlace(ddl) => widened.push(ddl),
+                    TypeChange::Rebuild(why) => retypes.push(Retype {
+                        field: f.name.clone(),
+                        from: c.format.clone(),
+                        to: ty,
+                        why,
+                        source: ft.clone(),
+                    }),
+                },
+                (Some(_), _) => {}
+            }
+        }
+        if added.is_empty() && widened.is_empty() {
+            return Ok(retypes);
         }
         let alters: Vec<String> =
             added.iter().map(|(n, t)| format!("ADD COLUMN IF NOT EXISTS {} {t}", quote(n))).collect();
-        let sql = format!("ALTER TABLE {t} {}", alters.join(", "), t = quote_table(target));
+        let add = if alters.is_empty() {
+            String::new()
+        } else {
+            format!("ALTER TABLE {} {}; ", quote_table(target), alters.join(", "))
+        };
+        // PostgreSQL expands `*` when a view is created, and refuses to
+        // retype a column a view uses: the live view is dropped and
+        // recreated in the same transaction, so readers never miss it.
+        // Only the version readers see has views over it.
+        let logical = self.target(table).unwrap_or(target);
+        let follows = !widened.is_empty() && {
+            let row = client
+                .query_one(VIEW_FOLLOWS, &[&quote_table(&format!("{logical}_live")), &quote_table(target)])
+                .await
+                .map_err(|e| pg_err(&format!("reading the views of {logical}"), &e))?;
+            row.get::<_, bool>(1)
+        };
+        let (drop, views) = if follows {
+            let (all, live) = (quote_table(logical), quote_table(&format!("{logical}_live")));
+            (format!("DROP VIEW IF EXISTS {live}; DROP VIEW IF EXISTS {all}; "), format!("{}; ", reader_views(logical, target)))
+        } else {
+            (String::new(), String::new())
+        };
+        let retype = if widened.is_empty() { String::new() } else { format!("{drop}{}; ", widened.join("; ")) };
+        let sql = format!("BEGIN; {add}{retype}{views}COMMIT;");
         if let Err(e) = client.batch_execute(&sql).await {
             columns.remove(target);
-            return Err(pg_err(&format!("adding columns {added:?} to {target}"), &e));
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(pg_err(&format!("adding columns {added:?} / widening {widened:?} in {target}"), &e));
         }
-        tracing::info!(sink = SINK, table = target, columns = ?added, "added columns");
+        if !added.is_empty() {
+            tracing::info!(sink = SINK, table = target, columns = ?added, "added columns");
+        }
+        if !widened.is_empty() {
+            tracing::info!(sink = SINK, table = target, changes = ?widened, "widened columns in place after a source type change");
+        }
         columns.insert(target.to_string(), Self::load_columns(client, target).await?);
-        self.refresh_views(client, table, target).await
+        self.refresh_views(client, table, target).await?;
+        Ok(retypes)
     }
 
     async fn positions(&self, target: &str, ids: &[&str]) -> Result<Vec<Option<StoredPosition>>, SinkError> {

@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 
 use crate::decode::{FieldType, Value};
+use crate::sink::TypeChange;
 use crate::sink::bigquery::sql::stable_hash;
 
 /// The longest identifier PostgreSQL keeps whole, in bytes.
@@ -108,6 +109,105 @@ pub fn pg_type_of_value(v: &Value) -> Option<String> {
     )
 }
 
+/// A column type as far as widening goes: what `format_type` prints or a
+/// type [`pg_type_of_field`] gives, read into its kind and limits.
+#[derive(Clone, Debug, PartialEq)]
+enum Shape {
+    /// smallint, integer, bigint: their width in bytes.
+    Int(u8),
+    /// numeric(p,s), or unconstrained numeric.
+    Numeric(Option<(u32, u32)>),
+    /// varchar(n), or varchar without a limit.
+    Varchar(Option<u32>),
+    Text,
+    /// timestamp(p) / time(p) without time zone.
+    Timestamp(u32),
+    Time(u32),
+    Other(String),
+}
+
+fn shape(ty: &str) -> Shape {
+    let t = ty.trim().to_ascii_lowercase();
+    let t = t.strip_suffix(" without time zone").unwrap_or(&t);
+    let (base, args) = match t.split_once('(') {
+        Some((b, rest)) => {
+            (b.trim(), rest.trim_end_matches(')').split(',').map(|a| a.trim().parse::<u32>().ok()).collect())
+        }
+        None => (t, Vec::new()),
+    };
+    match (base, args.as_slice()) {
+        ("smallint" | "int2", []) => Shape::Int(2),
+        ("integer" | "int" | "int4", []) => Shape::Int(4),
+        ("bigint" | "int8", []) => Shape::Int(8),
+        ("numeric" | "decimal", []) => Shape::Numeric(None),
+        ("numeric" | "decimal", [Some(p)]) => Shape::Numeric(Some((*p, 0))),
+        ("numeric" | "decimal", [Some(p), Some(s)]) => Shape::Numeric(Some((*p, *s))),
+        ("character varying" | "varchar", []) => Shape::Varchar(None),
+        ("character varying" | "varchar", [Some(n)]) => Shape::Varchar(Some(*n)),
+        ("text", []) => Shape::Text,
+        ("timestamp", []) => Shape::Timestamp(6),
+        ("timestamp", [Some(p)]) => Shape::Timestamp(*p),
+        ("time", []) => Shape::Time(6),
+        ("time", [Some(p)]) => Shape::Time(*p),
+        ("timestamp with time zone" | "timestamptz", []) => Shape::Other("timestamptz".into()),
+        ("double precision" | "float8", []) => Shape::Other("double precision".into()),
+        ("real" | "float4", []) => Shape::Other("real".into()),
+        ("boolean" | "bool", []) => Shape::Other("boolean".into()),
+        _ => Shape::Other(t.split_whitespace().collect::<Vec<_>>().join(" ")),
+    }
+}
+
+/// The precision and scale a `numeric(p,s)` column type holds, if limited.
+pub fn numeric_limits(ty: &str) -> Option<(u32, u32)> {
+    match shape(ty) {
+        Shape::Numeric(limits) => limits,
+        _ => None,
+    }
+}
+
+/// How column `column` of `table`, of type `current`, follows a source
+/// type that now needs `wanted`: unchanged when `current` holds every
+/// value of `wanted`; in place for integer widening, numeric precision or
+/// scale up (no fewer integer digits), varchar longer or to text and
+/// timestamp/time precision up (`ALTER COLUMN ... TYPE`); else a rebuild.
+pub fn classify(table: &str, column: &str, current: &str, wanted: &str) -> TypeChange {
+    let (from, to) = (shape(current), shape(wanted));
+    let widen = || {
+        TypeChange::InPlace(format!("ALTER TABLE {} ALTER COLUMN {} TYPE {wanted}", quote_table(table), quote(column)))
+    };
+    let rebuild = |why: &str| TypeChange::Rebuild(why.to_string());
+    match (&from, &to) {
+        _ if from == to => TypeChange::Unchanged,
+        // The binary encoder writes any value's text into a text column.
+        (Shape::Text, _) => TypeChange::Unchanged,
+        (Shape::Int(a), Shape::Int(b)) if a > b => TypeChange::Unchanged,
+        (Shape::Int(_), Shape::Int(_)) => widen(),
+        (Shape::Numeric(None), Shape::Numeric(_)) => TypeChange::Unchanged,
+        (Shape::Numeric(Some((p, s))), Shape::Numeric(Some((p2, s2)))) => {
+            let (int, int2) = (p.saturating_sub(*s), p2.saturating_sub(*s2));
+            if s >= s2 && int >= int2 {
+                TypeChange::Unchanged
+            } else if s2 >= s && int2 >= int {
+                widen()
+            } else {
+                rebuild("fewer decimal places or integer digits would round or refuse stored values")
+            }
+        }
+        (Shape::Numeric(Some(_)), Shape::Numeric(None)) => widen(),
+        (Shape::Varchar(None), Shape::Varchar(_)) => TypeChange::Unchanged,
+        (Shape::Varchar(Some(n)), Shape::Varchar(Some(m))) if m <= n => TypeChange::Unchanged,
+        (Shape::Varchar(_), Shape::Varchar(_) | Shape::Text) => widen(),
+        (Shape::Timestamp(p), Shape::Timestamp(q)) | (Shape::Time(p), Shape::Time(q)) => {
+            if q <= p {
+                TypeChange::Unchanged
+            } else {
+                widen()
+            }
+        }
+        _ => rebuild("PostgreSQL cannot convert the stored values to the new kind of value in place"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +231,40 @@ mod tests {
         assert_eq!(ma, identifier(&a), "the same name always maps the same way");
         assert!(ma.starts_with(&"é".repeat(23)) && !ma.starts_with(&"é".repeat(24)), "{ma}");
         assert_eq!(quote_table(&format!("s.{a}")), format!("\"s\".\"{ma}\""));
+    }
+
+    #[test]
+    fn widening_is_in_place_and_anything_else_is_a_rebuild() {
+        let c = |a: &str, b: &str| classify("t", "c", a, b);
+        assert_eq!(
+            c("smallint", "integer"),
+            TypeChange::InPlace("ALTER TABLE \"t\" ALTER COLUMN \"c\" TYPE integer".into())
+        );
+        assert!(matches!(c("integer", "bigint"), TypeChange::InPlace(_)));
+        assert_eq!(c("bigint", "integer"), TypeChange::Unchanged, "a wider column holds the narrower values");
+        assert!(matches!(c("numeric(10,2)", "numeric(12,4)"), TypeChange::InPlace(_)));
+        assert_eq!(c("numeric(12,4)", "numeric(10,2)"), TypeChange::Unchanged);
+        assert!(matches!(c("numeric(10,2)", "numeric(10,4)"), TypeChange::Rebuild(_)), "integer digits 8 → 6");
+        assert_eq!(c("numeric", "numeric(12,4)"), TypeChange::Unchanged);
+        assert!(matches!(c("character varying(10)", "text"), TypeChange::InPlace(_)));
+        assert!(matches!(c("character varying(10)", "varchar(20)"), TypeChange::InPlace(_)));
+        assert!(matches!(c("timestamp(3) without time zone", "timestamp(6)"), TypeChange::InPlace(_)));
+        assert_eq!(c("timestamp(6) without time zone", "timestamp(3)"), TypeChange::Unchanged);
+        assert_eq!(c("text", "integer"), TypeChange::Unchanged, "text holds any value's text");
+        assert!(matches!(c("integer", "text"), TypeChange::Rebuild(_)));
+        assert!(matches!(c("integer", "numeric(12,2)"), TypeChange::Rebuild(_)));
+        // What format_type prints matches what the sink creates.
+        for (printed, created) in [
+            ("timestamp with time zone", "timestamptz"),
+            ("time(3) without time zone", "time(3)"),
+            ("double precision", "double precision"),
+            ("numeric(12,2)", "numeric(12,2)"),
+            ("jsonb", "jsonb"),
+        ] {
+            assert_eq!(c(printed, created), TypeChange::Unchanged, "{printed}");
+        }
+        assert_eq!(numeric_limits("numeric(12,4)"), Some((12, 4)));
+        assert_eq!(numeric_limits("integer"), None);
     }
 
     #[test]
