@@ -147,7 +147,7 @@ async fn postgres_widens_decimal_and_smallint_in_place_and_stores_new_values_exa
     assert_eq!(pg.column_type("Fare").await, "numeric(10,2)");
     // SQL Server: ALTER COLUMN Fare decimal(12,4); ALTER COLUMN Seats int.
     let at = t.commit(1);
-    let widened = new.event('u', None, Some(&row(1, 40_000, 12_345_678_1234, json!("b"))), at, t.ts_ms, true);
+    let widened = new.event('u', None, Some(&row(1, 40_000, 123_456_781_234, json!("b"))), at, t.ts_ms, true);
     let at = t.commit(1);
     let other = new.event('c', None, Some(&row(2, 7, 5, json!("c"))), at, t.ts_ms, true);
     assert_eq!(pg.write(&[widened, other]).await, vec![Outcome::Applied, Outcome::Applied]);
@@ -200,7 +200,7 @@ async fn bigquery_widens_decimal_in_place_and_stores_new_values_exactly() {
     let first = old.event('c', None, Some(&row(1, 12, 1234, json!("a"))), at, t.ts_ms, true);
     assert_eq!(bq.write(&bq.writes(&[first])).await, vec![Outcome::Applied]);
     let at = t.commit(1);
-    let widened = new.event('u', None, Some(&row(1, 40_000, 12_345_678_1234, json!("b"))), at, t.ts_ms, true);
+    let widened = new.event('u', None, Some(&row(1, 40_000, 123_456_781_234, json!("b"))), at, t.ts_ms, true);
     let at = t.commit(1);
     let other = new.event('c', None, Some(&row(2, 7, 5, json!("c"))), at, t.ts_ms, true);
     assert_eq!(bq.write(&bq.writes(&[widened, other])).await, vec![Outcome::Applied, Outcome::Applied]);

@@ -37,7 +37,8 @@ pub enum Action {
     /// columns changed): the old id's delete and the new id's write, each
     /// written like any other.
     Moved {
-        retired: Write,
+        // Boxed: a move is rare, and two inline writes would double every action's size.
+        retired: Box<Write>,
         write: Write,
     },
     /// Nothing to write: a tombstone, a schema-change record, a table this

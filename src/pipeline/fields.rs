@@ -22,7 +22,10 @@ use crate::sink::{FieldSource, NewField, Retype, Sink, SinkError, Write};
 /// The fields each target is known to have, with the schema type each was
 /// last typed from, shared by a sink's batches.
 #[derive(Clone, Debug, Default)]
-pub struct KnownFields(Arc<Mutex<HashMap<String, HashMap<String, Option<FieldType>>>>>);
+pub struct KnownFields(Arc<Mutex<HashMap<String, TargetFields>>>);
+
+/// One target's known fields and the schema type each was last typed from.
+type TargetFields = HashMap<String, Option<FieldType>>;
 
 impl KnownFields {
     /// Adds to `target` the fields of `writes` it is not known to have, and

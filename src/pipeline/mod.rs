@@ -309,7 +309,7 @@ impl<S: Sink> Pipeline<S> {
                             let target: Arc<str> = Arc::from(target);
                             match retired {
                                 Some(old) => Action::Moved {
-                                    retired: Write { target: target.clone(), doc: old },
+                                    retired: Box::new(Write { target: target.clone(), doc: old }),
                                     write: Write { target, doc },
                                 },
                                 None => Action::Write(Write { target, doc }),

@@ -211,7 +211,7 @@ impl<S: Sink> Writer<S> {
             match item.action {
                 Action::Write(write) => sorted.writes.push(Pending { write, record }),
                 Action::Moved { retired, write } => {
-                    sorted.writes.push(Pending { write: retired, record });
+                    sorted.writes.push(Pending { write: *retired, record });
                     sorted.writes.push(Pending { write, record });
                 }
                 Action::Skip(why) if why.starts_with("tombstone") => {

@@ -72,7 +72,10 @@ async fn a_sink_failing_every_item_stays_down_since_its_first_failure() {
 #[tokio::test]
 async fn a_moved_record_whose_two_writes_are_refused_is_one_dead_letter() {
     let w = writer(|_, writes| Ok(writes.iter().map(|w| refused(&format!("no {}", w.doc.id))).collect()));
-    let moved = Action::Moved { retired: write("old", "02", Op::Delete, 0), write: write("new", "02", Op::Update, 0) };
+    let moved = Action::Moved {
+        retired: Box::new(write("old", "02", Op::Delete, 0)),
+        write: write("new", "02", Op::Update, 0),
+    };
     let settled = w.settle(batch(vec![moved])).await;
     assert_eq!(settled.dead.len(), 1, "one record, one letter");
     let message = &settled.dead[0].reason.message;

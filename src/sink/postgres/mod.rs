@@ -649,7 +649,10 @@ impl Sink for Postgres {
         };
         let (drop, views) = if follows {
             let (all, live) = (quote_table(logical), quote_table(&format!("{logical}_live")));
-            (format!("DROP VIEW IF EXISTS {live}; DROP VIEW IF EXISTS {all}; "), format!("{}; ", reader_views(logical, target)))
+            (
+                format!("DROP VIEW IF EXISTS {live}; DROP VIEW IF EXISTS {all}; "),
+                format!("{}; ", reader_views(logical, target)),
+            )
         } else {
             (String::new(), String::new())
         };
