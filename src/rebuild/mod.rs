@@ -120,6 +120,12 @@ impl<S: Sink> Rebuild<S> {
             .ok_or_else(|| RebuildError::NoTable { rebuild: id.into(), topic: self.topic.clone() })?;
         let mirror = Mirror::open(&client, &self.mirror).await?;
         mirror.check_covers(table)?;
+        // The target is a version of the table's target: made (if it is not
+        // there yet) with the file's shape, as every version is.
+        self.sink
+            .create_version(table, &self.target)
+            .await
+            .map_err(|source| RebuildError::Sink { rebuild: id.into(), source })?;
         let plan = Plan {
             rebuild_id: id,
             read_model: &self.model.name,
