@@ -163,11 +163,13 @@ async fn a_newer_live_write_is_never_overwritten_by_the_copy() {
     let target = format!("{}_trips_v2", w.name);
     // The live stream reaches the new target first with a newer state of
     // trip 9: a copy of the whole mirror row, at a position above every real one.
+    // Made like the mirror's version 1 table (the view `<table>` has no key).
+    let mirror_v1 = format!("{mirror_table}_v1");
     client
         .batch_execute(&format!(
             "CREATE TABLE {t} (LIKE {m} INCLUDING ALL); INSERT INTO {t} SELECT * FROM {m} WHERE __id = '9'; UPDATE {t} SET __position = 'ff', \"Fare\" = 1.23 WHERE __id = '9'",
             t = quote_table(&target),
-            m = quote_table(&mirror_table)
+            m = quote_table(&mirror_v1)
         ))
         .await
         .unwrap();
