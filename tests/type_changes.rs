@@ -80,6 +80,8 @@ struct Pg {
     model: Arc<ReadModel>,
     sink: Postgres,
     fields: KnownFields,
+    /// The name readers use (its views) and the version table written.
+    logical: String,
     table: String,
     offset: std::cell::Cell<i64>,
 }
@@ -98,7 +100,18 @@ impl Pg {
         let model = Arc::new(ReadModel::parse(Path::new("test.yaml"), &yaml).expect("valid read model"));
         let sink = Postgres::new(&pg_url(), model.clone());
         sink.prepare(&model).await.expect("PostgreSQL is up (scripts/stack up)");
-        Pg { model, sink, fields: KnownFields::default(), table: table.to_string(), offset: std::cell::Cell::new(0) }
+        // Version 1 behind the readers' views, as the pipeline starts a target.
+        let physical = sink.physical(table, 1);
+        sink.create_version(&model.tables[0], &physical).await.expect("version 1 created");
+        sink.point_readers(&model.tables[0], table, &physical).await.expect("views over version 1");
+        Pg {
+            model,
+            sink,
+            fields: KnownFields::default(),
+            logical: table.to_string(),
+            table: physical,
+            offset: std::cell::Cell::new(0),
+        }
     }
 
     async fn write(&self, records: &[Record]) -> Vec<Outcome> {
@@ -159,7 +172,7 @@ async fn postgres_widens_decimal_and_smallint_in_place_and_stores_new_values_exa
     let live: String = common::pg()
         .await
         .query_one(
-            &format!("SELECT \"Fare\"::text FROM {} WHERE __id = '1'", quote_table(&format!("{}_live", pg.table))),
+            &format!("SELECT \"Fare\"::text FROM {} WHERE __id = '1'", quote_table(&format!("{}_live", pg.logical))),
             &[],
         )
         .await
