@@ -184,6 +184,17 @@ pub struct Retype {
     pub source: FieldType,
 }
 
+/// Whether `physical` is `logical` itself (a target adopted under its own
+/// name) or one of its version tables, `<logical>_v<N>`: how a sink finds
+/// the table mapping, and so the read model's policies, of a version it writes.
+pub fn is_version_of(physical: &str, logical: &str) -> bool {
+    physical == logical
+        || physical
+            .strip_prefix(logical)
+            .and_then(|rest| rest.strip_prefix("_v"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// What a sink implements: its name and targets, how to prepare them, how
 /// to add typed fields to one, and how to apply one target's writes.
 pub trait Sink: Send + Sync + 'static {
@@ -287,5 +298,21 @@ pub trait Sink: Send + Sync + 'static {
     fn count(&self, target: &str) -> impl Future<Output = Result<u64, SinkError>> + Send {
         let (name, message) = (self.name(), format!("{target}: this sink cannot count rows for parity"));
         async move { Err(SinkError::new(name, ErrorKind::Configuration, message)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tables_policy_follows_it_into_every_version_table() {
+        assert!(is_version_of("trips", "trips"));
+        assert!(is_version_of("trips_v1", "trips"));
+        assert!(is_version_of("trips_v12", "trips"));
+        assert!(!is_version_of("trips_v", "trips"));
+        assert!(!is_version_of("trips_v1x", "trips"));
+        assert!(!is_version_of("trips_archive", "trips"));
+        assert!(!is_version_of("other_v1", "trips"));
     }
 }

@@ -145,14 +145,7 @@ impl BigQuery {
 
     /// The table mapping of a version table: `<table>` (version 1) or `<table>_vN`.
     fn table_for(&self, target: &str) -> Option<&TableMapping> {
-        let version_of = |table: &str| {
-            target == table
-                || target
-                    .strip_prefix(table)
-                    .and_then(|r| r.strip_prefix("_v"))
-                    .is_some_and(|n| n.parse::<u32>().is_ok())
-        };
-        self.model.tables.iter().find(|t| t.bigquery.as_ref().is_some_and(|b| version_of(&b.table)))
+        self.model.tables.iter().find(|t| t.bigquery.as_ref().is_some_and(|b| super::is_version_of(target, &b.table)))
     }
 
     fn tref(&self, table: &str) -> String {

@@ -219,7 +219,7 @@ impl Postgres {
         self.model
             .tables
             .iter()
-            .find(|t| t.postgres.as_ref().is_some_and(|p| p.table == target))
+            .find(|t| t.postgres.as_ref().is_some_and(|p| super::is_version_of(target, &p.table)))
             .map(|t| t.policy.on_drop)
             .unwrap_or_default()
     }
