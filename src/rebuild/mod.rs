@@ -65,8 +65,8 @@ pub struct Rebuild<S: Sink> {
     pub topic: String,
     /// The mirror table (see [`crate::source::mirror::whole_mirror`]).
     pub mirror: String,
-    /// The physical target to fill (created empty by the caller, or by the
-    /// sink on its first write).
+    /// The physical target to fill: a version of the table's target, made
+    /// by `copy` (`Sink::create_version`) when it is not there yet.
     pub target: String,
     pub rebuild_id: String,
     /// This process, as range owner; unique per worker.
