@@ -140,7 +140,12 @@ fn classify(status: u16, reason: &str, message: String) -> BqError {
     // Two DML statements on one table at once: BigQuery aborts one of them.
     // Its reason is the generic `invalidQuery`, so the documented message is
     // the only signal there is (the one place this sink reads message text).
-    if message.contains("concurrent update") || message.contains("Could not serialize access") {
+    // The local emulator (DuckLake underneath) words the same abort as a
+    // failed commit of its transaction.
+    if message.contains("concurrent update")
+        || message.contains("Could not serialize access")
+        || message.contains("Failed to commit DuckLake transaction")
+    {
         return BqError::Conflict(format!("{message}; another writer changed the table at the same time, will retry"));
     }
     match (status, reason) {
@@ -391,6 +396,12 @@ mod tests {
         assert!(matches!(classify(400, "jobInternalError", "x".into()), BqError::Transient(_)));
         assert!(matches!(
             classify(400, "invalidQuery", "Could not serialize access to table p:d.t due to concurrent update".into()),
+            BqError::Conflict(_)
+        ));
+        // The emulator's wording of the same abort (a version's CREATE TABLE
+        // racing the running instance's MERGE).
+        assert!(matches!(
+            classify(400, "invalidQuery", "Failed to commit: Failed to commit DuckLake transaction.".into()),
             BqError::Conflict(_)
         ));
         let body =
