@@ -149,12 +149,8 @@ pub fn per_key_newest_first(writes: &[&Write]) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> = groups
         .into_values()
         .map(|mut g| {
-            // A compaction delete has no position: a group holding one is
-            // ordered by Kafka offset instead (one key's records share a
-            // partition, where the offset orders them as they were written).
-            // One order per group keeps the sort total.
             if g.iter().any(|&i| writes[i].doc.compaction) {
-                g.sort_by(|a, b| writes[*b].doc.lineage.offset.cmp(&writes[*a].doc.lineage.offset).then(a.cmp(b)));
+                order_with_tombstones(writes, &mut g);
             } else {
                 g.sort_by(|a, b| writes[*b].doc.position.cmp(&writes[*a].doc.position).then(a.cmp(b)));
             }
@@ -163,6 +159,35 @@ pub fn per_key_newest_first(writes: &[&Write]) -> Vec<Vec<usize>> {
         .collect();
     groups.sort_unstable_by_key(|g| g[0]);
     groups
+}
+
+/// Orders one key's group holding a compaction delete (a tombstone), newest
+/// first. A tombstone has no position, but one key's records share a
+/// partition, where the Kafka offset orders them as they were written: a
+/// tombstone stands just above the real write before it in the log (the one
+/// with the highest lower offset), or below every real write when none is.
+/// The real writes keep their order by position, so a stale re-delivery
+/// after a tombstone (a lower position at a higher offset) never comes
+/// before the delete the tombstone follows.
+fn order_with_tombstones(writes: &[&Write], group: &mut [usize]) {
+    use std::cmp::Reverse;
+    let rank = |i: usize| {
+        let w = writes[i];
+        if !w.doc.compaction {
+            return (Some(&w.doc.position), 0u8, Reverse(i as i64));
+        }
+        let before = group
+            .iter()
+            .map(|&j| writes[j])
+            .filter(|r| !r.doc.compaction && r.doc.lineage.offset < w.doc.lineage.offset)
+            .max_by_key(|r| r.doc.lineage.offset);
+        (before.map(|r| &r.doc.position), 1u8, Reverse(-w.doc.lineage.offset))
+    };
+    let mut ranked: Vec<(usize, _)> = group.iter().map(|&i| (i, rank(i))).collect();
+    ranked.sort_by(|(_, a), (_, b)| b.cmp(a));
+    for (slot, (i, _)) in group.iter_mut().zip(ranked) {
+        *slot = i;
+    }
 }
 
 /// Turns `newest`, a tombstone, into the delete of the newest real write of
@@ -298,6 +323,25 @@ mod tests {
         let w = [at(write("1", "0001"), 10, false), at(write("1", ""), 11, true), at(write("2", "0001"), 12, false)];
         let refs: Vec<&Write> = w.iter().collect();
         assert_eq!(per_key_newest_first(&refs), vec![vec![1, 0], vec![2]]);
+    }
+
+    #[test]
+    fn a_stale_redelivery_after_a_tombstone_does_not_hide_the_delete() {
+        // d@20 (position 0009), its tombstone@21, then a re-delivered old
+        // create@30 (position 0001): the real writes are ordered by position,
+        // so the delete is the newest and the tombstone, after it in the log,
+        // stands for it. Ordered by offset alone, the stale create came first,
+        // the sink refused it as stale and the delete was never sent.
+        let mut d = at(write("1", "0009"), 20, false);
+        d.doc.op = Op::Delete;
+        let w = [d, at(write("1", ""), 21, true), at(write("1", "0001"), 30, false)];
+        let refs: Vec<&Write> = w.iter().collect();
+        assert_eq!(per_key_newest_first(&refs), vec![vec![1, 0, 2]]);
+        // A stale re-delivery after the tombstone of a live row's last write:
+        // the tombstone (after that write in the log) is still the newest.
+        let w = [at(write("1", "0005"), 10, false), at(write("1", ""), 11, true), at(write("1", "0002"), 12, false)];
+        let refs: Vec<&Write> = w.iter().collect();
+        assert_eq!(per_key_newest_first(&refs), vec![vec![1, 0, 2]]);
     }
 
     #[test]
