@@ -43,6 +43,19 @@ impl Versions {
         Versions::with(None, "", sink, "")
     }
 
+    /// Without a catalog, every write to `logical` goes to `physical` alone:
+    /// a rebuild's replay fills the one version it builds.
+    pub fn pinned(sink: &'static str, logical: &str, physical: &str) -> Versions {
+        let versions = Versions::with(None, "", sink, "");
+        versions
+            .inner
+            .by_logical
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(logical.to_string(), vec![Arc::from(physical)]);
+        versions
+    }
+
     fn with(catalog: Option<Arc<Catalog>>, read_model: &str, sink: &'static str, member: &str) -> Versions {
         Versions {
             inner: Arc::new(Inner {

@@ -8,12 +8,14 @@
 //! like any other: nothing old overwrites anything new, whichever lands first.
 //!
 //! The files: [`ranges`] (the key space, leases and checkpoints), [`throttle`],
-//! [`progress`], [`parity`] (the check before a swap).
+//! [`progress`], [`parity`] (the check before a swap), [`replay`] (the rows
+//! from the table's topic instead of the mirror: `--from kafka`).
 
 pub mod cli;
 pub mod parity;
 pub mod progress;
 pub mod ranges;
+pub mod replay;
 pub mod throttle;
 
 use std::sync::Arc;
@@ -53,6 +55,8 @@ pub enum RebuildError {
     Write { rebuild: String, source: PipelineError },
     #[error("rebuild {rebuild}: {source}; fix the sink, then run the rebuild again (it resumes)")]
     Sink { rebuild: String, source: SinkError },
+    #[error("rebuild {rebuild}: Kafka: {message}; check --brokers, then run the rebuild again (it resumes)")]
+    Kafka { rebuild: String, message: String },
     #[error("rebuild {rebuild}: the parity check failed: {summary}; do not swap: fix the differences or rebuild again")]
     Parity { rebuild: String, summary: String },
 }
