@@ -108,7 +108,17 @@ pub fn classify(live: Option<&LiveShape>, wanted: &Json, dialect: &Dialect<'_>) 
         match live.fields.get(field) {
             None => in_place.push((dialect.add)(field, ty)),
             Some(current) => match (dialect.retype)(field, current, ty) {
-                TypeChange::Unchanged => {}
+                // The column holds every value of the declared type; when the
+                // file itself narrowed it, only a rebuild gives the new type.
+                TypeChange::Unchanged => {
+                    let was = live.section.as_ref().and_then(|s| s["types"][field.as_str()].as_str());
+                    if was.is_some_and(|w| w != ty) && (dialect.retype)(field, ty, current) != TypeChange::Unchanged {
+                        rebuild.push(format!(
+                            "field {field}: the file narrowed it from {} to {ty}; the target keeps {current} until rebuilt",
+                            was.unwrap_or_default()
+                        ));
+                    }
+                }
                 TypeChange::InPlace(ddl) => in_place.push(ddl),
                 TypeChange::Rebuild(why) => rebuild.push(format!("field {field}: {current} -> {ty}: {why}")),
             },
