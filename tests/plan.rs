@@ -9,6 +9,7 @@ mod common;
 
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use projector::mapping::ReadModel;
@@ -216,4 +217,73 @@ async fn with_no_server_reachable_plan_prints_the_offline_plan_and_names_the_ser
         stdout.contains("could not compare: the version catalog in the staging PostgreSQL (host=127.0.0.1 port=1"),
         "{stdout}"
     );
+}
+
+/// Trip creates `ids`, fare `fare_cents + id`.
+fn trip_creates(
+    w: &World,
+    ids: std::ops::RangeInclusive<i32>,
+    fare_cents: i128,
+) -> Vec<projector::demo::sqlserver::Record> {
+    let mut t = projector::demo::bus_booking::Timeline::default();
+    ids.map(|id| {
+        let at = t.commit(1);
+        let image = projector::demo::bus_booking::trip(id, fare_cents + i128::from(id), 1);
+        w.db.trips.event('c', None, Some(&image), at, t.ts_ms, true)
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_never_writes_a_target_that_needs_a_rebuild_and_names_the_command_in_one_line() {
+    let w = World::new("planhold", 1).await;
+    let index = w.indexes[0].clone();
+    w.set_model(&es_model(&w, &index, "TripId, Route", "text(standard)", "Status != 9"));
+    let model = ReadModel::load(&w.model_file).unwrap();
+    establish(&Elasticsearch::new(&es_url()).unwrap(), &model).await;
+    w.set_model(&es_model(&w, &index, "TripId, Route", "text(english)", "Status != 9"));
+    w.produce(&trip_creates(&w, 1..=3, 1000)).await;
+    let p = w.start(&w.group);
+    let command = format!(
+        "run `projector rebuild {} --sink elasticsearch --table {}`",
+        w.model_file.display(),
+        w.db.trips.topic()
+    );
+    wait_for(Duration::from_secs(60), "/health/ready to report the held target with the command", || async {
+        p.ready().await.is_some_and(|(status, body)| status == 503 && body.to_string().contains(&command))
+    })
+    .await;
+    refresh(&format!("{index}_v1")).await;
+    let count = get_json(&format!("{}/{index}_v1/_count", es_url())).await;
+    assert_eq!(count["count"], 0, "nothing written into the disagreeing target: {count}");
+    let log = p.log_text();
+    let naming: Vec<&str> = log.lines().filter(|l| l.contains(&command)).collect();
+    assert_eq!(naming.len(), 1, "one line names the rebuild command:\n{}", log_tail(&log, 40));
+    assert!(naming[0].contains("analyzer"), "{}", naming[0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_applies_an_in_place_widening_on_start_and_writes_exact_values() {
+    let w = World::new("planwide", 1).await;
+    let table = format!("{}_trips", w.name);
+    w.set_model(&pg_model(&w, &table, "numeric(10,2)", "Status != 9"));
+    let model = Arc::new(ReadModel::load(&w.model_file).unwrap());
+    let sink = Postgres::new(&pg_url(), model.clone());
+    establish(&sink, &model).await;
+    let physical = format!("{table}_v1");
+    let fare = NewField { name: "Fare".into(), source: FieldSource::Declared };
+    sink.add_fields(&model.tables[0], &physical, &[fare]).await.unwrap();
+    w.set_model(&pg_model(&w, &table, "numeric(12,4)", "Status != 9"));
+    w.produce(&trip_creates(&w, 1..=2, 123_456)).await;
+    let _p = w.start(&w.group);
+    w.wait_sink_caught_up(&w.group, "postgres", Duration::from_secs(60)).await;
+    let columns = pg_columns(&physical).await;
+    assert!(columns.contains(&("Fare".into(), "numeric(12,4)".into())), "widened in place: {columns:?}");
+    let rows = pg()
+        .await
+        .query(&format!("SELECT __id, \"Fare\"::text FROM {} ORDER BY 1", quote_table(&table)), &[])
+        .await
+        .unwrap();
+    let fares: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(fares, vec![("1".into(), "1234.5700".into()), ("2".into(), "1234.5800".into())]);
 }

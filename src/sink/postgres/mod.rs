@@ -672,8 +672,7 @@ impl Sink for Postgres {
             let Some(ty) = ty else { continue };
             match (existing, &f.source) {
                 (None, _) => added.push((f.name.as_str(), ty)),
-                // Only the source's schema retypes a column: a declared type is
-                // the file's, and a value's type is a guess.
+                // A value's type is a guess: it never retypes a column.
                 (Some(c), FieldSource::Schema(ft)) => match schema::classify(target, &c.name, &c.format, &ty) {
                     TypeChange::Unchanged => {}
                     TypeChange::InPlace(ddl) => widened.push(ddl),
@@ -685,6 +684,13 @@ impl Sink for Postgres {
                         source: ft.clone(),
                     }),
                 },
+                // A type the file now declares wider: `run`'s shape check
+                // widens it in place (a narrower one needs a rebuild).
+                (Some(c), FieldSource::Declared) => {
+                    if let TypeChange::InPlace(ddl) = schema::classify(target, &c.name, &c.format, &ty) {
+                        widened.push(ddl);
+                    }
+                }
                 (Some(_), _) => {}
             }
         }
