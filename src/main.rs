@@ -53,15 +53,21 @@ enum Command {
     ///
     ///   unchanged  the target already is what the file says;
     ///   in place   `run` applies the printed DDL or mapping change on start
-    ///              (a new field, a PostgreSQL or BigQuery widening or rename);
+    ///              (a new field or computed field, a PostgreSQL or BigQuery
+    ///              widening); a removed field is no longer written, its
+    ///              stored values stay;
     ///   rebuild    the target cannot follow in place (an Elasticsearch type
-    ///              or analyzer change, a narrowing, a changed `where`, a
-    ///              changed expression or value map): why, and the
+    ///              or analyzer change, e.g. `Route: text(english)`, a
+    ///              narrowing, a rename, a changed `where`, a changed
+    ///              expression, constant or value map): why, and the
     ///              `projector rebuild` command that builds the next version
     ///              while readers keep the current one.
     ///
     /// It writes nothing to any target. Without a reachable server it prints
-    /// the offline plan and names the server it could not reach.
+    /// the offline plan and names the server it could not reach. BigQuery
+    /// targets record no read-model section yet and are compared by shape only.
+    /// `run` makes the same check before it writes a target's current version:
+    /// it applies in-place changes and holds a target that needs a rebuild.
     Plan(plan_command::PlanArgs),
     /// List the versions of each sink's targets: physical name and state.
     ///

@@ -407,13 +407,9 @@ impl Sink for BigQuery {
     fn verdict(&self, table: &TableMapping, physical: &str, live: Option<&shape::LiveShape>) -> shape::Verdict {
         let tref = self.tref(physical);
         let retype = |field: &str, current: &str, wanted: &str| sql::classify(&tref, field, current, wanted);
-        let rename = |from: &str, to: &str| {
-            format!("ALTER TABLE {tref} RENAME COLUMN {} TO {}", sql::quote(from), sql::quote(to))
-        };
-        let add = |field: &str, ty: &str| {
-            format!("ALTER TABLE {tref} ADD COLUMN {} {ty} (with its first value)", sql::quote(field))
-        };
-        let dialect = shape::Dialect { target: physical, retype: &retype, rename: Some(&rename), add: &add };
+        let add = |field: &str, ty: &str| format!("ALTER TABLE {tref} ADD COLUMN {} {ty}", sql::quote(field));
+        // `run` does not rename columns yet: a rename is a rebuild.
+        let dialect = shape::Dialect { target: physical, retype: &retype, rename: None, add: &add };
         let declared = table.bigquery.as_ref().map(|b| b.types.clone()).unwrap_or_default();
         shape::classify(live, &shape::section(table, &declared), &dialect)
     }
