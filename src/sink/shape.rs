@@ -50,6 +50,10 @@ pub enum Verdict {
     Rebuild(Vec<String>),
 }
 
+/// Writes the statement for one field change: `(field, type)` to add, or
+/// `(old name, new name)` to rename.
+pub type Statement<'a> = &'a dyn Fn(&str, &str) -> String;
+
 /// What a sink can do in place, and how it compares a field's type.
 pub struct Dialect<'a> {
     /// The physical target, as its DDL names it.
@@ -57,10 +61,10 @@ pub struct Dialect<'a> {
     /// How a field of type `current` takes the type the file now declares.
     pub retype: &'a dyn Fn(&str, &str, &str) -> TypeChange,
     /// The statement that renames a field, if the sink can.
-    pub rename: Option<&'a dyn Fn(&str, &str) -> String>,
+    pub rename: Option<Statement<'a>>,
     /// The statement that adds a declared field, if one is needed before the
     /// first value (else the field is added when it first carries a value).
-    pub add: &'a dyn Fn(&str, &str) -> String,
+    pub add: Statement<'a>,
 }
 
 /// The canonical JSON of `table`'s section as one sink sees it:
