@@ -28,6 +28,9 @@ use projector::source::consumer::{ConsumerGroup, GroupSettings};
 mod versions_command;
 use versions_command::{VersionArgs, VersionStep, each_target};
 
+#[path = "cli/plan.rs"]
+mod plan_command;
+
 #[derive(Parser)]
 #[command(name = "projector", version, about = "Keeps read models in step with Debezium change events on Kafka")]
 struct Cli {
@@ -41,8 +44,31 @@ enum Command {
     Run(RunArgs),
     /// Check a read-model file; prints each problem with file:line.
     Validate { file: PathBuf },
-    /// Print what `run` would create (index mappings, tables) without touching anything.
-    Plan { file: PathBuf },
+    /// Print what `run` would create, and how each live target compares with the file.
+    ///
+    /// First the offline plan: index mappings and tables `run` creates. Then,
+    /// for each target's current version (from the version catalog), its live
+    /// shape (the index mapping, the table's columns and types) and the file's
+    /// section recorded when the version was built, against the file now:
+    ///
+    ///   unchanged  the target already is what the file says;
+    ///   in place   `run` applies the printed DDL or mapping change on start
+    ///              (a new field or computed field, a PostgreSQL or BigQuery
+    ///              widening); a removed field is no longer written, its
+    ///              stored values stay;
+    ///   rebuild    the target cannot follow in place (an Elasticsearch type
+    ///              or analyzer change, e.g. `Route: text(english)`, a
+    ///              narrowing, a rename, a changed `where`, a changed
+    ///              expression, constant or value map): why, and the
+    ///              `projector rebuild` command that builds the next version
+    ///              while readers keep the current one.
+    ///
+    /// It writes nothing to any target. Without a reachable server it prints
+    /// the offline plan and names the server it could not reach. BigQuery
+    /// targets record no read-model section yet and are compared by shape only.
+    /// `run` makes the same check before it writes a target's current version:
+    /// it applies in-place changes and holds a target that needs a rebuild.
+    Plan(plan_command::PlanArgs),
     /// List the versions of each sink's targets: physical name and state.
     ///
     /// Every target readers use (an Elasticsearch alias, a PostgreSQL view
@@ -226,9 +252,7 @@ async fn async_main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args).await,
         Command::Validate { file } => validate(&file),
-        Command::Plan { file } => {
-            ReadModel::load(&file).map(|m| print!("{}", projector::mapping::plan::render(&m))).map_err(Into::into)
-        }
+        Command::Plan(args) => plan_command::plan(&args).await,
         Command::Lag { read_model, brokers, group, check } => lag(&read_model, &brokers, group, check).await,
         Command::DemoProduce { brokers, trips, schemas, partitions } => {
             demo_produce(&brokers, trips, schemas, partitions).await

@@ -109,6 +109,14 @@ pub fn elasticsearch_type(s: &str) -> Result<serde_json::Value, String> {
             _ => Err(format!("{s:?}: write scaled_float(<factor>), e.g. scaled_float(100) for 2 decimal places")),
         };
     }
+    // `text(english)`: full text with that analyzer.
+    if let Some(args) = t.strip_prefix("text(").and_then(|a| a.strip_suffix(')')) {
+        let analyzer = args.trim();
+        if analyzer.is_empty() || !analyzer.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err(format!("{s:?}: write text(<analyzer>), e.g. text(english)"));
+        }
+        return Ok(serde_json::json!({"type": "text", "analyzer": analyzer}));
+    }
     const KNOWN: [&str; 16] = [
         "keyword",
         "text",
@@ -130,7 +138,10 @@ pub fn elasticsearch_type(s: &str) -> Result<serde_json::Value, String> {
     if KNOWN.contains(&t) {
         Ok(serde_json::json!({"type": t}))
     } else {
-        Err(format!("unknown Elasticsearch type {s:?}; use one of {}, scaled_float(N)", KNOWN.join(", ")))
+        Err(format!(
+            "unknown Elasticsearch type {s:?}; use one of {}, scaled_float(N), text(<analyzer>)",
+            KNOWN.join(", ")
+        ))
     }
 }
 

@@ -28,6 +28,7 @@ pub mod isolate;
 pub mod offsets;
 pub mod retry;
 pub mod retype;
+pub mod shape;
 pub mod shutdown;
 #[cfg(test)]
 mod testing;

@@ -56,6 +56,17 @@ impl Sink for Scripted {
     fn declares(&self, _: &TableMapping, field: &str) -> bool {
         self.declared.contains(&field)
     }
+    async fn live_shape(&self, _: &TableMapping, _: &str) -> Result<Option<crate::sink::shape::LiveShape>, SinkError> {
+        Ok(None)
+    }
+    fn verdict(
+        &self,
+        _: &TableMapping,
+        _: &str,
+        _: Option<&crate::sink::shape::LiveShape>,
+    ) -> crate::sink::shape::Verdict {
+        crate::sink::shape::Verdict::Unchanged
+    }
     async fn prepare(&self, _: &ReadModel) -> Result<(), SinkError> {
         Ok(())
     }

@@ -31,6 +31,8 @@ struct Inner {
     member: String,
     /// The physical targets of each logical one, current first.
     by_logical: RwLock<HashMap<String, Vec<Arc<str>>>>,
+    /// Whether each current version agrees with the file (see [`super::shape`]).
+    shapes: super::shape::ShapeCheck,
 }
 
 impl Versions {
@@ -64,6 +66,7 @@ impl Versions {
                 sink,
                 member: member.to_string(),
                 by_logical: RwLock::default(),
+                shapes: Default::default(),
             }),
         }
     }
@@ -74,6 +77,11 @@ impl Versions {
 
     fn failed(&self, e: CatalogError) -> SinkError {
         failed(self.inner.sink, e)
+    }
+
+    /// The shape check of the current versions this instance writes.
+    pub fn shapes(&self) -> &super::shape::ShapeCheck {
+        &self.inner.shapes
     }
 
     /// The physical targets a write to `logical` goes to, the current

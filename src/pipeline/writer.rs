@@ -261,16 +261,34 @@ impl<S: Sink> Writer<S> {
         let mut applied = Applied::default();
         for share in Share::by_target(pending) {
             let logical = share.target.clone();
-            let targets = self.versions.targets(&logical);
+            let mut targets = self.versions.targets(&logical);
+            // A current version held for its shape waits last, so that the
+            // other versions (a rebuild's building one) are written meanwhile.
+            let held = match (targets.first(), self.table_of(&share)) {
+                (Some(current), Some(table)) => {
+                    self.versions.shapes().held(&*self.sink, &self.model, table, current).await.is_some()
+                }
+                _ => false,
+            };
+            if held && targets.len() > 1 {
+                targets.rotate_left(1);
+            }
+            let current = if held { targets.len() - 1 } else { 0 };
             let Some((last, others)) = targets.split_last() else { continue };
             for (i, physical) in others.iter().enumerate() {
                 let copy = share.clone().to(physical);
-                let result = self.apply_share(copy, &logical, offsets, records, dead, i == 0).await;
+                let result = self.apply_share(copy, &logical, offsets, records, dead, i == current).await;
                 applied.add(result);
             }
-            applied.add(self.apply_share(share.to(last), &logical, offsets, records, dead, others.is_empty()).await);
+            let counted = others.len() == current;
+            applied.add(self.apply_share(share.to(last), &logical, offsets, records, dead, counted).await);
         }
         applied
+    }
+
+    /// The table mapping of a share's writes.
+    fn table_of(&self, share: &Share) -> Option<&crate::mapping::TableMapping> {
+        share.writes.first().and_then(|w| self.model.table(&w.doc.lineage.topic))
     }
 
     /// Applies one physical target's writes, retrying what the sink failed
@@ -287,7 +305,7 @@ impl<S: Sink> Writer<S> {
         counted: bool,
     ) -> Applied {
         let name = self.sink.name();
-        let Some(table) = share.writes.first().and_then(|w| self.model.table(&w.doc.lineage.topic)) else {
+        let Some(table) = self.table_of(&share) else {
             return Applied::default();
         };
         let target = share.target.clone();
@@ -296,9 +314,27 @@ impl<S: Sink> Writer<S> {
         let mut delays = retry::delays();
         let mut stuck = StuckWatch::new(&self.health, name, self.stuck_after);
         let first = |share: &Share| share.records.first().map(|&r| records[r].lineage.to_string()).unwrap_or_default();
+        let hold_key = format!("target {target}");
+        let mut holding = false;
         while !share.writes.is_empty() {
             let started = Instant::now();
-            let outcomes = match call.write_isolating(&share.writes).await {
+            let is_current = self.versions.targets(&Arc::from(logical)).first().is_some_and(|c| **c == *target);
+            let hold = match is_current {
+                true => self.versions.shapes().held(&*self.sink, &self.model, table, &target).await,
+                false => None,
+            };
+            if let Some(reason) = &hold {
+                self.health.stuck(name, &hold_key, reason);
+                holding = true;
+            } else if holding {
+                self.health.settled(name, &hold_key);
+                holding = false;
+            }
+            let written = match hold {
+                Some(reason) => Err(SinkError::new(name, ErrorKind::Configuration, reason)),
+                None => call.write_isolating(&share.writes).await,
+            };
+            let outcomes = match written {
                 Ok(o) => o,
                 Err(e) => {
                     if e.kind == ErrorKind::NotFound
@@ -309,8 +345,16 @@ impl<S: Sink> Writer<S> {
                     }
                     self.retry_later(&e, &share.target, share.writes.len());
                     let wait = delays.next().unwrap_or(Duration::from_secs(30));
-                    let wait = stuck.failed(&first(&share), share.writes.len(), &e.to_string(), wait);
-                    tracing::warn!(sink = name, target = %share.target, error = %e, items = share.writes.len(), retry_in = ?wait, "sink write failed; retrying");
+                    // A held target is reported not ready already, by target.
+                    let wait = if holding {
+                        wait
+                    } else {
+                        stuck.failed(&first(&share), share.writes.len(), &e.to_string(), wait)
+                    };
+                    // A held target said why once, when it was checked.
+                    if !holding {
+                        tracing::warn!(sink = name, target = %share.target, error = %e, items = share.writes.len(), retry_in = ?wait, "sink write failed; retrying");
+                    }
                     tokio::time::sleep(wait).await;
                     continue;
                 }

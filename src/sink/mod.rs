@@ -20,6 +20,7 @@ pub mod catalog;
 pub mod compaction;
 pub mod elasticsearch;
 pub mod postgres;
+pub mod shape;
 
 use std::fmt;
 use std::future::Future;
@@ -292,6 +293,19 @@ pub trait Sink: Send + Sync + 'static {
         let _ = ids;
         async move { Err(SinkError::new(name, ErrorKind::Configuration, message)) }
     }
+
+    /// What physical target `physical` of `table` shows of itself: its
+    /// data fields and types and the read-model section recorded when it
+    /// was created (see [`shape`]); `None` when it does not exist. Reads only.
+    fn live_shape(
+        &self,
+        table: &TableMapping,
+        physical: &str,
+    ) -> impl Future<Output = Result<Option<shape::LiveShape>, SinkError>> + Send;
+
+    /// Whether `physical` (showing `live`) agrees with `table` as the file
+    /// has it now, by this sink's rules: see [`shape::classify`].
+    fn verdict(&self, table: &TableMapping, physical: &str, live: Option<&shape::LiveShape>) -> shape::Verdict;
 
     /// How many rows `target` holds, tombstones included: parity's check
     /// for ids the source does not have.

@@ -59,7 +59,9 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use super::{ErrorKind, FieldSource, NewField, Outcome, Retype, Sink, SinkError, StoredPosition, TypeChange, Write};
+use super::{
+    ErrorKind, FieldSource, NewField, Outcome, Retype, Sink, SinkError, StoredPosition, TypeChange, Write, shape,
+};
 use crate::mapping::{ReadModel, TableMapping};
 use crate::source::PartitionOffset;
 pub use auth::Auth;
@@ -389,6 +391,27 @@ impl Sink for BigQuery {
 
     fn declares(&self, table: &TableMapping, field: &str) -> bool {
         table.bigquery.as_ref().is_some_and(|b| b.types.iter().any(|(f, _)| f == field))
+    }
+
+    /// The table's columns (with the Debezium-derived type each column's
+    /// description records). No section is recorded here yet: BigQuery
+    /// targets are compared by shape only.
+    async fn live_shape(&self, _: &TableMapping, physical: &str) -> Result<Option<shape::LiveShape>, SinkError> {
+        let info = self.client.table(&self.dataset, physical).await.map_err(|e| self.transient(physical, e))?;
+        Ok(info.map(|i| shape::LiveShape {
+            fields: i.columns.into_iter().filter(|(n, _)| !is_meta(n)).collect(),
+            section: None,
+        }))
+    }
+
+    fn verdict(&self, table: &TableMapping, physical: &str, live: Option<&shape::LiveShape>) -> shape::Verdict {
+        let tref = self.tref(physical);
+        let retype = |field: &str, current: &str, wanted: &str| sql::classify(&tref, field, current, wanted);
+        let add = |field: &str, ty: &str| format!("ALTER TABLE {tref} ADD COLUMN {} {ty}", sql::quote(field));
+        // `run` does not rename columns yet: a rename is a rebuild.
+        let dialect = shape::Dialect { target: physical, retype: &retype, rename: None, add: &add };
+        let declared = table.bigquery.as_ref().map(|b| b.types.clone()).unwrap_or_default();
+        shape::classify(live, &shape::section(table, &declared), &dialect)
     }
 
     async fn prepare(&self, _: &ReadModel) -> Result<(), SinkError> {

@@ -241,6 +241,18 @@ impl Client {
         Ok(out)
     }
 
+    /// The whole mapping of index `physical` (`properties`, `_meta`), or
+    /// `None` when the index does not exist. Reads only.
+    pub async fn mapping(&self, physical: &str) -> Result<Option<Json>, SinkError> {
+        let (status, body) =
+            self.send(self.http.get(format!("{}/{physical}/_mapping", self.base)), "reading mapping").await?;
+        match status {
+            200 => Ok(body.as_object().and_then(|o| o.values().next()).map(|i| i["mappings"].clone())),
+            404 => Ok(None),
+            _ => Err(failed(&format!("reading mapping of {physical}"), status, &body)),
+        }
+    }
+
     /// Adds field mappings to the index behind `alias` (additive only).
     pub async fn put_mapping(&self, alias: &str, fields: &[(String, Json)]) -> Result<(), SinkError> {
         let props: serde_json::Map<String, Json> = fields.iter().cloned().collect();

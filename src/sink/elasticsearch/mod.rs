@@ -37,7 +37,7 @@ use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, StoredPosition, Write, compaction};
+use super::{ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, StoredPosition, Write, compaction, shape};
 use crate::decode::Op;
 use crate::mapping::{ReadModel, TableMapping};
 use crate::source::PartitionOffset;
@@ -162,6 +162,12 @@ pub fn is_newer(incoming: &str, stored: Option<&Current>) -> bool {
     }
 }
 
+/// The file's declared field mappings of `table`, as JSON text.
+fn declared(table: &TableMapping) -> Vec<(String, String)> {
+    let types = table.elasticsearch.as_ref().map(|e| e.types.as_slice()).unwrap_or(&[]);
+    types.iter().map(|(f, ty)| (f.clone(), ty.to_string())).collect()
+}
+
 impl Sink for Elasticsearch {
     fn name(&self) -> &'static str {
         client::SINK
@@ -177,6 +183,26 @@ impl Sink for Elasticsearch {
 
     fn excluded<'a>(&self, table: &'a TableMapping) -> &'a [String] {
         table.elasticsearch.as_ref().map_or(&[], |e| e.exclude.as_slice())
+    }
+
+    async fn live_shape(&self, _: &TableMapping, physical: &str) -> Result<Option<shape::LiveShape>, SinkError> {
+        let Some(mapping) = self.client.mapping(physical).await? else { return Ok(None) };
+        let fields = mapping["properties"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| *name != META_FIELD)
+            .map(|(name, ty)| (name.clone(), ty.to_string()))
+            .collect();
+        let section = mapping.pointer(&format!("/_meta/{}", shape::SECTION_KEY)).cloned();
+        Ok(Some(shape::LiveShape { fields, section }))
+    }
+
+    fn verdict(&self, table: &TableMapping, physical: &str, live: Option<&shape::LiveShape>) -> shape::Verdict {
+        let add = |field: &str, ty: &str| format!("PUT {physical}/_mapping {{\"properties\": {{\"{field}\": {ty}}}}}");
+        let dialect =
+            shape::Dialect { target: physical, retype: &shape::elasticsearch_retype, rename: None, add: &add };
+        shape::classify(live, &shape::section(table, &declared(table)), &dialect)
     }
 
     fn declares(&self, table: &TableMapping, field: &str) -> bool {
@@ -202,7 +228,10 @@ impl Sink for Elasticsearch {
 
     async fn create_version(&self, table: &TableMapping, physical: &str) -> Result<(), SinkError> {
         let Some(es) = &table.elasticsearch else { return Ok(()) };
-        let body = mapping::index_mapping(es, &[]);
+        let mut body = mapping::index_mapping(es, &[]);
+        // What the file said when this version was built: `plan` and `run`
+        // compare it with the file later (a changed `where` shows nowhere else).
+        body["_meta"] = serde_json::json!({shape::SECTION_KEY: shape::section(table, &declared(table))});
         self.mappings.lock().unwrap_or_else(|e| e.into_inner()).insert(physical.to_string(), body.clone());
         self.ensure_version(physical, &body).await
     }

@@ -57,6 +57,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::{
     Document, ErrorKind, FieldSource, NewField, Outcome, Retype, Sink, SinkError, StoredPosition, TypeChange, Write,
+    shape,
 };
 use crate::decode::{Row, Value};
 use crate::mapping::{OnDrop, ReadModel, TableMapping};
@@ -212,6 +213,24 @@ impl Postgres {
             ))
             .await
             .map_err(|e| pg_err(&format!("creating table {target}"), &e))
+    }
+
+    /// Records in the table's comment the file's section as it is when the
+    /// version is created (a comment already there is its creation's: kept),
+    /// for `plan` and `run` to compare with the file later.
+    async fn record_section(client: &Client, table: &TableMapping, target: &str) -> Result<(), SinkError> {
+        let row = client
+            .query_one("SELECT obj_description(to_regclass($1), 'pg_class')", &[&quote_table(target)])
+            .await
+            .map_err(|e| pg_err(&format!("reading the comment of {target}"), &e))?;
+        if row.get::<_, Option<String>>(0).is_some() {
+            return Ok(());
+        }
+        let note = serde_json::json!({shape::SECTION_KEY: shape::section(table, &declared(table))});
+        client
+            .batch_execute(&format!("COMMENT ON TABLE {} IS {}", quote_table(target), literal(&note.to_string())))
+            .await
+            .map_err(|e| pg_err(&format!("recording the read-model section in the comment of {target}"), &e))
     }
 
     /// The read model's `on_drop` for a table of this sink.
@@ -499,6 +518,11 @@ impl Postgres {
     }
 }
 
+/// The file's declared column types of `table`.
+fn declared(table: &TableMapping) -> Vec<(String, String)> {
+    table.postgres.as_ref().map(|p| p.types.clone()).unwrap_or_default()
+}
+
 impl Sink for Postgres {
     fn name(&self) -> &'static str {
         SINK
@@ -510,6 +534,42 @@ impl Sink for Postgres {
 
     fn excluded<'a>(&self, table: &'a TableMapping) -> &'a [String] {
         table.postgres.as_ref().map_or(&[], |p| p.exclude.as_slice())
+    }
+
+    async fn live_shape(&self, _: &TableMapping, physical: &str) -> Result<Option<shape::LiveShape>, SinkError> {
+        let mut guard = self.client.lock().await;
+        let client = self.client(&mut guard).await?;
+        let row = client
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL, obj_description(to_regclass($1), 'pg_class')",
+                &[&quote_table(physical)],
+            )
+            .await
+            .map_err(|e| pg_err(&format!("looking up table {physical}"), &e))?;
+        if !row.get::<_, bool>(0) {
+            return Ok(None);
+        }
+        let section = row
+            .get::<_, Option<String>>(1)
+            .and_then(|c| serde_json::from_str::<serde_json::Value>(&c).ok())
+            .and_then(|mut c| c.get_mut(shape::SECTION_KEY).map(serde_json::Value::take));
+        let fields = Self::load_columns(client, physical)
+            .await?
+            .into_iter()
+            .filter(|c| !META.iter().any(|(m, _)| *m == c.name))
+            .map(|c| (c.name, c.format))
+            .collect();
+        Ok(Some(shape::LiveShape { fields, section }))
+    }
+
+    fn verdict(&self, table: &TableMapping, physical: &str, live: Option<&shape::LiveShape>) -> shape::Verdict {
+        let retype = |field: &str, current: &str, wanted: &str| schema::classify(physical, field, current, wanted);
+        let add =
+            |field: &str, ty: &str| format!("ALTER TABLE {} ADD COLUMN {} {ty}", quote_table(physical), quote(field));
+        // `run` does not rename columns yet: a rename is a rebuild, so that
+        // plan never promises what run does not do.
+        let dialect = shape::Dialect { target: physical, retype: &retype, rename: None, add: &add };
+        shape::classify(live, &shape::section(table, &declared(table)), &dialect)
     }
 
     fn declares(&self, table: &TableMapping, field: &str) -> bool {
@@ -546,10 +606,11 @@ impl Sink for Postgres {
         Ok(Some(physical))
     }
 
-    async fn create_version(&self, _: &TableMapping, physical: &str) -> Result<(), SinkError> {
+    async fn create_version(&self, table: &TableMapping, physical: &str) -> Result<(), SinkError> {
         let mut guard = self.client.lock().await;
         let client = self.client(&mut guard).await?;
         Self::create_table(client, physical).await?;
+        Self::record_section(client, table, physical).await?;
         let cols = Self::load_columns(client, physical).await?;
         self.columns.lock().await.insert(physical.to_string(), cols);
         Ok(())
@@ -609,8 +670,7 @@ impl Sink for Postgres {
             let Some(ty) = ty else { continue };
             match (existing, &f.source) {
                 (None, _) => added.push((f.name.as_str(), ty)),
-                // Only the source's schema retypes a column: a declared type is
-                // the file's, and a value's type is a guess.
+                // A value's type is a guess: it never retypes a column.
                 (Some(c), FieldSource::Schema(ft)) => match schema::classify(target, &c.name, &c.format, &ty) {
                     TypeChange::Unchanged => {}
                     TypeChange::InPlace(ddl) => widened.push(ddl),
@@ -622,6 +682,13 @@ impl Sink for Postgres {
                         source: ft.clone(),
                     }),
                 },
+                // A type the file now declares wider: `run`'s shape check
+                // widens it in place (a narrower one needs a rebuild).
+                (Some(c), FieldSource::Declared) => {
+                    if let TypeChange::InPlace(ddl) = schema::classify(target, &c.name, &c.format, &ty) {
+                        widened.push(ddl);
+                    }
+                }
                 (Some(_), _) => {}
             }
         }
