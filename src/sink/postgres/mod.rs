@@ -109,8 +109,20 @@ pub fn kind_of_sqlstate(code: &str) -> ErrorKind {
 /// A PostgreSQL error as a sink error: its kind from the SQLSTATE, or
 /// unavailable for a connection failure.
 fn pg_err(what: &str, e: &tokio_postgres::Error) -> SinkError {
-    let kind = e.as_db_error().map_or(ErrorKind::Unavailable, |db| kind_of_sqlstate(db.code().code()));
+    let kind = e.as_db_error().map_or(ErrorKind::Unavailable, |db| kind_of_db_error(db.code().code(), db.constraint()));
     err(kind, format!("{what}: {}", describe(e)))
+}
+
+/// [`kind_of_sqlstate`], but a unique violation on a system catalog's index
+/// (`pg_type_typname_nsp_index`, `pg_class_relname_nsp_index`) is two
+/// sessions creating the same table at once (`CREATE TABLE IF NOT EXISTS`
+/// is not safe against that): a conflict that the next attempt settles, as
+/// the table then exists. On a table's own constraint it is the row's data.
+pub fn kind_of_db_error(code: &str, constraint: Option<&str>) -> ErrorKind {
+    match (code, constraint) {
+        ("23505", Some(c)) if c.starts_with("pg_") => ErrorKind::Conflict,
+        _ => kind_of_sqlstate(code),
+    }
 }
 
 /// Columns every mirror table has, in COPY order. `__partition` and
@@ -203,16 +215,22 @@ impl Postgres {
             .filter(|(n, _)| ADDED_META.contains(n))
             .map(|(n, ty)| format!("ADD COLUMN IF NOT EXISTS {} {ty}", quote(n)))
             .collect();
-        client
-            .batch_execute(&format!(
-                "{schema}CREATE TABLE IF NOT EXISTS {table} ({}); ALTER TABLE {table} {};",
-                meta.join(", "),
-                added.join(", "),
-                schema = schema::create_schema(target),
-                table = quote_table(target),
-            ))
-            .await
-            .map_err(|e| pg_err(&format!("creating table {target}"), &e))
+        let sql = format!(
+            "{schema}CREATE TABLE IF NOT EXISTS {table} ({}); ALTER TABLE {table} {};",
+            meta.join(", "),
+            added.join(", "),
+            schema = schema::create_schema(target),
+            table = quote_table(target),
+        );
+        // Another session (a running instance, a second rebuild worker) may
+        // create it at the same moment: then the next attempt finds it.
+        let mut attempts = 0;
+        loop {
+            match client.batch_execute(&sql).await.map_err(|e| pg_err(&format!("creating table {target}"), &e)) {
+                Err(e) if e.kind == ErrorKind::Conflict && attempts < 3 => attempts += 1,
+                done => return done,
+            }
+        }
     }
 
     /// Records in the table's comment the file's section as it is when the
@@ -841,6 +859,12 @@ mod tests {
             assert!(kind_of_sqlstate(code).is_data(), "{code}");
         }
         assert_eq!(kind_of_sqlstate("42P01"), ErrorKind::NotFound, "undefined table: re-created");
+        assert_eq!(
+            kind_of_db_error("23505", Some("pg_type_typname_nsp_index")),
+            ErrorKind::Conflict,
+            "two sessions creating one table"
+        );
+        assert_eq!(kind_of_db_error("23505", Some("trips_v2_pkey")), ErrorKind::BadData);
         assert_eq!(kind_of_sqlstate("42703"), ErrorKind::NotFound, "undefined column: re-added");
         assert_eq!(kind_of_sqlstate("42501"), ErrorKind::Permission);
         assert_eq!(kind_of_sqlstate("25006"), ErrorKind::Unavailable, "read-only transaction");
