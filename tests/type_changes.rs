@@ -4,8 +4,8 @@
 //! BigQuery and its new values land exactly, never rounded; a change a sink
 //! cannot make in place follows the read model's `on_type_change` (dead
 //! letters naming the column and the command to run, or a partition held
-//! with health not ready); a column the source dropped keeps or nulls its
-//! stored values by `on_drop`.
+//! with health not ready); a column the source dropped keeps, nulls or
+//! drops its stored values by `on_drop`, in every sink.
 
 mod common;
 
@@ -472,4 +472,126 @@ async fn bigquery_a_dropped_column_keeps_its_values_by_default_and_is_nulled_und
         assert_eq!(rows, vec![vec![json!("2"), expect]], "options {options:?}");
         bq.drop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn elasticsearch_a_dropped_field_keeps_its_value_by_default_and_is_gone_under_null_and_drop() {
+    for (options, expect) in [("", json!("kept")), ("on_drop: null\n", Json::Null), ("on_drop: drop\n", Json::Null)] {
+        let prefix = leak(unique("tcesdrop"));
+        let old = fares(prefix, false);
+        let mut dropped = old.clone();
+        dropped.columns.retain(|c| c.name != "Note");
+        let alias = format!("{prefix}-fares");
+        let (model, sink) = es_call(&old.topic(), &alias, options).await;
+        let fields = KnownFields::default();
+        let mut t = Timeline::default();
+        let at = t.commit(1);
+        let first = old.event('c', None, Some(&row(1, 1, 100, json!("kept"))), at, t.ts_ms, true);
+        assert_eq!(es_write(&model, &sink, &fields, &[first], 0).await, vec![Outcome::Applied]);
+        let mut after = row(1, 2, 200, json!(null));
+        after.retain(|(n, _)| *n != "Note");
+        let at = t.commit(1);
+        let later = dropped.event('u', None, Some(&after), at, t.ts_ms, true);
+        assert_eq!(es_write(&model, &sink, &fields, &[later], 1).await, vec![Outcome::Applied]);
+        let doc = get_json(&format!("{}/{alias}/_doc/1", es_url())).await;
+        let source = &doc["_source"];
+        assert_eq!(source["Seats"], json!(2), "options {options:?}: the later write landed: {doc}");
+        assert_eq!(source.get("Note").cloned().unwrap_or(Json::Null), expect, "options {options:?}: {doc}");
+        // Elasticsearch cannot unmap a field in place: the mapping keeps it (until a rebuild).
+        let mapping = get_json(&format!("{}/{alias}/_mapping", es_url())).await;
+        let mapped = mapping.as_object().and_then(|m| m.values().next()).map(|i| i["mappings"]["properties"].clone());
+        assert!(mapped.is_some_and(|p| p.get("Note").is_some()), "options {options:?}: {mapping}");
+        let _ = http().delete(format!("{}/{alias}", es_url())).send().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_on_drop_drop_removes_the_column_from_every_version_table_and_the_views_follow() {
+    let prefix = leak(unique("tcpgdrop"));
+    let old = fares(prefix, false);
+    let mut dropped = old.clone();
+    dropped.columns.retain(|c| c.name != "Note");
+    let pg = Pg::new(&old.topic(), &format!("{prefix}_fares"), "on_drop: drop\n").await;
+    let mut t = Timeline::default();
+    let at = t.commit(1);
+    assert_eq!(
+        pg.write(&[old.event('c', None, Some(&row(1, 1, 100, json!("gone"))), at, t.ts_ms, true)]).await,
+        vec![Outcome::Applied]
+    );
+    // A second version (as a rebuild leaves one for rollback) with the same columns.
+    let v2 = pg.sink.physical(&pg.logical, 2);
+    let db = common::pg().await;
+    db.batch_execute(&format!("CREATE TABLE {} (LIKE {} INCLUDING ALL)", quote_table(&v2), quote_table(&pg.table)))
+        .await
+        .unwrap();
+    let columns_of = async |table: &str| -> Vec<String> {
+        db.query(
+            "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+            &[&quote_table(table)],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    assert!(columns_of(&pg.logical).await.contains(&"Note".to_string()), "the view has Note before the drop");
+    let mut after = row(1, 2, 200, json!(null));
+    after.retain(|(n, _)| *n != "Note");
+    let at = t.commit(1);
+    assert_eq!(pg.write(&[dropped.event('u', None, Some(&after), at, t.ts_ms, true)]).await, vec![Outcome::Applied]);
+    for table in [pg.table.clone(), v2.clone(), pg.logical.clone(), format!("{}_live", pg.logical)] {
+        let columns = columns_of(&table).await;
+        assert!(columns.contains(&"Seats".to_string()), "{table} still exists with its other columns: {columns:?}");
+        assert!(!columns.contains(&"Note".to_string()), "{table} lost the dropped column: {columns:?}");
+    }
+    // The readers' views still select from version 1, with the later write.
+    let seats: String = db
+        .query_one(
+            &format!("SELECT \"Seats\"::text FROM {} WHERE __id = '1'", quote_table(&format!("{}_live", pg.logical))),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seats, "2");
+    // Later writes go on without the column.
+    let at = t.commit(1);
+    let mut third = row(1, 3, 300, json!(null));
+    third.retain(|(n, _)| *n != "Note");
+    assert_eq!(pg.write(&[dropped.event('u', None, Some(&third), at, t.ts_ms, true)]).await, vec![Outcome::Applied]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bigquery_on_drop_drop_removes_the_column_from_every_version_table() {
+    let prefix = leak(unique("tcbqdd"));
+    let old = fares(prefix, false);
+    let mut dropped = old.clone();
+    dropped.columns.retain(|c| c.name != "Note");
+    let bq =
+        Bq::named_with(&unique("tcdd"), unique("it_tcdd_"), &old.topic(), "{ table: fares }", "on_drop: drop\n").await;
+    let mut t = Timeline::default();
+    let at = t.commit(1);
+    let first = bq.writes(&[old.event('c', None, Some(&row(1, 1, 100, json!("gone"))), at, t.ts_ms, true)]);
+    assert_eq!(bq.write(&first).await, vec![Outcome::Applied]);
+    // A second version with the same columns, as a rebuild makes.
+    let table = &bq.model.tables[0];
+    bq.sink.create_version(table, "fares_v2").await.unwrap();
+    let to_v2: Vec<Write> = first.iter().map(|w| Write { target: "fares_v2".into(), doc: w.doc.clone() }).collect();
+    let call = TargetCall { sink: &bq.sink, fields: &bq.fields, table, target: "fares_v2", progress: &[] };
+    assert_eq!(call.write_isolating(&to_v2).await.unwrap(), vec![Outcome::Applied]);
+    let has_note = |schema: &[(String, String)]| schema.iter().any(|(n, _)| n == "Note");
+    assert!(has_note(&bq.schema("fares_v2").await), "version 2 has Note before the drop");
+    let mut after = row(1, 2, 200, json!(null));
+    after.retain(|(n, _)| *n != "Note");
+    let at = t.commit(1);
+    let later = dropped.event('u', None, Some(&after), at, t.ts_ms, true);
+    assert_eq!(bq.write(&bq.writes(&[later])).await, vec![Outcome::Applied]);
+    for v in ["fares", "fares_v2"] {
+        let schema = bq.schema(v).await;
+        assert!(!has_note(&schema) && schema.iter().any(|(n, _)| n == "Seats"), "{v}: {schema:?}");
+    }
+    let rows = bq.query(&format!("SELECT CAST(Seats AS STRING) FROM {}", bq.table("fares_live"))).await;
+    assert_eq!(rows, vec![vec![json!("2")]], "the readers' view follows the table without the column");
+    bq.drop().await;
 }

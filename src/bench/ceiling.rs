@@ -6,7 +6,9 @@
 //! - PostgreSQL driven directly: binary `COPY` into a temporary table, then
 //!   one `INSERT … ON CONFLICT DO UPDATE` per batch (no guard);
 //! - Debezium's JDBC sink connector in the stack's Kafka Connect worker,
-//!   upserting the same topic into PostgreSQL.
+//!   upserting the same topic into PostgreSQL;
+//! - BigQuery's `tabledata.insertAll` driven directly (the rebuild
+//!   measurement's yardstick for BigQuery; on the local emulator).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -188,6 +190,76 @@ fn row_values(d: &Document, columns: &[(String, Type)]) -> Vec<Value> {
             None => d.body.as_ref().and_then(|b| b.get(n)).or_else(|| d.key.get(n)).cloned().unwrap_or(Value::Null),
         })
         .collect()
+}
+
+/// Inserts `docs` with `tabledata.insertAll` (BigQuery's direct bulk
+/// write: no staging, no guard) into fresh tables with `template`'s schema,
+/// once per request size; returns every cell.
+pub async fn bigquery_insert_all(
+    http: &reqwest::Client,
+    url: &str,
+    project: &str,
+    dataset: &str,
+    template: &str,
+    docs: &[Document],
+) -> anyhow::Result<Vec<Cell3>> {
+    let base = format!("{url}/bigquery/v2/projects/{project}/datasets/{dataset}/tables");
+    let table: Json = http.get(format!("{base}/{template}")).send().await?.error_for_status()?.json().await?;
+    let schema = table["schema"].clone();
+    let fields: Vec<(String, String)> = schema["fields"]
+        .as_array()
+        .context("the template table has no schema")?
+        .iter()
+        .filter_map(|f| Some((f["name"].as_str()?.to_string(), f["type"].as_str()?.to_string())))
+        .collect();
+    let mut cells = Vec::new();
+    for batch in [500, 2_000] {
+        let name = format!("{template}_ceiling_{batch}");
+        let _ = http.delete(format!("{base}/{name}")).send().await;
+        http.post(&base)
+            .json(&json!({"tableReference": {"projectId": project, "datasetId": dataset, "tableId": name}, "schema": schema}))
+            .send()
+            .await?
+            .error_for_status()
+            .with_context(|| format!("creating {name}"))?;
+        let started = Instant::now();
+        for chunk in docs.chunks(batch) {
+            let rows: Vec<Json> =
+                chunk.iter().map(|d| json!({"insertId": d.id, "json": bigquery_row(d, &fields)})).collect();
+            let resp = http.post(format!("{base}/{name}/insertAll")).json(&json!({"rows": rows})).send().await?;
+            let status = resp.status();
+            let body: Json = resp.json().await.unwrap_or(Json::Null);
+            anyhow::ensure!(
+                status.is_success() && body.get("insertErrors").is_none_or(|e| e.as_array().is_some_and(Vec::is_empty)),
+                "ceiling insertAll into {name}: HTTP {status}: {}",
+                body.to_string().chars().take(300).collect::<String>()
+            );
+        }
+        cells.push(Cell3 { batch, concurrency: 1, docs_per_s: docs.len() as f64 / started.elapsed().as_secs_f64() });
+        let _ = http.delete(format!("{base}/{name}")).send().await;
+    }
+    Ok(cells)
+}
+
+/// A document as an `insertAll` row of a table with `fields` (name, type):
+/// every value as the text BigQuery's JSON API takes for its type.
+fn bigquery_row(d: &Document, fields: &[(String, String)]) -> Json {
+    use crate::sink::bigquery::sql;
+    let mut row = serde_json::Map::new();
+    for (name, ty) in fields {
+        let v = match name.as_str() {
+            "__written_at" => continue,
+            "__source_ts" => d
+                .source_ts_ms
+                .map(|ms| Json::String(format!("{}Z", crate::decode::value::timestamp_text(ms as i128 * 1_000_000)))),
+            _ => row_values(d, &[(name.clone(), Type::TEXT)])
+                .first()
+                .and_then(|v| sql::cell_text(v, &sql::base_type(ty)))
+                .map(Json::String),
+        };
+        row.insert(name.clone(), v.unwrap_or(Json::Null));
+    }
+    Json::Object(row)
 }
 
 /// Where the JDBC sink connector runs and writes.

@@ -12,11 +12,14 @@
 //!    (row counts equal the live bookings) before it is reported.
 //! 4. Ceilings: direct `_bulk` (best batch size × concurrency), direct
 //!    PostgreSQL COPY + upsert, and Debezium's JDBC sink connector.
+//! 5. Rebuilds ([`rebuild`]): a mirror of `--rebuild-rows` rows rebuilt into
+//!    a fresh target per sink, against that sink's ceiling on the same rows.
 //!
-//! It prints one Markdown table (and writes it to `--markdown`).
+//! It prints Markdown tables (and writes them to `--markdown`).
 
 pub mod ceiling;
 pub mod probe;
+pub mod rebuild;
 pub mod workload;
 
 use std::fmt::Write as _;
@@ -61,6 +64,16 @@ pub struct BenchArgs {
     /// Documents each ceiling cell writes (the first ones of the stream).
     #[arg(long, default_value_t = 100_000)]
     pub ceiling_docs: usize,
+    /// Mirror rows rebuilt into a fresh target per sink (0: no rebuild measurement).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rebuild_rows: u64,
+    /// The same for BigQuery (the local emulator is far slower than BigQuery:
+    /// one MERGE job per 2,000-row page, tens of seconds each on a busy machine).
+    #[arg(long, default_value_t = 2_000)]
+    pub bigquery_rebuild_rows: u64,
+    /// Workers sharing each rebuild's key ranges, as a read model's instances do.
+    #[arg(long, default_value_t = 2)]
+    pub rebuild_workers: usize,
     /// Events decoded and mapped for the CPU-per-event figure.
     #[arg(long, default_value_t = 200_000)]
     pub cpu_events: usize,
@@ -179,8 +192,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "postgres" => {
                 bench.check_postgres(bench.run, workload.live_rows(), true).await?;
                 step("ceiling: direct COPY + INSERT ON CONFLICT");
-                let cells =
-                    ceiling::postgres_copy(&args.postgres_url, bench.run, ceiling_docs, &[2_000, 10_000]).await?;
+                // The version table, not the readers' view (a view has no key for ON CONFLICT).
+                let v1 = format!("{}_v1", bench.run);
+                let cells = ceiling::postgres_copy(&args.postgres_url, &v1, ceiling_docs, &[2_000, 10_000]).await?;
                 f.ceiling = best(&cells).map(|c| (format!("COPY+upsert {} rows/tx", c.batch), c.docs_per_s));
                 print_cells("COPY+upsert", &cells);
                 jdbc = Some(bench.jdbc_phase(workload.live_rows()).await?);
@@ -195,7 +209,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         figures.push(f);
     }
 
-    let table = report(&bench, &produced, decode_map_us, &figures, jdbc.as_ref()).await;
+    let rebuilds = rebuild::Settings {
+        run: bench.run,
+        brokers: &args.brokers,
+        elasticsearch_url: &args.elasticsearch_url,
+        postgres_url: &args.postgres_url,
+        bigquery_url: &args.bigquery_url,
+        sinks: &args.sinks,
+        rows: args.rebuild_rows,
+        bigquery_rows: args.bigquery_rebuild_rows,
+        workers: args.rebuild_workers,
+        ceiling_docs: args.ceiling_docs,
+    }
+    .measure(&bench.http)
+    .await?;
+
+    let mut table = report(&bench, &produced, decode_map_us, &figures, jdbc.as_ref()).await;
+    table.push_str(&rebuild_report(&rebuilds, args.rebuild_workers));
     println!("{table}");
     if let Some(path) = &args.markdown {
         std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
@@ -481,7 +511,7 @@ impl Bench {
             tokio::spawn(conn);
             let _ = client
                 .batch_execute(&format!(
-                    "DROP VIEW IF EXISTS \"{r}_live\"; DROP TABLE IF EXISTS \"{r}\"; DROP TABLE IF EXISTS \"{r}_jdbc\"",
+                    "DROP VIEW IF EXISTS \"{r}_live\"; DROP VIEW IF EXISTS \"{r}\"; DROP TABLE IF EXISTS \"{r}_v1\"; DROP TABLE IF EXISTS \"{r}_jdbc\"; DROP TABLE IF EXISTS \"{r}_mirror_v1\" CASCADE",
                     r = self.run
                 ))
                 .await;
@@ -587,6 +617,35 @@ async fn report(
     }
     targets.push(format!("decode + map {decode_map_us:.2} µs/event (target ≤ 2)"));
     let _ = writeln!(out, "Ratios: {}.", targets.join("; "));
+    out
+}
+
+/// The rebuild table: each sink's rebuild from the mirror against its ceiling.
+fn rebuild_report(rebuilds: &[rebuild::Figures], workers: usize) -> String {
+    let mut out = String::new();
+    if rebuilds.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "**Rebuild** from the staging PostgreSQL mirror into a fresh target (`Rebuild::copy`, {workers} workers on one rebuild id; one for BigQuery, on the emulator with fewer rows), against the sink's direct bulk ceiling on the same rows:"
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "| rebuild | rows | throughput | ceiling | vs ceiling |");
+    let _ = writeln!(out, "|---|---:|---:|---|---:|");
+    for f in rebuilds {
+        let ceiling = f.ceiling.as_ref().map_or("–".into(), |(how, v)| format!("{v:.0}/s ({how})"));
+        let ratio = f.ceiling.as_ref().map_or("–".into(), |(_, v)| format!("{:.2}x", f.rows_per_s() / v));
+        let _ =
+            writeln!(out, "| mirror → {} | {} | {:.0} rows/s | {ceiling} | {ratio} |", f.sink, f.rows, f.rows_per_s());
+    }
+    if let Some(es) = rebuilds.iter().find(|f| f.sink == "elasticsearch")
+        && let Some((_, v)) = &es.ceiling
+    {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Ratios: Elasticsearch rebuild {:.2}x its ceiling (target ≥ 0.9).", es.rows_per_s() / v);
+    }
     out
 }
 

@@ -170,6 +170,17 @@ impl Workload {
     }
 }
 
+/// The insert events of bookings `ids`, one per id, committed in order on
+/// `clock`: what a mirror of that many live rows was written from (the
+/// rebuild measurement's source).
+pub fn inserts(table: &Table, clock: &mut Timeline, ids: std::ops::Range<i64>) -> Vec<Record> {
+    ids.map(|id| {
+        let at = clock.commit(1);
+        table.event('c', None, Some(&booking(id, 1)), at, clock.ts_ms, true)
+    })
+    .collect()
+}
+
 /// Counts delivery failures reported by the producer.
 #[derive(Default)]
 pub struct Deliveries {

@@ -27,6 +27,11 @@ pub enum OnDrop {
     Keep,
     /// Later writes set it null.
     Null,
+    /// The column is removed from the target as far as the sink can: a
+    /// PostgreSQL or BigQuery column is dropped from every version table;
+    /// Elasticsearch documents stop carrying the field, while the index
+    /// mapping keeps it until a rebuild. Each sink logs what it dropped.
+    Drop,
 }
 
 impl OnTypeChange {
@@ -47,13 +52,8 @@ impl OnDrop {
         match s.trim() {
             "keep" => Ok(OnDrop::Keep),
             "null" => Ok(OnDrop::Null),
-            // Dropping a column from a live target is not built yet: refused
-            // rather than quietly kept or nulled.
-            "drop" => Err(
-                "on_drop: drop is not supported yet; use keep (the default: the column and its values stay) or null"
-                    .into(),
-            ),
-            other => Err(format!("on_drop {other:?} is not a policy; use keep (the default) or null")),
+            "drop" => Ok(OnDrop::Drop),
+            other => Err(format!("on_drop {other:?} is not a policy; use keep (the default), null or drop")),
         }
     }
 }

@@ -18,8 +18,9 @@
 //! BigQuery column names are case-insensitive, so `Fare` and `fare` are one
 //! column. A column whose source type widened is altered in place
 //! (`sql::classify`) and its new type recorded in the column's description
-//! (`sql::TYPE_NOTE`); a decimal its column would round is refused. Nothing
-//! is dropped.
+//! (`sql::TYPE_NOTE`); a decimal its column would round is refused. A
+//! column the source dropped is kept, nulled or dropped by the read model's
+//! `on_drop` (`dropped.rs`).
 //!
 //! ## Writes: staging table + guarded MERGE, never the streaming buffer
 //! Production BigQuery refuses UPDATE/DELETE/MERGE over rows still in the
@@ -51,6 +52,7 @@
 
 pub mod auth;
 pub mod client;
+mod dropped;
 mod merge;
 pub mod sql;
 
@@ -529,7 +531,13 @@ impl Sink for BigQuery {
     ) -> Result<Vec<Outcome>, SinkError> {
         let unfit = self.unfit(target, writes).await;
         let refs: Vec<&Write> = writes.iter().zip(&unfit).filter(|(_, u)| u.is_none()).map(|(w, _)| w).collect();
-        let applied = if refs.is_empty() { Ok(HashMap::new()) } else { self.apply(target, &refs).await };
+        let applied = match refs.is_empty() {
+            true => Ok(HashMap::new()),
+            false => match self.drop_missing(target, &refs).await {
+                Ok(()) => self.apply(target, &refs).await,
+                Err(e) => Err(e),
+            },
+        };
         match applied {
             Ok(mut outcomes) => Ok(writes
                 .iter()

@@ -11,8 +11,9 @@ use crate::sink::Write;
 
 /// The action and document lines: conditional `index` over an existing
 /// document, `create` for a new one, and a conditional partial `update` when
-/// some column's value was not captured (so the stored value survives).
-pub fn write(out: &mut Vec<u8>, w: &Write, current: Option<&Current>) {
+/// some column's value was not captured or `keep_stored` (a field the source
+/// dropped keeps its value under `on_drop: keep`), so the stored value survives.
+pub fn write(out: &mut Vec<u8>, w: &Write, current: Option<&Current>, keep_stored: bool) {
     match current {
         // Only the deleted flag and the offset change: the stored position
         // (and values) stay, so the position guard still orders later events.
@@ -25,7 +26,7 @@ pub fn write(out: &mut Vec<u8>, w: &Write, current: Option<&Current>) {
             );
             return;
         }
-        Some(c) if w.doc.is_partial() => {
+        Some(c) if keep_stored || w.doc.is_partial() => {
             action(out, "update", w, Some(c));
             out.extend_from_slice(b"{\"doc\":");
             document(out, &w.doc);
@@ -162,6 +163,7 @@ mod tests {
             &mut out,
             &w,
             Some(&Current { seq_no: 4, primary_term: 1, position: Some("00aa".into()), ..Current::default() }),
+            false,
         );
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -180,7 +182,7 @@ mod tests {
         let w = Write { target: "trips-\"x\"".into(), doc: d };
         let first_line = |current: Option<&Current>| {
             let mut out = Vec::new();
-            write(&mut out, &w, current);
+            write(&mut out, &w, current, false);
             String::from_utf8(out).unwrap().lines().next().unwrap().to_string()
         };
         assert_eq!(first_line(None), r#"{"create":{"_index":"trips-\"x\".writes","_id":"a\"b"}}"#);
@@ -197,7 +199,7 @@ mod tests {
         d.lineage.offset = 9;
         let w = Write { target: "trips".into(), doc: d };
         let mut out = Vec::new();
-        write(&mut out, &w, Some(&Current { seq_no: 4, primary_term: 1, ..Current::default() }));
+        write(&mut out, &w, Some(&Current { seq_no: 4, primary_term: 1, ..Current::default() }), false);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], r#"{"update":{"_index":"trips.writes","_id":"7","if_seq_no":4,"if_primary_term":1}}"#);

@@ -29,6 +29,7 @@
 //! The guard costs one `_mget` per batch.
 
 pub mod client;
+pub mod dropped;
 pub mod encode;
 pub mod mapping;
 
@@ -39,7 +40,7 @@ use std::time::Duration;
 
 use super::{ErrorKind, FieldSource, NewField, Outcome, Sink, SinkError, StoredPosition, Write, compaction, shape};
 use crate::decode::Op;
-use crate::mapping::{ReadModel, TableMapping};
+use crate::mapping::{OnDrop, ReadModel, TableMapping};
 use crate::source::PartitionOffset;
 pub use client::{Client, Current, META_FIELD};
 
@@ -61,6 +62,10 @@ pub struct Elasticsearch {
     /// The index this instance last pointed each alias at: a re-created
     /// index gets the readers' alias back only if it was theirs.
     readers: Mutex<HashMap<String, String>>,
+    /// Each target's `on_drop` (see [`dropped`]), and the fields already
+    /// logged as dropped.
+    drops: Mutex<HashMap<String, dropped::DropPolicy>>,
+    dropped_logged: Mutex<HashSet<(String, String)>>,
 }
 
 /// The `(seq_no, primary_term, position)` this process's own writes left on
@@ -133,6 +138,8 @@ impl Elasticsearch {
             in_flight: 1,
             known: Mutex::default(),
             readers: Mutex::default(),
+            drops: Mutex::default(),
+            dropped_logged: Mutex::default(),
         })
     }
 
@@ -228,6 +235,7 @@ impl Sink for Elasticsearch {
 
     async fn create_version(&self, table: &TableMapping, physical: &str) -> Result<(), SinkError> {
         let Some(es) = &table.elasticsearch else { return Ok(()) };
+        self.learn_policy(table, physical);
         let mut body = mapping::index_mapping(es, &[]);
         // What the file said when this version was built: `plan` and `run`
         // compare it with the file later (a changed `where` shows nowhere else).
@@ -259,6 +267,7 @@ impl Sink for Elasticsearch {
         target: &str,
         fields: &[NewField],
     ) -> Result<Vec<Retype>, SinkError> {
+        self.learn_policy(table, target);
         let declared = table.elasticsearch.as_ref().map(|e| e.types.as_slice()).unwrap_or(&[]);
         let mut retypes = Vec::new();
         let new: Vec<(String, serde_json::Value)> = {
@@ -416,18 +425,34 @@ impl Elasticsearch {
         // Conditional writes for what is newer.
         let mut body = Vec::with_capacity(todo.len() * 512);
         let mut sent = Vec::new();
-        for &i in todo {
-            let w = &writes[i];
-            let settled = match w.doc.compaction {
-                true => compaction::outcome(&w.doc, current.get(&i).map(Current::stored)),
-                false => (!is_newer(w.doc.position.as_str(), current.get(&i))).then_some(Outcome::Stale),
-            };
-            match settled {
-                Some(outcome) => outcomes[i] = Some(outcome),
-                None => {
-                    encode::write(&mut body, w, current.get(&i));
-                    sent.push(i);
+        let policy = self.drops.lock().unwrap_or_else(|e| e.into_inner()).get(target).cloned();
+        let on_drop = policy.as_ref().map(|p| p.on_drop).unwrap_or_default();
+        {
+            let mapped = self.mapped.lock().unwrap_or_else(|e| e.into_inner());
+            let no_fields = HashMap::new();
+            let mapped = mapped.get(target).unwrap_or(&no_fields);
+            for &i in todo {
+                let w = &writes[i];
+                let settled = match w.doc.compaction {
+                    true => compaction::outcome(&w.doc, current.get(&i).map(Current::stored)),
+                    false => (!is_newer(w.doc.position.as_str(), current.get(&i))).then_some(Outcome::Stale),
+                };
+                if settled.is_some() {
+                    outcomes[i] = settled;
+                    continue;
                 }
+                let missing = dropped::missing(mapped, &w.doc);
+                if let (false, OnDrop::Drop, Some(p)) = (missing.is_empty(), on_drop, &policy) {
+                    dropped::log_dropped(
+                        &mut self.dropped_logged.lock().unwrap_or_else(|e| e.into_inner()),
+                        target,
+                        &missing,
+                        p,
+                    );
+                }
+                let keep_stored = on_drop == OnDrop::Keep && !missing.is_empty();
+                encode::write(&mut body, w, current.get(&i), keep_stored);
+                sent.push(i);
             }
         }
         let mut conflicts = Vec::new();
@@ -470,6 +495,14 @@ impl Elasticsearch {
             self.recreate_from_file(target).await?;
         }
         Ok(conflicts)
+    }
+
+    /// Remembers `table`'s `on_drop` for its physical `target`.
+    fn learn_policy(&self, table: &TableMapping, target: &str) {
+        let mut drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
+        if !drops.contains_key(target) {
+            drops.insert(target.to_string(), dropped::DropPolicy::of(table));
+        }
     }
 
     /// Someone deleted the alias or index: re-creates it before the retry

@@ -9,9 +9,10 @@
 //! when the field first appears with a known type (from the Debezium schema:
 //! `numeric(p,s)`, `timestamp(3|6)`, `timestamptz`, `uuid`, `bytea`, `jsonb`,
 //! ...; or from the read model's `postgres.types`). A column whose source
-//! type widened is altered in place (`schema::classify`); nothing is
-//! dropped, and a change it cannot make in place is left to the read
-//! model's `on_type_change`. A numeric value its column would round is
+//! type widened is altered in place (`schema::classify`), and a change it
+//! cannot make in place is left to the read model's `on_type_change`. A
+//! column the source dropped is kept, nulled or (`on_drop: drop`,
+//! `dropped.rs`) dropped from every version table. A numeric value its column would round is
 //! refused, never rounded. Every identifier is quoted.
 //!
 //! ## Writes and the guard
@@ -45,6 +46,7 @@
 
 pub mod binary;
 mod compaction;
+mod dropped;
 pub mod schema;
 
 use std::collections::{HashMap, HashSet};
@@ -251,14 +253,46 @@ impl Postgres {
             .map_err(|e| pg_err(&format!("recording the read-model section in the comment of {target}"), &e))
     }
 
+    /// The table mapping of a version table of this sink.
+    fn model_table(&self, target: &str) -> Option<&TableMapping> {
+        self.model.tables.iter().find(|t| t.postgres.as_ref().is_some_and(|p| super::is_version_of(target, &p.table)))
+    }
+
     /// The read model's `on_drop` for a table of this sink.
     fn model_drop(&self, target: &str) -> OnDrop {
-        self.model
-            .tables
-            .iter()
-            .find(|t| t.postgres.as_ref().is_some_and(|p| super::is_version_of(target, &p.table)))
-            .map(|t| t.policy.on_drop)
-            .unwrap_or_default()
+        self.model_table(target).map(|t| t.policy.on_drop).unwrap_or_default()
+    }
+
+    /// Under `on_drop: drop`, drops the columns `writes` no longer carry
+    /// from every version table of `target`'s table (see `dropped.rs`);
+    /// returns `target`'s columns after it.
+    async fn drop_missing(
+        &self,
+        client: &Client,
+        target: &str,
+        columns: Vec<Column>,
+        writes: &[Write],
+    ) -> Result<Vec<Column>, SinkError> {
+        if self.model_drop(target) != OnDrop::Drop {
+            return Ok(columns);
+        }
+        let gone = dropped::missing(&columns, writes);
+        let Some(table) = self.model_table(target).filter(|_| !gone.is_empty()) else { return Ok(columns) };
+        let logical = table.postgres.as_ref().map_or(target, |p| p.table.as_str());
+        let rebuild = table.policy.rebuild_command(SINK, &table.topic);
+        let altered = dropped::drop_columns(client, logical, &gone, &rebuild).await?;
+        let mut cache = self.columns.lock().await;
+        let target = target.to_string();
+        let reload: Vec<String> = altered
+            .into_iter()
+            .filter(|v| cache.contains_key(v.as_str()) && *v != target)
+            .chain([target.clone()])
+            .collect();
+        for v in reload {
+            let now = Self::load_columns(client, &v).await?;
+            cache.insert(v, now);
+        }
+        Ok(cache.get(&target).cloned().unwrap_or_default())
     }
 
     /// The client, connecting first when there is none or it closed.
@@ -780,7 +814,11 @@ impl Sink for Postgres {
             None => return Err(err(ErrorKind::NotFound, format!("table {target} is not known yet; re-creating it"))),
         };
         let all: Vec<&Write> = writes.iter().collect();
-        match self.transaction(client, target, &all, &columns, progress).await {
+        let written = match self.drop_missing(client, target, columns, writes).await {
+            Ok(columns) => self.transaction(client, target, &all, &columns, progress).await,
+            Err(e) => Err(e),
+        };
+        match written {
             Ok(applied) => Ok(writes
                 .iter()
                 .map(|w| match (applied.ids.contains(&w.doc.id), applied.unmatched.contains(&w.doc.id)) {
