@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::parity::{ParityReport, parity};
+use super::parity::{ParityReport, parity, recheck};
 use super::{Copied, Rebuild, RebuildError, RowSource, connect};
 use crate::mapping::{ReadModel, TableMapping};
 use crate::ops::Health;
@@ -235,8 +235,13 @@ impl<S: Sink> VersionRebuild<S> {
         let mirror = Mirror::open(&client, &self.mirror(table)?).await?;
         let deadline = tokio::time::Instant::now() + self.parity_timeout;
         let mut checks = 0;
+        let mut report = ParityReport::default();
         loop {
-            let report = parity(&client, &mirror, &*self.sink, &version.physical, self.page_rows.max(100)).await?;
+            report = if checks > 0 && report.recheckable() {
+                recheck(&client, &mirror, &*self.sink, &version.physical, &report).await?
+            } else {
+                parity(&client, &mirror, &*self.sink, &version.physical, self.page_rows.max(100)).await?
+            };
             checks += 1;
             if report.passed() {
                 tracing::info!(rebuild = id, checks, "parity passed: {report}");
@@ -252,7 +257,7 @@ impl<S: Sink> VersionRebuild<S> {
                 target_rows = report.target_rows,
                 "parity: differences left, checking again as the live stream settles"
             );
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
 
