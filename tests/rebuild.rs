@@ -569,3 +569,35 @@ async fn two_processes_running_the_same_rebuild_share_it_and_swap_once() {
     );
     assert_eq!(pg_fares(&format!("{table}_live")).await.len(), (1..=TRIPS).filter(|id| id % 5 != 0).count());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_instance_that_never_writes_the_new_version_fails_the_rebuild_resumably() {
+    let _ = rebuild_db().await;
+    let w = World::new("rbbehind", 1).await;
+    let table = format!("{}_trips", w.name);
+    let alias = w.indexes[0].clone();
+    w.set_model(&format!(
+        "read_model: {}\ntables:\n  - topic: {}\n    postgres: {{ table: '{table}' }}\n    elasticsearch: {{ index: {alias} }}\n",
+        w.name,
+        w.db.trips.topic()
+    ));
+    let (records, _) = churn(&w, &mut Timeline::default(), 20, 0);
+    w.produce(&records).await;
+    let mut p = w.start_with(&w.group, &[("PROJECTOR_POSTGRES_URL", &rebuild_db_url())]);
+    w.wait_sink_caught_up(&w.group, "elasticsearch", CATCH_UP).await;
+    w.wait_sink_caught_up(&w.group, "postgres", CATCH_UP).await;
+    // Killed: it never reads the catalog again, but counts as running for a minute.
+    p.kill9();
+    let out =
+        rebuild_command(&w, &["--sink", "elasticsearch", "--members-timeout-seconds", "1"]).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("have not started writing")
+            && stderr.contains(&format!("{alias}_v2"))
+            && stderr.contains("run the same command again"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("projector-{}-elasticsearch", w.name)), "names the instance: {stderr}");
+    assert_eq!(versions_of(&w, "elasticsearch", &alias).await[1], (2, format!("{alias}_v2"), State::Building));
+}
