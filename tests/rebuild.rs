@@ -563,6 +563,9 @@ async fn two_processes_running_the_same_rebuild_share_it_and_swap_once() {
     let swapped = [&a, &b].iter().filter(|out| out.contains("swapped: readers now see v2")).count();
     let reported = [&a, &b].iter().filter(|out| out.contains("already swapped by another worker")).count();
     assert_eq!((swapped, reported), (1, 1), "exactly one swap, the other says so:\n{a}\n{b}");
+    // The instance that wrote the mirror stopped cleanly and left the
+    // catalog's members: nobody waited for it.
+    assert!(!a.contains("waiting for running instances") && !b.contains("waiting for running instances"), "{a}\n{b}");
     assert_eq!(
         versions_of(&w, "postgres", &table).await,
         vec![(1, format!("{table}_v1"), State::Previous), (2, format!("{table}_v2"), State::Current)]
