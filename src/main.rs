@@ -27,6 +27,8 @@ use projector::source::consumer::{ConsumerGroup, GroupSettings};
 #[path = "cli/versions.rs"]
 mod versions_command;
 use versions_command::{VersionArgs, VersionStep, each_target};
+#[path = "cli/rebuild.rs"]
+mod rebuild_command;
 
 #[path = "cli/plan.rs"]
 mod plan_command;
@@ -103,9 +105,12 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Fill a new physical target of one table from its staging PostgreSQL
-    /// mirror, beside the live stream; resumable, shareable by several workers.
-    Rebuild(projector::rebuild::cli::RebuildArgs),
+    /// Rebuild each selected table's target as a new version beside the
+    /// live stream and swap it in: version N+1 begun (or the building one
+    /// resumed), filled from the staging PostgreSQL mirror, checked for
+    /// parity, swapped once. Resumable after a crash; the same command in
+    /// several processes shares the work.
+    Rebuild(rebuild_command::RebuildArgs),
     /// Measure throughput, latency, memory and CPU per sink against direct
     /// writes and Debezium's JDBC sink (needs scripts/stack up).
     Bench(projector::bench::BenchArgs),
@@ -260,7 +265,7 @@ async fn async_main() -> std::process::ExitCode {
         Command::Bench(args) => projector::bench::run(args).await,
         Command::Rebuild(args) => {
             init_logs("text");
-            projector::rebuild::cli::run(args).await.map_err(anyhow::Error::from)
+            rebuild_command::run(args).await
         }
         Command::Versions(args) => each_target(&args, VersionStep::List).await,
         Command::Rollback(args) => each_target(&args, VersionStep::Rollback).await,

@@ -299,7 +299,7 @@ async fn own_role(w: &World) -> (String, String) {
         .batch_execute(&format!(
             "CREATE ROLE {r} LOGIN; GRANT CREATE ON SCHEMA public TO {r}; GRANT SELECT ON public.refinery_schema_history TO {r};
              GRANT USAGE ON SCHEMA projector TO {r}; GRANT SELECT, INSERT, UPDATE ON projector.progress TO {r};
-             GRANT SELECT, INSERT, UPDATE ON projector.targets, projector.members TO {r}"
+             GRANT SELECT, INSERT, UPDATE ON projector.targets TO {r}; GRANT SELECT, INSERT, UPDATE, DELETE ON projector.members TO {r}"
         ))
         .await
         .unwrap();

@@ -256,6 +256,7 @@ impl<S: Sink> Pipeline<S> {
         }
         self.group.commit_now();
         self.group.close();
+        self.versions.leave().await;
         tracing::info!(sink = name, "pipeline stopped; offsets committed");
         result.map(|_| ())
     }

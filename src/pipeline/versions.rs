@@ -171,6 +171,15 @@ impl Versions {
             .map_err(|e| self.failed(e))
     }
 
+    /// On a clean stop: this instance no longer writes, so a rebuild need
+    /// not wait for it to see a new version.
+    pub async fn leave(&self) {
+        let Some(catalog) = &self.inner.catalog else { return };
+        if let Err(e) = catalog.leave(&self.inner.read_model, self.inner.sink, &self.inner.member).await {
+            tracing::warn!(sink = self.inner.sink, error = %e, "cannot leave the version catalog's members; a rebuild waits a minute for this instance");
+        }
+    }
+
     /// Refreshes every `every` until shutdown.
     pub async fn keep_fresh<S: Sink>(
         self,

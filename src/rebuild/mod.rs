@@ -7,16 +7,18 @@
 //! retry, dead letters), so its writes are guarded by the source position
 //! like any other: nothing old overwrites anything new, whichever lands first.
 //!
-//! The files: [`ranges`] (the key space, leases and checkpoints), [`throttle`],
-//! [`progress`], [`parity`] (the check before a swap), [`replay`] (the rows
-//! from the table's topic instead of the mirror: `--from kafka`).
+//! The files: [`version`] (one rebuild from the new version to the swap,
+//! what `projector rebuild` runs), [`ranges`] (the key space, leases and
+//! checkpoints), [`throttle`], [`progress`], [`parity`] (the check before a
+//! swap), [`replay`] (the rows from the table's topic instead of the mirror:
+//! `--from kafka`).
 
-pub mod cli;
 pub mod parity;
 pub mod progress;
 pub mod ranges;
 pub mod replay;
 pub mod throttle;
+pub mod version;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +40,32 @@ use progress::Progress;
 use ranges::{Claim, Plan};
 use throttle::Throttle;
 
+/// Where a rebuild's rows come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RowSource {
+    /// The staging PostgreSQL mirror of the table.
+    Mirror,
+}
+
+/// The sinks a rebuild can fill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RebuildSink {
+    Elasticsearch,
+    Postgres,
+    Bigquery,
+}
+
+impl RebuildSink {
+    /// The sink's name, as `Sink::name` gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RebuildSink::Elasticsearch => "elasticsearch",
+            RebuildSink::Postgres => "postgres",
+            RebuildSink::Bigquery => "bigquery",
+        }
+    }
+}
+
 /// Why a rebuild stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
@@ -57,8 +85,14 @@ pub enum RebuildError {
     Sink { rebuild: String, source: SinkError },
     #[error("rebuild {rebuild}: Kafka: {message}; check --brokers, then run the rebuild again (it resumes)")]
     Kafka { rebuild: String, message: String },
-    #[error("rebuild {rebuild}: the parity check failed: {summary}; do not swap: fix the differences or rebuild again")]
+    #[error(
+        "rebuild {rebuild}: the parity check failed, so the version was not swapped in and stays building: {summary}\nfix the differences (or let the live stream settle), then run the same command again: it resumes and checks again"
+    )]
     Parity { rebuild: String, summary: String },
+    #[error(
+        "rebuild {rebuild}: running instances {members:?} have not started writing {physical} after {waited} s (they have not read the version catalog since it began), so live changes could miss it; check that they are up and reach the staging PostgreSQL, or stop them, then run the same command again: it resumes (or raise --members-timeout-seconds)"
+    )]
+    MembersBehind { rebuild: String, physical: String, members: Vec<String>, waited: u64 },
 }
 
 /// One worker's share of a rebuild: copy `topic`'s mirror into `target`.

@@ -4,8 +4,10 @@
 //! compared as a tombstone) is compared with what the target stores for it
 //! ([`Sink::positions`]), then the target's row count with the mirror's, to
 //! catch ids the mirror does not have. A target ahead of the mirror (a live
-//! write newer than the mirror's row) differs too: run parity once the
-//! mirror has caught up.
+//! write newer than the mirror's row) differs too. While the live stream
+//! moves both sides, [`recheck`] compares only the ids that differed (and
+//! the counts) again, which settles fast where a whole pass would always
+//! meet the latest writes in flight.
 
 use std::fmt;
 
@@ -17,6 +19,10 @@ use crate::source::mirror::Mirror;
 
 /// How many differences a report lists.
 pub const LISTED: usize = 20;
+
+/// How many differing ids a report keeps to check again; past that a whole
+/// pass runs again instead.
+pub const RECHECKED: usize = 10_000;
 
 /// One id whose position differs.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,6 +41,8 @@ pub struct ParityReport {
     pub differing: u64,
     /// The first [`LISTED`] of them.
     pub differences: Vec<Difference>,
+    /// The ids that differed, up to [`RECHECKED`]: what [`recheck`] reads again.
+    pub differing_ids: Vec<String>,
 }
 
 impl ParityReport {
@@ -85,10 +93,7 @@ pub async fn parity<S: Sink>(
             report.mirror_rows += 1;
             let expected = StoredPosition { position: row.position.clone(), deleted: row.deleted };
             if stored.as_ref() != Some(&expected) {
-                report.differing += 1;
-                if report.differences.len() < LISTED {
-                    report.differences.push(Difference { id: row.id.clone(), mirror: Some(expected), target: stored });
-                }
+                report.note(&row.id, Some(expected), stored);
             }
         }
     }
@@ -96,5 +101,49 @@ pub async fn parity<S: Sink>(
         .count(target)
         .await
         .map_err(|source| RebuildError::Sink { rebuild: format!("parity of {target}"), source })?;
+    Ok(report)
+}
+
+impl ParityReport {
+    fn note(&mut self, id: &str, mirror: Option<StoredPosition>, target: Option<StoredPosition>) {
+        self.differing += 1;
+        if self.differences.len() < LISTED {
+            self.differences.push(Difference { id: id.to_string(), mirror, target });
+        }
+        if self.differing_ids.len() < RECHECKED {
+            self.differing_ids.push(id.to_string());
+        }
+    }
+
+    /// Whether [`recheck`] can settle it: every differing id is kept.
+    pub fn recheckable(&self) -> bool {
+        self.differing as usize == self.differing_ids.len()
+    }
+}
+
+/// Compares again only the ids `earlier` found differing, and both row
+/// counts: the ids still differing make the new report.
+pub async fn recheck<S: Sink>(
+    client: &Client,
+    mirror: &Mirror,
+    sink: &S,
+    target: &str,
+    earlier: &ParityReport,
+) -> Result<ParityReport, RebuildError> {
+    let failed = |source| RebuildError::Sink { rebuild: format!("parity of {target}"), source };
+    let mut report = ParityReport::default();
+    for chunk in earlier.differing_ids.chunks(500) {
+        let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let stored = sink.positions(target, &ids).await.map_err(failed)?;
+        for (id, stored) in chunk.iter().zip(stored) {
+            let row = mirror.page(client, Some(id), None, None, 1).await?.into_iter().find(|r| &r.id == id);
+            let expected = row.map(|r| StoredPosition { position: r.position, deleted: r.deleted });
+            if stored != expected {
+                report.note(id, expected, stored);
+            }
+        }
+    }
+    report.mirror_rows = mirror.count(client).await?;
+    report.target_rows = sink.count(target).await.map_err(failed)?;
     Ok(report)
 }

@@ -271,6 +271,21 @@ impl Catalog {
         Ok(())
     }
 
+    /// Forgets `member`: a cleanly stopped instance, which a rebuild must
+    /// not wait for (a killed one is taken for gone a minute after its last refresh).
+    pub async fn leave(&self, read_model: &str, sink: &str, member: &str) -> Result<(), CatalogError> {
+        let mut guard = self.client.lock().await;
+        let client = self.client(&mut guard).await?;
+        client
+            .execute(
+                "DELETE FROM projector.members WHERE read_model = $1 AND sink = $2 AND member = $3",
+                &[&read_model, &sink, &member],
+            )
+            .await
+            .map_err(|e| self.pg("removing this instance from the members", &e))?;
+        Ok(())
+    }
+
     /// The catalog's clock, in ms: to compare with what members have seen.
     pub async fn now_ms(&self) -> Result<i64, CatalogError> {
         let mut guard = self.client.lock().await;

@@ -188,6 +188,16 @@ impl Mirror {
         })
     }
 
+    /// How many rows (tombstones included) the mirror holds.
+    pub async fn count(&self, client: &Client) -> Result<u64, MirrorError> {
+        let sql = format!("SELECT count(*) FROM {}", quote_table(&self.table));
+        let row = client
+            .query_one(&sql, &[])
+            .await
+            .map_err(|e| MirrorError::Postgres { table: self.table.clone(), message: e.to_string() })?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
     /// Up to `limit` rows of `[lo, hi)` after `after`, in `__id` order.
     pub async fn page(
         &self,
