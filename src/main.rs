@@ -156,6 +156,23 @@ struct SinkArgs {
     postgres_url: String,
 }
 
+/// How records are read: their size limit, their JSON form, and where
+/// their schemas come from (with the read model's schema-change topic).
+#[derive(clap::Args, Clone)]
+struct DecodeArgs {
+    #[arg(long, env = "PROJECTOR_MAX_RECORD_BYTES", default_value_t = 8 * 1024 * 1024)]
+    max_record_bytes: usize,
+    /// Whether JSON values carry `{schema, payload}` (the connector's
+    /// value.converter.schemas.enable); a record of the other form is dead-lettered.
+    #[arg(long, env = "PROJECTOR_SCHEMAS_ENABLE", value_enum, default_value_t = SchemasEnable::Auto)]
+    schemas_enable: SchemasEnable,
+    /// Confluent-compatible schema registry for Avro records (AvroConverter's
+    /// wire format), e.g. http://registry:8081, or Apicurio's
+    /// http://host:8080/apis/ccompat/v7. Without it, Avro records are dead-lettered.
+    #[arg(long, env = "PROJECTOR_SCHEMA_REGISTRY_URL")]
+    schema_registry_url: Option<String>,
+}
+
 #[derive(clap::Args)]
 struct RunArgs {
     /// The read-model file, e.g. mappings/bus_booking.yaml.
@@ -190,17 +207,8 @@ struct RunArgs {
     /// Pause consumption when this many bytes wait to be written.
     #[arg(long, env = "PROJECTOR_MAX_BUFFER_BYTES", default_value_t = 32 * 1024 * 1024)]
     max_buffer_bytes: usize,
-    #[arg(long, env = "PROJECTOR_MAX_RECORD_BYTES", default_value_t = 8 * 1024 * 1024)]
-    max_record_bytes: usize,
-    /// Whether JSON values carry `{schema, payload}` (the connector's
-    /// value.converter.schemas.enable); a record of the other form is dead-lettered.
-    #[arg(long, env = "PROJECTOR_SCHEMAS_ENABLE", value_enum, default_value_t = SchemasEnable::Auto)]
-    schemas_enable: SchemasEnable,
-    /// Confluent-compatible schema registry for Avro records (AvroConverter's
-    /// wire format), e.g. http://registry:8081, or Apicurio's
-    /// http://host:8080/apis/ccompat/v7. Without it, Avro records are dead-lettered.
-    #[arg(long, env = "PROJECTOR_SCHEMA_REGISTRY_URL")]
-    schema_registry_url: Option<String>,
+    #[command(flatten)]
+    decoding: DecodeArgs,
     /// `all`: dead-letter bad records and carry on; `none`: stop on the first.
     #[arg(long, env = "PROJECTOR_ERRORS_TOLERANCE", value_enum, default_value_t = ErrorTolerance::All)]
     errors_tolerance: ErrorTolerance,
@@ -370,30 +378,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let dead_letters = DeadLetters::new(&args.brokers, &dlq_topic, &model.name)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
-    let history = match &model.schema_changes {
-        None => None,
-        Some(topic) => {
-            let history = Arc::new(SchemaHistory::new(topic, &args.brokers, model.time_precision));
-            let h = history.clone();
-            match tokio::task::spawn_blocking(move || h.catch_up(Duration::from_secs(60))).await? {
-                Ok(n) => tracing::info!(topic = %topic, records = n, "schema history loaded"),
-                // Not fatal: it is read again when a record needs it.
-                Err(e) => tracing::warn!(error = %e, "schema history not loaded yet"),
-            }
-            Some(history)
-        }
-    };
-    let registry = match &args.schema_registry_url {
-        Some(url) => Some(Arc::new(SchemaRegistry::new(url)?)),
-        None => None,
-    };
-    let decode = DecodeOptions {
-        max_record_bytes: args.max_record_bytes,
-        schemas_enable: args.schemas_enable,
-        history,
-        registry,
-        ..Default::default()
-    };
+    let decode = args.decoding.options(&model, &args.brokers).await?;
     let catalog = Arc::new(
         Catalog::connect(&args.sinks.postgres_url)
             .await
@@ -514,6 +499,37 @@ impl PipelineParts<'_> {
         let run = tokio::spawn(pipeline.run(Shutdown::new(self.stop.clone())));
         tasks.spawn(async move { (name, run.await) });
         Ok(())
+    }
+}
+
+impl DecodeArgs {
+    /// The decoding options for `model`: its schema-change topic read from
+    /// the start (not fatal if it cannot be yet: it is read again when a
+    /// record needs it), and the registry client if one is given.
+    async fn options(&self, model: &ReadModel, brokers: &str) -> anyhow::Result<DecodeOptions> {
+        let history = match &model.schema_changes {
+            None => None,
+            Some(topic) => {
+                let history = Arc::new(SchemaHistory::new(topic, brokers, model.time_precision));
+                let h = history.clone();
+                match tokio::task::spawn_blocking(move || h.catch_up(Duration::from_secs(60))).await? {
+                    Ok(n) => tracing::info!(topic = %topic, records = n, "schema history loaded"),
+                    Err(e) => tracing::warn!(error = %e, "schema history not loaded yet"),
+                }
+                Some(history)
+            }
+        };
+        let registry = match &self.schema_registry_url {
+            Some(url) => Some(Arc::new(SchemaRegistry::new(url)?)),
+            None => None,
+        };
+        Ok(DecodeOptions {
+            max_record_bytes: self.max_record_bytes,
+            schemas_enable: self.schemas_enable,
+            history,
+            registry,
+            ..Default::default()
+        })
     }
 }
 

@@ -120,3 +120,43 @@ async fn a_topic_replays_into_a_fresh_table_and_index_and_resumes_from_its_check
     assert_eq!((1..=4).map(|id| fares[&id.to_string()]).collect::<Vec<_>>(), vec![5000; 4]);
     assert_eq!(fares.len(), want.len());
 }
+
+/// `projector rebuild --from kafka` through the binary, for the mirror
+/// itself (which cannot be rebuilt from itself): version 2 of the PostgreSQL
+/// table is replayed from the topic while an instance runs and an update
+/// arrives meanwhile, checked against the current version, and swapped in.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mirror_is_rebuilt_from_kafka_by_one_command_while_an_instance_runs() {
+    let w = World::new("rplcli", 2).await;
+    let table = format!("{}_trips", w.name);
+    w.set_model(&format!(
+        "read_model: {}\ntables:\n  - topic: {}\n    postgres: {{ table: '{table}' }}\n",
+        w.name,
+        w.db.trips.topic(),
+    ));
+    let mut t = Timeline::default();
+    let (records, mut want) = churn(&w, &mut t, 100, 1);
+    w.produce(&records).await;
+    let _p = w.start_with(&w.group, &[("PROJECTOR_VERSION_REFRESH_MS", "300")]);
+    w.wait_sink_caught_up(&w.group, "postgres", std::time::Duration::from_secs(120)).await;
+
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_projector"))
+        .args(["rebuild", w.model_file.to_str().unwrap(), "--sink", "postgres", "--from", "kafka"])
+        .env("PROJECTOR_POSTGRES_URL", pg_url())
+        .env("PROJECTOR_BROKERS", brokers())
+        .env("PROJECTOR_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let update = w.db.trips.event('u', None, Some(&trip(3, 7777, 1)), t.commit(1), t.ts_ms, true);
+    w.produce(&[update]).await;
+    want.insert("3".into(), 7777);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "rebuild failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("swapped: readers now see v2"), "{stdout}");
+    w.wait_sink_caught_up(&w.group, "postgres", std::time::Duration::from_secs(120)).await;
+    assert_eq!(pg_fares(&format!("{table}_live")).await, want, "readers on v2, replayed, with the update");
+    assert_eq!(pg_fares(&format!("{table}_v2")).await, want);
+}

@@ -25,7 +25,7 @@ use projector::sink::Sink;
 use projector::sink::catalog::Catalog;
 use projector::source::mirror::{Mirror, whole_mirror};
 
-use super::SinkArgs;
+use super::{DecodeArgs, SinkArgs};
 
 #[derive(clap::Args)]
 pub struct RebuildArgs {
@@ -68,6 +68,9 @@ pub struct RebuildArgs {
     errors_tolerance: ErrorTolerance,
     #[command(flatten)]
     sinks: SinkArgs,
+    /// With --from kafka: how the topic's records are read.
+    #[command(flatten)]
+    decoding: DecodeArgs,
     /// Expert: fill this physical target only (no version, no swap).
     #[arg(long, hide = true, requires = "rebuild_id")]
     target: Option<String>,
@@ -149,6 +152,10 @@ async fn each_table<S: Sink>(args: &RebuildArgs, model: &Arc<ReadModel>, sink: A
             .await
             .context("opening the version catalog in the staging PostgreSQL (--postgres-url)")?,
     );
+    let decode = match args.from {
+        RowSource::Kafka => args.decoding.options(model, &args.brokers).await?,
+        RowSource::Mirror => Default::default(),
+    };
     for table in &tables {
         let rebuild = VersionRebuild {
             sink: sink.clone(),
@@ -156,6 +163,8 @@ async fn each_table<S: Sink>(args: &RebuildArgs, model: &Arc<ReadModel>, sink: A
             catalog: catalog.clone(),
             topic: table.topic.clone(),
             from: args.from,
+            brokers: args.brokers.clone(),
+            decode: decode.clone(),
             worker: worker.clone(),
             postgres_url: args.sinks.postgres_url.clone(),
             ranges: args.ranges,

@@ -45,6 +45,9 @@ use throttle::Throttle;
 pub enum RowSource {
     /// The staging PostgreSQL mirror of the table.
     Mirror,
+    /// The table's topic, replayed from its earliest offset ([`replay`]):
+    /// for tables the mirror does not hold, and for the mirror itself.
+    Kafka,
 }
 
 /// The sinks a rebuild can fill.
