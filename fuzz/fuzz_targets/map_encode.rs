@@ -81,7 +81,12 @@ fn encode_value(column: &str, value: &Value) {
     let mut out = bytes::BytesMut::new();
     for ty in &PG_TYPES {
         out.clear();
-        let _ = std::hint::black_box(Cell { column, value }.to_sql(ty, &mut out).map_err(|e| e.to_string()));
+        // Unbounded, and with a numeric(p,s) column's limits checked.
+        for numeric in [None, Some((12, 2))] {
+            out.clear();
+            let cell = Cell { column, value, numeric };
+            let _ = std::hint::black_box(cell.to_sql(ty, &mut out).map_err(|e| e.to_string()));
+        }
     }
     for base in BQ_TYPES {
         std::hint::black_box(cell_text(value, base));
@@ -108,7 +113,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let write = Write { target: Arc::from("seats"), doc };
     let mut bulk = Vec::new();
-    encode::write(&mut bulk, &write, None);
+    // A full document, and a partial update keeping stored fields (on_drop: keep).
+    encode::write(&mut bulk, &write, None, false);
+    encode::write(&mut bulk, &write, None, true);
     encode::document(&mut bulk, &write.doc);
     std::hint::black_box(bulk);
 });
