@@ -7,6 +7,9 @@
 //! resurrection), a retried batch whose job ids already exist (not applied
 //! twice), a bad row rejected alone, schema evolution, and hostile names.
 //! Each test uses its own dataset and drops it at the end.
+//!
+//! search engine: none (scripts/test leaves this binary out of the
+//! OpenSearch round)
 
 use projector::decode::value::timestamp_text;
 use projector::demo::bus_booking::{BusBooking, Timeline, trip};

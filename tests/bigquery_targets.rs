@@ -4,6 +4,9 @@
 //! model name in two datasets, still gets its rows), and two sink instances
 //! racing on the same new ids (two projector processes during a rebalance)
 //! never leave two rows with one `__id`.
+//!
+//! search engine: none (scripts/test leaves this binary out of the
+//! OpenSearch round)
 
 mod common;
 
