@@ -16,7 +16,7 @@ use projector::ops::{Health, http};
 use projector::pipeline::batch::BatchLimits;
 use projector::pipeline::dead_letter::DeadLetters;
 use projector::pipeline::versions::Versions;
-use projector::pipeline::{ErrorTolerance, Pipeline, PipelineError, Shutdown};
+use projector::pipeline::{ErrorTolerance, Patience, Pipeline, PipelineError, Shutdown};
 use projector::sink::Sink;
 use projector::sink::bigquery::{Auth, BigQuery};
 use projector::sink::catalog::Catalog;
@@ -493,6 +493,7 @@ impl PipelineParts<'_> {
             stuck_after: Duration::from_millis(self.args.stuck_after_ms),
             versions: Versions::new(self.catalog.clone(), &self.model.name, sink.name(), &settings.client_id),
             refresh: Duration::from_millis(self.args.version_refresh_ms),
+            patience: Patience::Forever,
         };
         let name = pipeline.sink.name();
         // Its own task, so that a panic in it is told apart and named.

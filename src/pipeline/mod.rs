@@ -52,7 +52,7 @@ use writer::Writer;
 use crate::decode::{DecodeOptions, Decoded, decode};
 use crate::mapping::ReadModel;
 use crate::ops::Health;
-use crate::sink::{Sink, Write};
+use crate::sink::{Sink, SinkError, Write};
 use crate::source::consumer::ConsumerGroup;
 use crate::source::{Lineage, SourceRecord};
 
@@ -67,9 +67,28 @@ pub enum ErrorTolerance {
     None,
 }
 
+/// How long a writer keeps retrying what the sink (not the data) failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Patience {
+    /// For as long as it lasts, the sink reported down meanwhile: the live
+    /// path, whose operator fixes a setting or a grant without a restart.
+    Forever,
+    /// The same, except that a configuration or permission error met on
+    /// five attempts in a row (a few seconds) stops the batch: a one-shot
+    /// job (a rebuild) reports it to the person who started it instead of
+    /// waiting for ever. Nothing of the batch is counted done, so a re-run
+    /// resumes before it.
+    UntilMisconfigured,
+}
+
 /// A pipeline stopped for good.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    #[error(
+        "{sink}: {source}; this is the sink's configuration or permissions, not the data: fix it, then run the same command again (it resumes from its last checkpoint)",
+        sink = .source.sink
+    )]
+    Misconfigured { source: SinkError },
     #[error(
         "{sink}: stopped at {lineage} because errors.tolerance is none: {reason}. Fix the record or mapping, or run with --errors-tolerance all to dead-letter it"
     )]
@@ -102,6 +121,9 @@ pub struct Pipeline<S: Sink> {
     pub versions: Versions,
     /// How often the catalog is read again for new versions.
     pub refresh: Duration,
+    /// Whether a configuration error stops the pipeline (a replay) or is
+    /// retried until fixed (the live path).
+    pub patience: Patience,
 }
 
 /// How long a full buffer may stop consumption before partitions are paused.
@@ -361,6 +383,7 @@ impl<S: Sink> Pipeline<S> {
             tolerance: self.tolerance,
             stuck_after: self.stuck_after,
             versions: self.versions.clone(),
+            patience: self.patience,
         };
         tokio::spawn(writer.write(batch))
     }

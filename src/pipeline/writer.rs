@@ -16,7 +16,7 @@ use super::isolate::TargetCall;
 use super::offsets::WriteResult;
 use super::retry::{Decision, StuckWatch};
 use super::versions::Versions;
-use super::{ErrorTolerance, PipelineError, retry};
+use super::{ErrorTolerance, Patience, PipelineError, retry};
 use crate::mapping::ReadModel;
 use crate::ops::Health;
 use crate::sink::{ErrorKind, Outcome, Sink, SinkError, Write};
@@ -34,6 +34,8 @@ pub struct Writer<S: Sink> {
     pub stuck_after: Duration,
     /// The physical targets of each logical one.
     pub versions: Versions,
+    /// Whether a configuration or permission error is retried or stops the batch.
+    pub patience: Patience,
 }
 
 /// A write still to apply, and the index of the record it came from.
@@ -115,6 +117,27 @@ impl Share {
     }
 }
 
+/// Attempts in a row that met a configuration or permission error: a
+/// one-shot job stops at the [`Strikes::OUT`]th, so that what a retry
+/// settles (two writers creating the same index or column at once) never
+/// stops it, and what an operator must fix is reported within seconds.
+#[derive(Default)]
+struct Strikes(u32);
+
+impl Strikes {
+    const OUT: u32 = 5;
+
+    /// Books one more; true when the job should stop.
+    fn failed(&mut self) -> bool {
+        self.0 += 1;
+        self.0 >= Strikes::OUT
+    }
+
+    fn passed(&mut self) {
+        self.0 = 0;
+    }
+}
+
 /// A record that goes to the dead-letter queue, by index, and why.
 struct DeadLetter {
     record: usize,
@@ -160,6 +183,9 @@ struct Settled {
     freshest: Option<i64>,
     /// Writes not sent because a newer one of their key was applied or stale.
     superseded: usize,
+    /// The configuration or permission error that stopped the batch
+    /// ([`Patience::UntilMisconfigured`]).
+    misconfigured: Option<SinkError>,
 }
 
 /// What applying writes came to.
@@ -168,19 +194,32 @@ struct Applied {
     /// The newest source timestamp applied.
     freshest: Option<i64>,
     superseded: usize,
+    /// Set when a configuration or permission error stopped the writes.
+    misconfigured: Option<SinkError>,
 }
 
 impl Applied {
     fn add(&mut self, other: Applied) {
         self.freshest = self.freshest.max(other.freshest);
         self.superseded += other.superseded;
+        self.misconfigured = self.misconfigured.take().or(other.misconfigured);
+    }
+
+    /// Writing stopped at a configuration or permission error.
+    fn stopped(e: SinkError) -> Applied {
+        Applied { misconfigured: Some(e), ..Applied::default() }
     }
 }
 
 impl<S: Sink> Writer<S> {
     pub async fn write(self, batch: Batch) -> WriteResult {
         let started = Instant::now();
-        let Settled { offsets, records, dead, freshest, superseded } = self.settle(batch).await;
+        let Settled { offsets, records, dead, freshest, superseded, misconfigured } = self.settle(batch).await;
+        // Nothing of a stopped batch counts as done: its dead letters would
+        // be sent again when the job is run again, so none is sent now.
+        if let Some(source) = misconfigured {
+            return Err(PipelineError::Misconfigured { source });
+        }
         let name = self.sink.name();
         tracing::debug!(sink = name, records = records.len(), dead = dead.len(), superseded, "batch written");
         self.send_dead_letters(dead, &records).await?;
@@ -196,8 +235,8 @@ impl<S: Sink> Writer<S> {
         let offsets = batch.next_offsets();
         let Sorted { records, writes, mut dead } = self.sort(batch);
         let pending = self.collapse(writes);
-        let Applied { freshest, superseded } = self.apply(pending, &offsets, &records, &mut dead).await;
-        Settled { offsets, records, dead: one_per_record(dead), freshest, superseded }
+        let Applied { freshest, superseded, misconfigured } = self.apply(pending, &offsets, &records, &mut dead).await;
+        Settled { offsets, records, dead: one_per_record(dead), freshest, superseded, misconfigured }
     }
 
     /// Splits the batch's items into writes and dead letters; skips are
@@ -279,11 +318,24 @@ impl<S: Sink> Writer<S> {
                 let copy = share.clone().to(physical);
                 let result = self.apply_share(copy, &logical, offsets, records, dead, i == current).await;
                 applied.add(result);
+                if applied.misconfigured.is_some() {
+                    return applied;
+                }
             }
             let counted = others.len() == current;
             applied.add(self.apply_share(share.to(last), &logical, offsets, records, dead, counted).await);
+            if applied.misconfigured.is_some() {
+                return applied;
+            }
         }
         applied
+    }
+
+    /// Whether `e` may stop the batch instead of being retried (once it
+    /// has failed [`Strikes::OUT`] attempts in a row).
+    fn gives_up_on(&self, e: &SinkError) -> bool {
+        self.patience == Patience::UntilMisconfigured
+            && matches!(e.kind, ErrorKind::Configuration | ErrorKind::Permission)
     }
 
     /// The table mapping of a share's writes.
@@ -316,6 +368,7 @@ impl<S: Sink> Writer<S> {
         let first = |share: &Share| share.records.first().map(|&r| records[r].lineage.to_string()).unwrap_or_default();
         let hold_key = format!("target {target}");
         let mut holding = false;
+        let mut strikes = Strikes::default();
         while !share.writes.is_empty() {
             let started = Instant::now();
             let is_current = self.versions.targets(&Arc::from(logical)).first().is_some_and(|c| **c == *target);
@@ -336,6 +389,9 @@ impl<S: Sink> Writer<S> {
             };
             let outcomes = match written {
                 Ok(o) => o,
+                // A held target is a verdict on its shape, waited out in
+                // any case; an error of the sink's own setup is not.
+                Err(e) if !holding && self.gives_up_on(&e) && strikes.failed() => return Applied::stopped(e),
                 Err(e) => {
                     if e.kind == ErrorKind::NotFound
                         && !self.versions.still_written(&*self.sink, &self.model, logical, &share.target).await
@@ -411,7 +467,10 @@ impl<S: Sink> Writer<S> {
                         }
                         Decision::Retry { .. } => {
                             again.push(Newest { pending: Pending { write: w, record }, standby });
-                            last_failure = Some(e);
+                            // An error that stops the batch is the one kept.
+                            if !last_failure.as_ref().is_some_and(|f| self.gives_up_on(f)) {
+                                last_failure = Some(e);
+                            }
                         }
                     },
                 }
@@ -420,6 +479,11 @@ impl<S: Sink> Writer<S> {
                 tally.count(name);
             }
             share = again;
+            match last_failure.take_if(|e| self.gives_up_on(e)) {
+                Some(e) if strikes.failed() => return Applied::stopped(e),
+                Some(e) => last_failure = Some(e),
+                None => strikes.passed(),
+            }
             if let Some(e) = last_failure {
                 self.retry_later(&e, &share.target, share.writes.len());
                 let wait = delays.next().unwrap_or(Duration::from_secs(30));

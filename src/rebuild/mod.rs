@@ -32,7 +32,7 @@ use crate::pipeline::dead_letter::DeadLetters;
 use crate::pipeline::fields::KnownFields;
 use crate::pipeline::versions::Versions;
 use crate::pipeline::writer::Writer;
-use crate::pipeline::{ErrorTolerance, PipelineError};
+use crate::pipeline::{ErrorTolerance, Patience, PipelineError};
 use crate::sink::{Sink, SinkError, Write};
 use crate::source::SourceRecord;
 use crate::source::mirror::{KeyColumns, Mirror, MirrorError};
@@ -273,6 +273,8 @@ impl<S: Sink> Rebuild<S> {
             stuck_after: Duration::from_secs(60),
             // The rebuild names the physical target itself.
             versions: Versions::unversioned(self.sink.name()),
+            // A one-shot job: a misconfigured sink is reported, not waited for.
+            patience: Patience::UntilMisconfigured,
         };
         writer
             .write(batch)

@@ -24,7 +24,7 @@ use crate::ops::Health;
 use crate::pipeline::batch::BatchLimits;
 use crate::pipeline::dead_letter::DeadLetters;
 use crate::pipeline::versions::Versions;
-use crate::pipeline::{ErrorTolerance, Pipeline, Shutdown};
+use crate::pipeline::{ErrorTolerance, Patience, Pipeline, Shutdown};
 use crate::sink::Sink;
 use crate::source::consumer::{ConsumerGroup, GroupSettings, PartitionLag, group_lag};
 
@@ -102,6 +102,8 @@ impl<S: Sink> Replay<S> {
             stuck_after: Duration::from_secs(60),
             versions: Versions::pinned(self.sink.name(), logical, &self.target),
             refresh: Duration::from_secs(3600),
+            // A one-shot job: a misconfigured sink is reported, not waited for.
+            patience: Patience::UntilMisconfigured,
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut running = tokio::spawn(pipeline.run(Shutdown::new(stopped)));

@@ -44,6 +44,7 @@ fn writer(answer: fn(usize, &[Write]) -> Result<Vec<Outcome>, SinkError>) -> Wri
         tolerance: ErrorTolerance::All,
         stuck_after: Duration::from_secs(600),
         versions: crate::pipeline::versions::Versions::unversioned(testing::NAME),
+        patience: Patience::Forever,
     }
 }
 
@@ -99,4 +100,51 @@ async fn an_older_write_applied_after_its_newer_one_was_refused_is_not_supersede
         assert_eq!(settled.superseded, superseded);
         assert_eq!(settled.dead.len(), 1 - superseded, "the refused update is a dead letter");
     }
+}
+
+/// A writer of a one-shot job (a rebuild), which stops at a configuration
+/// or permission error instead of retrying it.
+fn one_shot(answer: fn(usize, &[Write]) -> Result<Vec<Outcome>, SinkError>) -> Writer<Scripted> {
+    Writer { patience: Patience::UntilMisconfigured, ..writer(answer) }
+}
+
+#[tokio::test]
+async fn a_one_shot_job_stops_at_a_configuration_error_instead_of_retrying_it() {
+    // The sink's own setup is wrong (a refused setting for the whole call,
+    // a missing grant per item): whoever started the job hears it within
+    // seconds, and nothing of the batch counts as done, so a re-run resumes
+    // before it.
+    let whole = one_shot(|_, _| {
+        Err(SinkError::new(testing::NAME, ErrorKind::Configuration, "limit of total fields [1000] exceeded"))
+    });
+    let per_item = one_shot(|_, writes| {
+        let denied = SinkError::new(testing::NAME, ErrorKind::Permission, "permission denied for table t");
+        Ok(vec![Outcome::Failed(denied); writes.len()])
+    });
+    for (w, said) in [(whole, "limit of total fields"), (per_item, "permission denied")] {
+        let sink = w.sink.clone();
+        let one = batch(vec![Action::Write(write("1", "01", Op::Create, 0))]);
+        let ended = tokio::time::timeout(Duration::from_secs(20), w.write(one)).await;
+        let Ok(ended) = ended else { panic!("{said}: retried instead of stopping") };
+        match ended {
+            Ok(_) => panic!("{said}: the batch counted as written"),
+            Err(e) => {
+                let text = e.to_string();
+                assert!(text.contains(said) && text.contains("run the same command again"), "{text}");
+            }
+        }
+        assert_eq!(sink.call_sizes(), vec![1; 5], "{said}: five attempts, then stopped");
+    }
+}
+
+#[tokio::test]
+async fn the_live_path_retries_a_configuration_error_until_it_is_fixed() {
+    let w = writer(|call, writes| match call {
+        1 | 2 => Err(SinkError::new(testing::NAME, ErrorKind::Configuration, "limit of total fields [1000] exceeded")),
+        _ => Ok(vec![Outcome::Applied; writes.len()]),
+    });
+    let settled = w.settle(batch(vec![Action::Write(write("1", "01", Op::Create, 0))])).await;
+    assert!(settled.misconfigured.is_none(), "the live path does not give up");
+    assert_eq!(w.sink.call_sizes(), vec![1, 1, 1], "retried until the sink took it");
+    assert!(w.health.ready(), "up again once the write is taken");
 }
