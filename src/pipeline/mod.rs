@@ -85,8 +85,7 @@ pub enum Patience {
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(
-        "{sink}: {source}; this is the sink's configuration or permissions, not the data: fix it, then run the same command again (it resumes from its last checkpoint)",
-        sink = .source.sink
+        "{source}; this is the sink's configuration or permissions, not the data: fix it, then run the same command again (it resumes from its last checkpoint)"
     )]
     Misconfigured { source: SinkError },
     #[error(

@@ -479,10 +479,10 @@ impl<S: Sink> Writer<S> {
                 tally.count(name);
             }
             share = again;
-            match last_failure.take_if(|e| self.gives_up_on(e)) {
-                Some(e) if strikes.failed() => return Applied::stopped(e),
-                Some(e) => last_failure = Some(e),
-                None => strikes.passed(),
+            match last_failure {
+                Some(e) if self.gives_up_on(&e) && strikes.failed() => return Applied::stopped(e),
+                Some(ref e) if self.gives_up_on(e) => {}
+                _ => strikes.passed(),
             }
             if let Some(e) = last_failure {
                 self.retry_later(&e, &share.target, share.writes.len());
