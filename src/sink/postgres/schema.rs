@@ -157,6 +157,15 @@ fn shape(ty: &str) -> Shape {
     }
 }
 
+/// The decimal digits of the widest value of an integer `width` bytes wide.
+fn integer_digits(width: u8) -> u32 {
+    match width {
+        2 => 5,
+        4 => 10,
+        _ => 19,
+    }
+}
+
 /// The precision and scale a `numeric(p,s)` column type holds, if limited.
 pub fn numeric_limits(ty: &str) -> Option<(u32, u32)> {
     match shape(ty) {
@@ -167,7 +176,8 @@ pub fn numeric_limits(ty: &str) -> Option<(u32, u32)> {
 
 /// How column `column` of `table`, of type `current`, follows a source
 /// type that now needs `wanted`: unchanged when `current` holds every
-/// value of `wanted`; in place for integer widening, numeric precision or
+/// value of `wanted`; in place for integer widening (to a wider integer,
+/// or to numeric with as many integer digits), numeric precision or
 /// scale up (no fewer integer digits), varchar longer or to text and
 /// timestamp/time precision up (`ALTER COLUMN ... TYPE`); else a rebuild.
 pub fn classify(table: &str, column: &str, current: &str, wanted: &str) -> TypeChange {
@@ -194,6 +204,14 @@ pub fn classify(table: &str, column: &str, current: &str, wanted: &str) -> TypeC
             }
         }
         (Shape::Numeric(Some(_)), Shape::Numeric(None)) => widen(),
+        // An integer column becomes numeric when every stored value keeps
+        // its digits (smallint → numeric(7,2), as after an ALTER to decimal).
+        (Shape::Int(width), Shape::Numeric(limits)) => match limits {
+            Some((p, s)) if p.saturating_sub(*s) < integer_digits(*width) => {
+                rebuild("the numeric type has fewer integer digits than the integer column's values may have")
+            }
+            _ => widen(),
+        },
         (Shape::Varchar(None), Shape::Varchar(_)) => TypeChange::Unchanged,
         (Shape::Varchar(Some(n)), Shape::Varchar(Some(m))) if m <= n => TypeChange::Unchanged,
         (Shape::Varchar(_), Shape::Varchar(_) | Shape::Text) => widen(),
@@ -252,7 +270,10 @@ mod tests {
         assert_eq!(c("timestamp(6) without time zone", "timestamp(3)"), TypeChange::Unchanged);
         assert_eq!(c("text", "integer"), TypeChange::Unchanged, "text holds any value's text");
         assert!(matches!(c("integer", "text"), TypeChange::Rebuild(_)));
-        assert!(matches!(c("integer", "numeric(12,2)"), TypeChange::Rebuild(_)));
+        assert!(matches!(c("integer", "numeric(12,2)"), TypeChange::InPlace(_)), "10 integer digits kept");
+        assert!(matches!(c("smallint", "numeric(7,2)"), TypeChange::InPlace(_)));
+        assert!(matches!(c("smallint", "numeric"), TypeChange::InPlace(_)));
+        assert!(matches!(c("integer", "numeric(10,2)"), TypeChange::Rebuild(_)), "8 integer digits < 10");
         // What format_type prints matches what the sink creates.
         for (printed, created) in [
             ("timestamp with time zone", "timestamptz"),
