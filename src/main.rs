@@ -17,6 +17,7 @@ use projector::pipeline::batch::BatchLimits;
 use projector::pipeline::dead_letter::DeadLetters;
 use projector::pipeline::versions::Versions;
 use projector::pipeline::{ErrorTolerance, Patience, Pipeline, PipelineError, Shutdown};
+use projector::rebuild::auto::AutoRebuild;
 use projector::sink::Sink;
 use projector::sink::bigquery::{Auth, BigQuery};
 use projector::sink::catalog::Catalog;
@@ -491,7 +492,7 @@ impl PipelineParts<'_> {
             tolerance: self.args.errors_tolerance,
             shutdown_grace: Duration::from_millis(self.args.shutdown_grace_ms),
             stuck_after: Duration::from_millis(self.args.stuck_after_ms),
-            versions: Versions::new(self.catalog.clone(), &self.model.name, sink.name(), &settings.client_id),
+            versions: self.versions(&sink, &settings.client_id),
             refresh: Duration::from_millis(self.args.version_refresh_ms),
             patience: Patience::Forever,
         };
@@ -500,6 +501,30 @@ impl PipelineParts<'_> {
         let run = tokio::spawn(pipeline.run(Shutdown::new(self.stop.clone())));
         tasks.spawn(async move { (name, run.await) });
         Ok(())
+    }
+}
+
+impl PipelineParts<'_> {
+    /// The sink's versions, its rebuild requests (`on_type_change:
+    /// rebuild`) served in this process until shutdown.
+    fn versions<S: Sink>(&self, sink: &Arc<S>, member: &str) -> Versions {
+        let versions = Versions::new(self.catalog.clone(), &self.model.name, sink.name(), member);
+        let (to, requests) = tokio::sync::mpsc::unbounded_channel();
+        versions.ask_rebuilds_of(to);
+        let auto = AutoRebuild {
+            sink: sink.clone(),
+            model: self.model.clone(),
+            catalog: self.catalog.clone(),
+            postgres_url: self.args.sinks.postgres_url.clone(),
+            brokers: self.args.brokers.clone(),
+            decode: self.decode.clone(),
+            dead_letters: self.dead_letters.clone(),
+            health: self.health.clone(),
+            worker: member.to_string(),
+            tolerance: self.args.errors_tolerance,
+        };
+        tokio::spawn(auto.serve(requests, Shutdown::new(self.stop.clone())));
+        versions
     }
 }
 

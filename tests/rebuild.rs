@@ -25,7 +25,7 @@ use projector::pipeline::dead_letter::DeadLetters;
 use projector::rebuild::parity::parity;
 use projector::rebuild::{Copied, Rebuild};
 use projector::sink::Sink;
-use projector::sink::catalog::{Catalog, State, TargetName};
+use projector::sink::catalog::{Catalog, State};
 use projector::sink::elasticsearch::Elasticsearch;
 use projector::sink::postgres::{Postgres, quote_table};
 use projector::source::mirror::Mirror;
@@ -377,9 +377,7 @@ fn copied_here(stdout: &str, sink: &str) -> u64 {
 }
 
 async fn versions_of(w: &World, sink: &str, logical: &str) -> Vec<(i32, String, State)> {
-    let catalog = Catalog::connect(&rebuild_db_url()).await.unwrap();
-    let name = TargetName { read_model: w.name.clone(), sink: sink.into(), logical: logical.into() };
-    catalog.versions(&name).await.unwrap().into_iter().map(|v| (v.version, v.physical, v.state)).collect()
+    catalog_versions(&rebuild_db_url(), &w.name, sink, logical).await
 }
 
 /// id → fare in cents of the live rows of a PostgreSQL relation in the rebuild database.

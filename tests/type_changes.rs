@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use projector::demo::sqlserver::{Column, Record, Table, decimal_base64};
 use projector::mapping::ReadModel;
 use projector::pipeline::fields::KnownFields;
 use projector::pipeline::isolate::TargetCall;
+use projector::sink::catalog::State;
 use projector::sink::elasticsearch::Elasticsearch;
 use projector::sink::postgres::{Postgres, quote_table};
 use projector::sink::{Outcome, Sink, Write};
@@ -594,4 +596,108 @@ async fn bigquery_on_drop_drop_removes_the_column_from_every_version_table() {
     let rows = bq.query(&format!("SELECT CAST(Seats AS STRING) FROM {}", bq.table("fares_live"))).await;
     assert_eq!(rows, vec![vec![json!("2")]], "the readers' view follows the table without the column");
     bq.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_field_elasticsearch_cannot_retype_is_rebuilt_by_the_running_service_while_events_keep_arriving() {
+    // smallint → decimal(7,1) at the source: PostgreSQL widens its column to
+    // numeric(7,1) in place (every smallint keeps its digits); an
+    // Elasticsearch long field cannot take decimals, so under the default
+    // on_type_change: rebuild the running service rebuilds the index from
+    // the mirror and swaps it in, and every write meanwhile reaches it.
+    let w = World::new("tcauto", 1).await;
+    let table = format!("{}_trips", w.name);
+    let alias = w.indexes[0].clone();
+    let mut old = fares(w.db.trips.prefix, false);
+    old.name = "Trips";
+    let mut new = old.clone();
+    new.columns[1] = Column::new("Seats", "bytes").decimal(7, 1);
+    w.set_model(&format!(
+        "read_model: {}\ntables:\n  - topic: {}\n    postgres: {{ table: '{table}' }}\n    elasticsearch: {{ index: {alias} }}\n",
+        w.name,
+        w.db.trips.topic()
+    ));
+    const N: i64 = 60;
+    let mut t = Timeline::default();
+    // id → seats in tenths
+    let mut expect: BTreeMap<String, i64> = BTreeMap::new();
+    let mut records = vec![];
+    for id in 1..=N {
+        let at = t.commit(1);
+        records.push(old.event('c', None, Some(&row(id, id, 100, json!("a"))), at, t.ts_ms, true));
+        expect.insert(id.to_string(), id * 10);
+    }
+    w.produce(&records).await;
+    let p = w.start_with(&w.group, &[("PROJECTOR_VERSION_REFRESH_MS", "300")]);
+    for sink in ["postgres", "elasticsearch"] {
+        w.wait_sink_caught_up(&w.group, sink, CATCH_UP).await;
+    }
+
+    // The ALTER, then rounds of updates in the new type until the swap.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    let mut round = 0;
+    loop {
+        round += 1;
+        let updates: Vec<Record> = (1..=N)
+            .filter(|id| id % 3 == round % 3)
+            .map(|id| {
+                let tenths = id * 10 + round % 10;
+                expect.insert(id.to_string(), tenths);
+                let mut img = row(id, 0, 100, json!("b"));
+                img[1].1 = json!(decimal_base64(i128::from(tenths)));
+                let at = t.commit(1);
+                new.event('u', None, Some(&img), at, t.ts_ms, true)
+            })
+            .collect();
+        w.produce(&updates).await;
+        let versions = versions_of(&w, "elasticsearch", &alias).await;
+        if versions.iter().any(|(v, _, s)| *v == 2 && *s == State::Current) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no swap within 240 s: {versions:?}\n{}",
+            log_tail(&p.log_text(), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(round >= 3, "events kept arriving during the rebuild ({round} rounds)");
+    for sink in ["postgres", "elasticsearch"] {
+        w.wait_sink_caught_up(&w.group, sink, CATCH_UP).await;
+    }
+    use State::{Current, Previous};
+    assert_eq!(
+        versions_of(&w, "elasticsearch", &alias).await,
+        vec![(1, format!("{alias}_v1"), Previous), (2, format!("{alias}_v2"), Current)]
+    );
+    assert_eq!(
+        versions_of(&w, "postgres", &table).await,
+        vec![(1, format!("{table}_v1"), Current)],
+        "widened in place"
+    );
+    let mirrored: BTreeMap<String, i64> = common::pg()
+        .await
+        .query(&format!("SELECT __id, (\"Seats\" * 10)::bigint FROM {} ORDER BY 1", quote_table(&table)), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(mirrored, expect, "the mirror holds every new value exactly");
+    refresh(&format!("{alias}_v2")).await;
+    let docs: BTreeMap<String, i64> = w
+        .docs(&alias)
+        .await
+        .into_iter()
+        .map(|(id, d)| (id, (d["Seats"].as_f64().unwrap() * 10.0).round() as i64))
+        .collect();
+    assert_eq!(docs, expect, "readers see every trip at its newest state");
+    wait_for(CATCH_UP, "/health/ready 200 once swapped", || async { matches!(p.ready().await, Some((200, _))) }).await;
+    let log = p.log_text();
+    assert!(log.contains("on_type_change: rebuild: swapped"), "{}", log_tail(&log, 40));
+    assert_eq!(p.counter("projector_dead_letters_total", &[]).await, 0.0, "nothing was dead-lettered");
+}
+
+async fn versions_of(w: &World, sink: &str, logical: &str) -> Vec<(i32, String, State)> {
+    catalog_versions(&pg_url(), &w.name, sink, logical).await
 }

@@ -20,7 +20,7 @@ use projector::pipeline::ErrorTolerance;
 use projector::pipeline::dead_letter::DeadLetters;
 use projector::rebuild::parity::parity;
 use projector::rebuild::version::{Rebuilt, VersionRebuild};
-use projector::rebuild::{Rebuild, RebuildError, RebuildSink, RowSource};
+use projector::rebuild::{Rebuild, RebuildError, RebuildSink, RowSource, defaults};
 use projector::sink::Sink;
 use projector::sink::catalog::Catalog;
 use projector::source::mirror::{Mirror, whole_mirror};
@@ -43,21 +43,21 @@ pub struct RebuildArgs {
     #[arg(long)]
     worker: Option<String>,
     /// Ranges the key space is split into, for workers to share.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = defaults::RANGES)]
     ranges: usize,
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = defaults::PAGE_ROWS)]
     page_rows: i64,
     /// How long a range stays claimed without a checkpoint.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = defaults::LEASE.as_secs())]
     lease_seconds: u64,
     #[arg(long, env = "PROJECTOR_REBUILD_MAX_ROWS_PER_SECOND")]
     max_rows_per_second: Option<u64>,
     /// How long to wait for running instances to start writing the new version.
-    #[arg(long, default_value_t = 90)]
+    #[arg(long, default_value_t = defaults::MEMBERS_TIMEOUT.as_secs())]
     members_timeout_seconds: u64,
     /// How long parity checks differences again (the live stream moves
     /// both sides) before it fails and leaves the version unswapped.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = defaults::PARITY_TIMEOUT.as_secs())]
     parity_timeout_seconds: u64,
     #[arg(long, env = "PROJECTOR_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,

@@ -27,7 +27,8 @@ pub enum Decision {
 pub fn decide(kind: ErrorKind) -> Decision {
     match kind {
         ErrorKind::RefusedRow | ErrorKind::BadData => Decision::DeadLetter,
-        ErrorKind::Conflict => Decision::Retry { sink_down: false },
+        // The sink is up; the target's shape waits for its rebuild.
+        ErrorKind::Conflict | ErrorKind::NeedsRebuild => Decision::Retry { sink_down: false },
         ErrorKind::Unavailable
         | ErrorKind::Overloaded
         | ErrorKind::Configuration

@@ -4,7 +4,9 @@
 //! type. `dead_letter` refuses just those (each dead letter names the
 //! column, both types and the command to run); `stop` holds the share, so
 //! the partition waits and health reports the reason, until the target is
-//! fixed; `rebuild` asks for a rebuild ([`request_rebuild`]).
+//! rebuilt by hand; `rebuild` holds it too, and the writer asks the running
+//! service to rebuild the target ([`crate::pipeline::versions::Versions::request_rebuild`]).
+//! Both holds are [`ErrorKind::NeedsRebuild`].
 
 use crate::mapping::{OnTypeChange, TableMapping};
 use crate::sink::{ErrorKind, Retype, SinkError, Write};
@@ -23,10 +25,17 @@ pub fn follow_policy(
     match table.policy.on_type_change {
         OnTypeChange::Stop => Err(SinkError::new(
             sink,
-            ErrorKind::Configuration,
+            ErrorKind::NeedsRebuild,
             format!("{what}; on_type_change: stop holds {} until it is rebuilt: run `{command}`", table.topic),
         )),
-        OnTypeChange::Rebuild => Err(request_rebuild(sink, table, &what, &command)),
+        OnTypeChange::Rebuild => Err(SinkError::new(
+            sink,
+            ErrorKind::NeedsRebuild,
+            format!(
+                "{what}; on_type_change: rebuild: projector rebuilds the target as a new version and swaps it in (by hand: `{command}`); the writes of {} wait until then",
+                table.topic
+            ),
+        )),
         OnTypeChange::DeadLetter => Ok(writes
             .iter()
             .map(|w| {
@@ -45,18 +54,6 @@ pub fn follow_policy(
             })
             .collect()),
     }
-}
-
-/// The decision point of `on_type_change: rebuild`. The rebuild engine is
-/// not part of this build yet: until it is, the share is held as with
-/// `stop`, and the error says which rebuild to run by hand.
-pub fn request_rebuild(sink: &'static str, table: &TableMapping, what: &str, command: &str) -> SinkError {
-    tracing::warn!(sink, topic = %table.topic, change = what, "a source type change needs a rebuild; holding the partition");
-    SinkError::new(
-        sink,
-        ErrorKind::Configuration,
-        format!("{what}; on_type_change: rebuild: run `{command}` (the writes of {} wait until then)", table.topic),
-    )
 }
 
 /// Whether `w` carries the new type of `r`'s field.

@@ -7,9 +7,11 @@
 //! with a disagreeing shape: one log line names the rebuild command,
 //! /health/ready reports the target not ready with the reason, and its
 //! writes are held (retried, offsets not committed) until it is rebuilt and
-//! swapped. Versions that are not current (a building one, created with the
-//! file's shape by `projector rebuild`) are written as usual, so a rebuild
-//! started while `run` holds fills and swaps normally.
+//! swapped. A write that finds a field retyped at the source beyond what the
+//! target can follow holds it the same way ([`ShapeCheck::hold`]). What the
+//! writer does with a held version is in [`super::writer`]: a current one
+//! waits until a building version exists and then leaves its writes to it;
+//! one that is no longer current is not written any more.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -71,6 +73,21 @@ impl ShapeCheck {
         };
         self.checked.lock().unwrap_or_else(|e| e.into_inner()).insert(physical.to_string(), held.clone());
         held
+    }
+
+    /// Holds `physical` for `reason` (a write found it cannot take a
+    /// retyped field); true the first time.
+    pub fn hold(&self, physical: &str, reason: &str) -> bool {
+        let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+        let first = !matches!(checked.get(physical), Some(Some(_)));
+        checked.insert(physical.to_string(), Some(reason.to_string()));
+        first
+    }
+
+    /// Why `physical` is held, if this instance has found it must be;
+    /// checks nothing.
+    pub fn known(&self, physical: &str) -> Option<String> {
+        self.checked.lock().unwrap_or_else(|e| e.into_inner()).get(physical).cloned().flatten()
     }
 }
 

@@ -18,6 +18,8 @@ pub const NAME: &str = "scripted";
 /// What one call to [`Scripted::write`] was sent and saw.
 #[derive(Clone, Debug)]
 pub struct Call {
+    /// The physical target it wrote.
+    pub target: String,
     pub writes: usize,
     /// The sink's health as the call began: up, and since when.
     pub up: Option<(bool, u128)>,
@@ -35,6 +37,11 @@ pub struct Scripted {
 impl Scripted {
     pub fn new(answer: fn(usize, &[Write]) -> Result<Vec<Outcome>, SinkError>) -> Scripted {
         Scripted { health: Health::default(), answer, declared: &[], calls: Mutex::default() }
+    }
+
+    /// The physical target of each call so far.
+    pub fn call_targets(&self) -> Vec<String> {
+        self.calls.lock().unwrap().iter().map(|c| c.target.clone()).collect()
     }
 
     /// The number of writes of each call so far.
@@ -85,11 +92,11 @@ impl Sink for Scripted {
     async fn add_fields(&self, _: &TableMapping, _: &str, _: &[NewField]) -> Result<Vec<Retype>, SinkError> {
         Ok(Vec::new())
     }
-    async fn write(&self, _: &str, writes: &[Write], _: &[PartitionOffset]) -> Result<Vec<Outcome>, SinkError> {
+    async fn write(&self, target: &str, writes: &[Write], _: &[PartitionOffset]) -> Result<Vec<Outcome>, SinkError> {
         let call = {
             let mut calls = self.calls.lock().unwrap();
             let up = self.health.snapshot().get(NAME).map(|s| (s.up, s.since_ms));
-            calls.push(Call { writes: writes.len(), up });
+            calls.push(Call { target: target.to_string(), writes: writes.len(), up });
             calls.len()
         };
         // Time passes within a call, as it does on a real server, so a

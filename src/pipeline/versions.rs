@@ -9,7 +9,7 @@
 //! (`projector.members`), so a rebuild can wait until all of them write it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use super::Shutdown;
@@ -31,6 +31,10 @@ struct Inner {
     member: String,
     /// The physical targets of each logical one, current first.
     by_logical: RwLock<HashMap<String, Vec<Arc<str>>>>,
+    /// The building version of each logical target that has one.
+    building: RwLock<HashMap<String, Arc<str>>>,
+    /// Where `on_type_change: rebuild` asks for a rebuild (set by `run`).
+    rebuilds: OnceLock<tokio::sync::mpsc::UnboundedSender<RebuildRequest>>,
     /// Whether each current version agrees with the file (see [`super::shape`]).
     shapes: super::shape::ShapeCheck,
 }
@@ -66,6 +70,8 @@ impl Versions {
                 sink,
                 member: member.to_string(),
                 by_logical: RwLock::default(),
+                building: RwLock::default(),
+                rebuilds: OnceLock::new(),
                 shapes: Default::default(),
             }),
         }
@@ -82,6 +88,35 @@ impl Versions {
     /// The shape check of the current versions this instance writes.
     pub fn shapes(&self) -> &super::shape::ShapeCheck {
         &self.inner.shapes
+    }
+
+    /// Sends this sink's rebuild requests to `to` (see [`Versions::request_rebuild`]).
+    pub fn ask_rebuilds_of(&self, to: tokio::sync::mpsc::UnboundedSender<RebuildRequest>) {
+        let _ = self.inner.rebuilds.set(to);
+    }
+
+    /// Asks the running service to rebuild a target (`on_type_change:
+    /// rebuild`); false when nobody takes requests (only `run` does).
+    pub fn request_rebuild(&self, request: RebuildRequest) -> bool {
+        self.inner.rebuilds.get().is_some_and(|to| to.send(request).is_ok())
+    }
+
+    /// The building version of `logical`, if it has one.
+    pub fn building(&self, logical: &str) -> Option<Arc<str>> {
+        self.inner.building.read().unwrap_or_else(|e| e.into_inner()).get(logical).cloned()
+    }
+
+    /// Without a catalog, as if it had been read: `physical` are the
+    /// versions of `logical`, current first, and `building` is building.
+    #[cfg(test)]
+    pub fn stage(&self, logical: &str, physical: &[&str], building: Option<&str>) {
+        let entry = physical.iter().map(|p| Arc::from(*p)).collect();
+        self.inner.by_logical.write().unwrap().insert(logical.to_string(), entry);
+        let mut known = self.inner.building.write().unwrap();
+        match building {
+            Some(b) => known.insert(logical.to_string(), Arc::from(b)),
+            None => known.remove(logical),
+        };
     }
 
     /// The physical targets a write to `logical` goes to, the current
@@ -163,6 +198,13 @@ impl Versions {
             }
             epoch = versions.iter().map(Version::epoch).fold(epoch, i64::max);
             let entry: Vec<Arc<str>> = versions.iter().map(|v| Arc::from(v.physical.as_str())).collect();
+            let building = versions.iter().find(|v| v.state == State::Building).map(|v| Arc::from(v.physical.as_str()));
+            let mut known = self.inner.building.write().unwrap_or_else(|e| e.into_inner());
+            match building {
+                Some(b) => known.insert(logical.to_string(), b),
+                None => known.remove(logical),
+            };
+            drop(known);
             self.inner.by_logical.write().unwrap_or_else(|e| e.into_inner()).insert(logical.to_string(), entry);
         }
         catalog
@@ -201,6 +243,17 @@ impl Versions {
             }
         }
     }
+}
+
+/// A rebuild the writer asks for: `topic`'s target cannot take a retyped
+/// field, met in a share of `writes` (document id and source position).
+/// A rebuild from the mirror first waits until the mirror holds each of
+/// them, and so the new type.
+#[derive(Clone, Debug)]
+pub struct RebuildRequest {
+    pub topic: String,
+    pub writes: Vec<(String, crate::decode::SourcePosition)>,
+    pub reason: String,
 }
 
 /// Begins version N+1 of `table`'s target in `sink`: recorded as building

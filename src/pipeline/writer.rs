@@ -15,7 +15,7 @@ use super::fields::KnownFields;
 use super::isolate::TargetCall;
 use super::offsets::WriteResult;
 use super::retry::{Decision, StuckWatch};
-use super::versions::Versions;
+use super::versions::{RebuildRequest, Versions};
 use super::{ErrorTolerance, Patience, PipelineError, retry};
 use crate::mapping::ReadModel;
 use crate::ops::Health;
@@ -196,6 +196,8 @@ struct Applied {
     superseded: usize,
     /// Set when a configuration or permission error stopped the writes.
     misconfigured: Option<SinkError>,
+    /// A held current version's share, left to its building version.
+    deferred: Option<(Arc<str>, Share)>,
 }
 
 impl Applied {
@@ -235,7 +237,8 @@ impl<S: Sink> Writer<S> {
         let offsets = batch.next_offsets();
         let Sorted { records, writes, mut dead } = self.sort(batch);
         let pending = self.collapse(writes);
-        let Applied { freshest, superseded, misconfigured } = self.apply(pending, &offsets, &records, &mut dead).await;
+        let Applied { freshest, superseded, misconfigured, .. } =
+            self.apply(pending, &offsets, &records, &mut dead).await;
         Settled { offsets, records, dead: one_per_record(dead), freshest, superseded, misconfigured }
     }
 
@@ -289,7 +292,7 @@ impl<S: Sink> Writer<S> {
     /// Applies the writes, one physical target at a time, until each is
     /// applied, stale or dead (then it joins `dead`). Every live version of
     /// a target gets the share, each under its own position guard; only the
-    /// current version's results are counted (the others are copies).
+    /// counted version's results are counted (the others are copies).
     async fn apply(
         &self,
         pending: Vec<Newest>,
@@ -300,42 +303,87 @@ impl<S: Sink> Writer<S> {
         let mut applied = Applied::default();
         for share in Share::by_target(pending) {
             let logical = share.target.clone();
-            let mut targets = self.versions.targets(&logical);
-            // A current version held for its shape waits last, so that the
-            // other versions (a rebuild's building one) are written meanwhile.
-            let held = match (targets.first(), self.table_of(&share)) {
-                (Some(current), Some(table)) => {
-                    self.versions.shapes().held(&*self.sink, &self.model, table, current).await.is_some()
+            let plan = self.plan_versions(&share, &logical).await;
+            let mut share = Some(share);
+            let mut done: Vec<Arc<str>> = Vec::new();
+            let last = plan.len().saturating_sub(1);
+            for (i, (physical, counted)) in plan.into_iter().enumerate() {
+                if done.contains(&physical) {
+                    continue;
                 }
-                _ => false,
-            };
-            if held && targets.len() > 1 {
-                targets.rotate_left(1);
-            }
-            let current = if held { targets.len() - 1 } else { 0 };
-            let Some((last, others)) = targets.split_last() else { continue };
-            for (i, physical) in others.iter().enumerate() {
-                let copy = share.clone().to(physical);
-                let result = self.apply_share(copy, &logical, offsets, records, dead, i == current).await;
+                let copy = if i == last { share.take() } else { share.clone() };
+                let Some(copy) = copy else { break };
+                let mut result = self.apply_share(copy.to(&physical), &logical, offsets, records, dead, counted).await;
+                // A held current version met its building one while it
+                // waited: the building version takes its writes.
+                if let Some((building, rest)) = result.deferred.take() {
+                    done.push(building.clone());
+                    result = self.apply_share(rest.to(&building), &logical, offsets, records, dead, counted).await;
+                }
                 applied.add(result);
                 if applied.misconfigured.is_some() {
                     return applied;
                 }
             }
-            let counted = others.len() == current;
-            applied.add(self.apply_share(share.to(last), &logical, offsets, records, dead, counted).await);
-            if applied.misconfigured.is_some() {
-                return applied;
-            }
         }
         applied
+    }
+
+    /// The versions a share goes to, in order, and which one's results
+    /// count. A version held for its shape ([`super::shape`]) is not
+    /// written while it is not current (a rollback to it would be stale,
+    /// and the log says so once). A held current version is written last,
+    /// so the others are written while it waits; once a building version
+    /// exists, the building one takes its place and is counted, and readers
+    /// keep the current version as it was until the swap.
+    async fn plan_versions(&self, share: &Share, logical: &Arc<str>) -> Vec<(Arc<str>, bool)> {
+        let name = self.sink.name();
+        let targets = self.versions.targets(logical);
+        let Some((current, others)) = targets.split_first() else { return Vec::new() };
+        let shapes = self.versions.shapes();
+        let held = match self.table_of(share) {
+            Some(table) => shapes.held(&*self.sink, &self.model, table, current).await,
+            None => None,
+        };
+        let mut plan: Vec<(Arc<str>, bool)> = Vec::new();
+        for physical in others {
+            if let Some(reason) = shapes.known(physical) {
+                if first_time(name, "held-not-current", physical) {
+                    tracing::warn!(sink = name, target = %physical, reason, "this version cannot take the read model's shape and is no longer current: it is not written any more, so a rollback to it would be stale (logged once)");
+                }
+                self.health.settled(name, &format!("target {physical}"));
+                continue;
+            }
+            plan.push((physical.clone(), false));
+        }
+        let Some(reason) = held else {
+            plan.insert(0, (current.clone(), true));
+            return plan;
+        };
+        match self.versions.building(logical) {
+            Some(building) if plan.iter().any(|(p, _)| *p == building) => {
+                if first_time(name, "held-building", current) {
+                    tracing::warn!(sink = name, target = %current, building = %building, "the current version is held for its shape: its writes go to the building version, and readers see the current one as it was until the swap (logged once)");
+                }
+                self.health.stuck(
+                    name,
+                    &format!("target {current}"),
+                    &format!("{reason}; rebuilding as {building}: readers see {current} as it was until the swap"),
+                );
+                for entry in plan.iter_mut().filter(|(p, _)| *p == building) {
+                    entry.1 = true;
+                }
+            }
+            _ => plan.push((current.clone(), true)),
+        }
+        plan
     }
 
     /// Whether `e` may stop the batch instead of being retried (once it
     /// has failed [`Strikes::OUT`] attempts in a row).
     fn gives_up_on(&self, e: &SinkError) -> bool {
         self.patience == Patience::UntilMisconfigured
-            && matches!(e.kind, ErrorKind::Configuration | ErrorKind::Permission)
+            && matches!(e.kind, ErrorKind::Configuration | ErrorKind::Permission | ErrorKind::NeedsRebuild)
     }
 
     /// The table mapping of a share's writes.
@@ -374,9 +422,17 @@ impl<S: Sink> Writer<S> {
             let is_current = self.versions.targets(&Arc::from(logical)).first().is_some_and(|c| **c == *target);
             let hold = match is_current {
                 true => self.versions.shapes().held(&*self.sink, &self.model, table, &target).await,
-                false => None,
+                false => self.versions.shapes().known(&target),
             };
+            if hold.is_some() && !is_current {
+                // Held and no longer current: not written (see `plan_versions`).
+                self.health.settled(name, &hold_key);
+                return Applied::default();
+            }
             if let Some(reason) = &hold {
+                if let Some(building) = self.versions.building(logical).filter(|b| **b != *target) {
+                    return Applied { deferred: Some((building, share)), ..Applied::default() };
+                }
                 self.health.stuck(name, &hold_key, reason);
                 holding = true;
             } else if holding {
@@ -389,6 +445,12 @@ impl<S: Sink> Writer<S> {
             };
             let outcomes = match written {
                 Ok(o) => o,
+                // The target cannot take a retyped field: held from now on,
+                // and rebuilt by the running service if the policy says so.
+                Err(e) if e.kind == ErrorKind::NeedsRebuild && self.patience == Patience::Forever => {
+                    self.hold_for_rebuild(table, &target, &share, &e);
+                    continue;
+                }
                 // A held target is a verdict on its shape, waited out in
                 // any case; an error of the sink's own setup is not.
                 Err(e) if !holding && self.gives_up_on(&e) && strikes.failed() => return Applied::stopped(e),
@@ -493,6 +555,27 @@ impl<S: Sink> Writer<S> {
             }
         }
         if counted { applied } else { Applied::default() }
+    }
+
+    /// Holds `target` (it cannot take a retyped field) and, the first time,
+    /// says so and asks for its rebuild under `on_type_change: rebuild`.
+    fn hold_for_rebuild(&self, table: &crate::mapping::TableMapping, target: &str, share: &Share, e: &SinkError) {
+        if !self.versions.shapes().hold(target, &e.message) {
+            return;
+        }
+        let name = self.sink.name();
+        tracing::error!(sink = name, target, "{}", e.message);
+        if table.policy.on_type_change == crate::mapping::OnTypeChange::Rebuild {
+            let writes = share.writes.iter().map(|w| (w.doc.id.to_string(), w.doc.position.clone())).collect();
+            let request = RebuildRequest { topic: table.topic.clone(), writes, reason: e.message.clone() };
+            if !self.versions.request_rebuild(request) {
+                tracing::warn!(
+                    sink = name,
+                    target,
+                    "nobody here takes rebuild requests: run the command the error names"
+                );
+            }
+        }
     }
 
     /// Books a retry: the sink is reported down unless the kind is mere

@@ -13,6 +13,7 @@
 //! swap), [`replay`] (the rows from the table's topic instead of the mirror:
 //! `--from kafka`).
 
+pub mod auto;
 pub mod parity;
 pub mod progress;
 pub mod ranges;
@@ -39,6 +40,22 @@ use crate::source::mirror::{KeyColumns, Mirror, MirrorError};
 use progress::Progress;
 use ranges::{Claim, Plan};
 use throttle::Throttle;
+
+/// The defaults of a rebuild's settings, for `projector rebuild`'s flags and
+/// the rebuilds a running service begins itself ([`auto`]).
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Ranges the key space is split into, for workers to share.
+    pub const RANGES: usize = 8;
+    pub const PAGE_ROWS: i64 = 1000;
+    /// How long a range stays claimed without a checkpoint.
+    pub const LEASE: Duration = Duration::from_secs(30);
+    /// How long to wait for running instances to write the new version.
+    pub const MEMBERS_TIMEOUT: Duration = Duration::from_secs(90);
+    /// How long parity checks differences again before it fails.
+    pub const PARITY_TIMEOUT: Duration = Duration::from_secs(30);
+}
 
 /// Where a rebuild's rows come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -88,6 +88,10 @@ pub enum ErrorKind {
     /// A table, column or index the sink owns is missing (dropped behind
     /// its back): the sink re-creates it and the write is retried.
     NotFound,
+    /// The target cannot take the write's shape in place (a field retyped
+    /// at the source that it cannot follow): it must be rebuilt as a new
+    /// version. The read model's `on_type_change` decides what waits.
+    NeedsRebuild,
 }
 
 impl ErrorKind {
@@ -107,6 +111,7 @@ impl ErrorKind {
             ErrorKind::Configuration => "configuration",
             ErrorKind::Permission => "permission",
             ErrorKind::NotFound => "not_found",
+            ErrorKind::NeedsRebuild => "needs_rebuild",
         }
     }
 }

@@ -518,3 +518,17 @@ pub fn churn(
     }
     (out, expect)
 }
+
+/// The versions of one logical target in the catalog at `postgres_url`:
+/// (version, physical target, state), oldest first.
+pub async fn catalog_versions(
+    postgres_url: &str,
+    read_model: &str,
+    sink: &str,
+    logical: &str,
+) -> Vec<(i32, String, projector::sink::catalog::State)> {
+    use projector::sink::catalog::{Catalog, TargetName};
+    let catalog = Catalog::connect(postgres_url).await.unwrap();
+    let name = TargetName { read_model: read_model.into(), sink: sink.into(), logical: logical.into() };
+    catalog.versions(&name).await.unwrap().into_iter().map(|v| (v.version, v.physical, v.state)).collect()
+}

@@ -148,3 +148,45 @@ async fn the_live_path_retries_a_configuration_error_until_it_is_fixed() {
     assert_eq!(w.sink.call_sizes(), vec![1, 1, 1], "retried until the sink took it");
     assert!(w.health.ready(), "up again once the write is taken");
 }
+
+#[tokio::test]
+async fn a_retyped_field_holds_the_current_version_asks_for_its_rebuild_once_and_then_leaves_its_writes_to_it() {
+    // t_v1 cannot take a field retyped at the source; t_v2, the rebuild's
+    // version, can. The batch waits on t_v1 only until t_v2 exists, then
+    // is written there and counts as done; from the swap on t_v1 is not
+    // written at all.
+    let w = writer(|_, writes| match &*writes[0].target {
+        "t_v1" => Err(SinkError::new(testing::NAME, ErrorKind::NeedsRebuild, "column \"Seats\" changed type")),
+        _ => Ok(vec![Outcome::Applied; writes.len()]),
+    });
+    let (to, mut requests) = tokio::sync::mpsc::unbounded_channel();
+    w.versions.ask_rebuilds_of(to);
+    w.versions.stage("t", &["t_v1"], None);
+    let w = Arc::new(w);
+    let first = tokio::spawn({
+        let w = w.clone();
+        async move { w.settle(batch(vec![Action::Write(write("1", "07", Op::Update, 0))])).await }
+    });
+    let request = tokio::time::timeout(Duration::from_secs(10), requests.recv()).await.unwrap().unwrap();
+    assert_eq!(request.topic, "x");
+    assert_eq!(request.writes.len(), 1);
+    assert_eq!((request.writes[0].0.as_str(), request.writes[0].1.as_str()), ("1", "07"));
+    assert!(request.reason.contains("Seats"), "{}", request.reason);
+    assert!(!first.is_finished(), "held until a building version exists");
+    assert!(!w.health.ready(), "a held target is not ready");
+    w.versions.stage("t", &["t_v1", "t_v2"], Some("t_v2"));
+    let settled = tokio::time::timeout(Duration::from_secs(20), first).await.unwrap().unwrap();
+    assert!(settled.dead.is_empty() && settled.misconfigured.is_none());
+    assert_eq!(w.sink.call_targets(), vec!["t_v1", "t_v2"], "waited on t_v1 once, then written to t_v2");
+
+    let next = w.settle(batch(vec![Action::Write(write("2", "08", Op::Create, 1))])).await;
+    assert!(next.dead.is_empty());
+    assert_eq!(w.sink.call_targets()[2..], ["t_v2"], "the held current version is left to the building one");
+    assert!(!w.health.ready(), "readers see the held version as it was until the swap");
+    assert!(requests.try_recv().is_err(), "asked once");
+
+    w.versions.stage("t", &["t_v2", "t_v1"], None);
+    w.settle(batch(vec![Action::Write(write("3", "09", Op::Create, 2))])).await;
+    assert_eq!(w.sink.call_targets()[3..], ["t_v2"], "once swapped, the old version is not written");
+    assert!(w.health.ready(), "ready again after the swap");
+}
