@@ -102,12 +102,7 @@ async fn compare<S: Sink>(sink: &S, catalog: &Catalog, model: &ReadModel, args: 
                 for w in why {
                     println!("      because {w}");
                 }
-                println!(
-                    "      run: projector rebuild {} --sink {} --table {}",
-                    model.file.display(),
-                    sink.name(),
-                    table.topic
-                );
+                println!("      run: {}", table.rebuild_command(sink.name()));
             }
         }
         if let Some(note) = blind_spot(live.as_ref()) {

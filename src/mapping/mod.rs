@@ -71,6 +71,43 @@ pub struct TableMapping {
     pub policy: SchemaPolicy,
 }
 
+impl TableMapping {
+    /// The table a rebuild copies this topic from: the one `mirror:` names
+    /// (its columns are checked when it is opened), else the read model's
+    /// own postgres target if it copies the table whole. `Err` says what
+    /// that target lacks, or is `None` when there is no postgres target.
+    pub fn mirror_table(&self) -> Result<&str, Option<String>> {
+        if let Some(mirror) = &self.mirror {
+            return Ok(mirror);
+        }
+        let Some(pg) = &self.postgres else { return Err(None) };
+        let why = [
+            (self.fields.is_some(), "fields:"),
+            (!self.computed.is_empty(), "computed:"),
+            (self.filter.is_some(), "where:"),
+            (self.key.is_some(), "key:"),
+            (!self.constants.is_empty(), "constants"),
+            (!pg.exclude.is_empty(), "postgres.exclude:"),
+        ]
+        .iter()
+        .filter(|(bad, _)| *bad)
+        .map(|(_, what)| *what)
+        .collect::<Vec<_>>();
+        if why.is_empty() {
+            Ok(&pg.table)
+        } else {
+            Err(Some(format!("its mapping (line {}) has {}, so it lacks source columns", self.line, why.join(", "))))
+        }
+    }
+
+    /// The command that rebuilds this table's target in `sink` as a new
+    /// version: from its topic when it has no whole mirror to copy.
+    pub fn rebuild_command(&self, sink: &str) -> String {
+        let from = if self.mirror_table().is_ok() { "" } else { " --from kafka" };
+        format!("projector rebuild {} --sink {sink} --table {}{from}", self.policy.file.display(), self.topic)
+    }
+}
+
 /// One selected column.
 #[derive(Clone, Debug)]
 pub struct FieldMapping {

@@ -76,10 +76,3 @@ impl Default for SchemaPolicy {
         }
     }
 }
-
-impl SchemaPolicy {
-    /// The command that rebuilds `table`'s target in `sink` with its new types.
-    pub fn rebuild_command(&self, sink: &str, topic: &str) -> String {
-        format!("projector rebuild {} --sink {sink} --table {topic}", self.file.display())
-    }
-}

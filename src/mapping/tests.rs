@@ -287,8 +287,14 @@ fn schema_change_policies_default_to_rebuild_and_keep_and_bad_ones_name_their_li
     assert_eq!(m.tables[0].policy.on_type_change, OnTypeChange::DeadLetter);
     assert_eq!(m.tables[0].policy.on_drop, OnDrop::Null);
     assert_eq!(
-        m.tables[0].policy.rebuild_command("postgres", "a.b.dbo.T"),
+        m.tables[0].rebuild_command("postgres"),
         "projector rebuild mappings/test.yaml --sink postgres --table a.b.dbo.T"
+    );
+    let unmirrored = parse("read_model: rm\ntables:\n  - topic: a.b.dbo.T\n    elasticsearch: { index: t }\n").unwrap();
+    assert_eq!(
+        unmirrored.tables[0].rebuild_command("elasticsearch"),
+        "projector rebuild mappings/test.yaml --sink elasticsearch --table a.b.dbo.T --from kafka",
+        "a table with no whole mirror is rebuilt from its topic"
     );
     let text = "read_model: rm\non_type_change: ignore\non_drop: forget\ntables:\n  - topic: a.b.dbo.T\n    postgres: { table: t }\n";
     let problems = lines(parse(text).unwrap_err());

@@ -20,7 +20,7 @@ pub fn follow_policy(
     retypes: &[Retype],
     writes: &[Write],
 ) -> Result<Vec<Option<SinkError>>, SinkError> {
-    let command = table.policy.rebuild_command(sink, &table.topic);
+    let command = table.rebuild_command(sink);
     let what = describe(sink, target, retypes);
     match table.policy.on_type_change {
         OnTypeChange::Stop => Err(SinkError::new(

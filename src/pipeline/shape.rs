@@ -61,7 +61,7 @@ impl ShapeCheck {
                 None
             }
             Verdict::Rebuild(why) => {
-                let command = table.policy.rebuild_command(name, &table.topic);
+                let command = table.rebuild_command(name);
                 let reason = format!(
                     "{name} target {physical} disagrees with {}: {}; its writes are held until it is rebuilt: run `{command}`",
                     model.file.display(),

@@ -97,34 +97,14 @@ pub struct Mirror {
 /// read model's own postgres target if its mapping copies the table whole;
 /// else why not.
 pub fn whole_mirror(table: &TableMapping) -> Result<&str, MirrorError> {
-    // Named in the file: its columns are checked when the rebuild opens it.
-    if let Some(mirror) = &table.mirror {
-        return Ok(mirror);
-    }
-    let Some(pg) = &table.postgres else {
-        return Err(MirrorError::NoMirror { topic: table.topic.clone() });
-    };
-    let why = [
-        (table.fields.is_some(), "fields:"),
-        (!table.computed.is_empty(), "computed:"),
-        (table.filter.is_some(), "where:"),
-        (table.key.is_some(), "key:"),
-        (!table.constants.is_empty(), "constants"),
-        (!pg.exclude.is_empty(), "postgres.exclude:"),
-    ]
-    .iter()
-    .filter(|(bad, _)| *bad)
-    .map(|(_, what)| *what)
-    .collect::<Vec<_>>();
-    if why.is_empty() {
-        Ok(&pg.table)
-    } else {
-        Err(MirrorError::NotWhole {
-            table: pg.table.clone(),
+    table.mirror_table().map_err(|gap| match gap {
+        None => MirrorError::NoMirror { topic: table.topic.clone() },
+        Some(why) => MirrorError::NotWhole {
+            table: table.postgres.as_ref().map(|pg| pg.table.clone()).unwrap_or_default(),
             topic: table.topic.clone(),
-            why: format!("its mapping (line {}) has {}, so it lacks source columns", table.line, why.join(", ")),
-        })
-    }
+            why,
+        },
+    })
 }
 
 impl Mirror {

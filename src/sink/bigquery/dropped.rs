@@ -69,7 +69,7 @@ impl BigQuery {
             versions = ?versions,
             policy = "on_drop: drop",
             "the source dropped these columns: dropped them, with their values, from every version table (the read model's on_drop: drop); to get them back, add them at the source and rebuild ({})",
-            table.policy.rebuild_command(SINK, &table.topic)
+            table.rebuild_command(SINK)
         );
         Ok(())
     }

@@ -29,10 +29,7 @@ pub struct DropPolicy {
 
 impl DropPolicy {
     pub fn of(table: &TableMapping) -> DropPolicy {
-        DropPolicy {
-            on_drop: table.policy.on_drop,
-            rebuild: table.policy.rebuild_command(super::client::SINK, &table.topic),
-        }
+        DropPolicy { on_drop: table.policy.on_drop, rebuild: table.rebuild_command(super::client::SINK) }
     }
 }
 

@@ -279,7 +279,7 @@ impl Postgres {
         let gone = dropped::missing(&columns, writes);
         let Some(table) = self.model_table(target).filter(|_| !gone.is_empty()) else { return Ok(columns) };
         let logical = table.postgres.as_ref().map_or(target, |p| p.table.as_str());
-        let rebuild = table.policy.rebuild_command(SINK, &table.topic);
+        let rebuild = table.rebuild_command(SINK);
         let altered = dropped::drop_columns(client, logical, &gone, &rebuild).await?;
         let mut cache = self.columns.lock().await;
         let target = target.to_string();
