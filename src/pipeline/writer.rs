@@ -313,12 +313,16 @@ impl<S: Sink> Writer<S> {
                 }
                 let copy = if i == last { share.take() } else { share.clone() };
                 let Some(copy) = copy else { break };
+                done.push(physical.clone());
                 let mut result = self.apply_share(copy.to(&physical), &logical, offsets, records, dead, counted).await;
-                // A held current version met its building one while it
-                // waited: the building version takes its writes.
-                if let Some((building, rest)) = result.deferred.take() {
-                    done.push(building.clone());
-                    result = self.apply_share(rest.to(&building), &logical, offsets, records, dead, counted).await;
+                // A held version met one that can take its writes while it
+                // waited (see `successor`): that one takes them, unless it
+                // has them already.
+                if let Some((next, rest)) = result.deferred.take()
+                    && !done.contains(&next)
+                {
+                    done.push(next.clone());
+                    result = self.apply_share(rest.to(&next), &logical, offsets, records, dead, counted).await;
                 }
                 applied.add(result);
                 if applied.misconfigured.is_some() {
@@ -424,14 +428,14 @@ impl<S: Sink> Writer<S> {
                 true => self.versions.shapes().held(&*self.sink, &self.model, table, &target).await,
                 false => self.versions.shapes().known(&target),
             };
-            if hold.is_some() && !is_current {
-                // Held and no longer current: not written (see `plan_versions`).
-                self.health.settled(name, &hold_key);
-                return Applied::default();
-            }
             if let Some(reason) = &hold {
-                if let Some(building) = self.versions.building(logical).filter(|b| **b != *target) {
-                    return Applied { deferred: Some((building, share)), ..Applied::default() };
+                // A version that can take these writes now (the building
+                // one, or the current one after a swap) takes them instead.
+                if let Some(next) = self.successor(logical, &target) {
+                    if !is_current {
+                        self.health.settled(name, &hold_key);
+                    }
+                    return Applied { deferred: Some((next, share)), ..Applied::default() };
                 }
                 self.health.stuck(name, &hold_key, reason);
                 holding = true;
@@ -555,6 +559,17 @@ impl<S: Sink> Writer<S> {
             }
         }
         if counted { applied } else { Applied::default() }
+    }
+
+    /// The version of `logical` that takes a held `target`'s writes: the
+    /// building one, else the current one if it is another; never a held one.
+    fn successor(&self, logical: &str, target: &str) -> Option<Arc<str>> {
+        let shapes = self.versions.shapes();
+        let current = self.versions.targets(&Arc::from(logical)).first().cloned();
+        [self.versions.building(logical), current]
+            .into_iter()
+            .flatten()
+            .find(|v| **v != *target && shapes.known(v).is_none())
     }
 
     /// Holds `target` (it cannot take a retyped field) and, the first time,

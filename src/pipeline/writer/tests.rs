@@ -190,3 +190,33 @@ async fn a_retyped_field_holds_the_current_version_asks_for_its_rebuild_once_and
     assert_eq!(w.sink.call_targets()[3..], ["t_v2"], "once swapped, the old version is not written");
     assert!(w.health.ready(), "ready again after the swap");
 }
+
+#[tokio::test]
+async fn a_held_share_goes_to_the_new_current_version_when_the_swap_comes_before_it_saw_the_building_one() {
+    // The rebuild began, filled and swapped t_v2 within one backoff of the
+    // held share: its writes must reach t_v2 all the same.
+    let w = writer(|_, writes| match &*writes[0].target {
+        "t_v1" => Err(SinkError::new(testing::NAME, ErrorKind::NeedsRebuild, "column \"Seats\" changed type")),
+        _ => Ok(vec![Outcome::Applied; writes.len()]),
+    });
+    w.versions.stage("t", &["t_v1"], None);
+    let w = Arc::new(w);
+    let held = tokio::spawn({
+        let w = w.clone();
+        async move { w.settle(batch(vec![Action::Write(write("1", "07", Op::Update, 0))])).await }
+    });
+    wait_until(|| !w.sink.call_targets().is_empty()).await;
+    w.versions.stage("t", &["t_v2", "t_v1"], None);
+    let settled = tokio::time::timeout(Duration::from_secs(20), held).await.unwrap().unwrap();
+    assert!(settled.dead.is_empty());
+    assert_eq!(w.sink.call_targets(), vec!["t_v1", "t_v2"], "the held share was written to the new current version");
+    assert!(w.health.ready());
+}
+
+async fn wait_until(cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "condition not met in 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
