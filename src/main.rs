@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use projector::decode::{DecodeOptions, SchemaHistory, SchemaRegistry, SchemasEnable};
-use projector::demo::bus_booking::{BusBooking, Timeline, demo_story};
+use projector::demo::bus_booking::{BusBooking, Timeline, demo_alter_story, demo_story};
 use projector::demo::produce::FixtureProducer;
 use projector::mapping::ReadModel;
 use projector::ops::{Health, http};
@@ -127,6 +127,11 @@ enum Command {
         schemas: bool,
         #[arg(long, default_value_t = 3)]
         partitions: i32,
+        /// 1: the snapshot, bookings, a fare change, a deleted trip. 2 (after
+        /// 1): `ALTER COLUMN Fare decimal(14,4)` at the source and every
+        /// trip on sale re-priced with four decimals.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        chapter: u8,
     },
 }
 
@@ -232,8 +237,8 @@ struct RunArgs {
 }
 
 fn init_logs(format: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("PROJECTOR_LOG").unwrap_or_else(|_| "info,rdkafka=warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PROJECTOR_LOG")
+        .unwrap_or_else(|_| "info,rdkafka=warn,refinery_core=warn,tokio_postgres=warn".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "text" {
         builder.init();
@@ -268,8 +273,8 @@ async fn async_main() -> std::process::ExitCode {
         Command::Validate { file } => validate(&file),
         Command::Plan(args) => plan_command::plan(&args).await,
         Command::Lag { read_model, brokers, group, check } => lag(&read_model, &brokers, group, check).await,
-        Command::DemoProduce { brokers, trips, schemas, partitions } => {
-            demo_produce(&brokers, trips, schemas, partitions).await
+        Command::DemoProduce { brokers, trips, schemas, partitions, chapter } => {
+            demo_produce(&brokers, trips, schemas, partitions, chapter).await
         }
         Command::Bench(args) => projector::bench::run(args).await,
         Command::Rebuild(args) => {
@@ -351,9 +356,14 @@ fn sink_topics(model: &ReadModel) -> Vec<(&'static str, Vec<String>)> {
     .collect()
 }
 
-async fn demo_produce(brokers: &str, trips: i32, schemas: bool, partitions: i32) -> anyhow::Result<()> {
+async fn demo_produce(brokers: &str, trips: i32, schemas: bool, partitions: i32, chapter: u8) -> anyhow::Result<()> {
     let db = BusBooking::new("vexere");
-    let records = demo_story(&db, &mut Timeline::default(), trips, schemas);
+    let mut clock = Timeline::default();
+    let mut records = demo_story(&db, &mut clock, trips, schemas);
+    if chapter == 2 {
+        // The same clock, so the second chapter follows the first in the log.
+        records = demo_alter_story(&db, &mut clock, trips, schemas);
+    }
     let producer = FixtureProducer::new(brokers)?;
     producer.create_topics(&[db.trips.topic(), db.bookings.topic(), db.seats.topic()], partitions).await?;
     producer.send_all(&records).await?;

@@ -194,7 +194,7 @@ fn report(model: &ReadModel, topic: &str, r: &Rebuilt) {
     let previous = r.previous.as_ref().map_or("none".to_string(), |p| format!("v{} ({})", p.version, p.physical));
     if r.swapped_here {
         println!(
-            "{sink} {}: swapped: readers now see v{}; previous {previous} is kept and written for rollback",
+            "{sink} {}: swapped: readers now see v{}; previous {previous} is kept for rollback (written by every instance whose file it still matches)",
             r.target.logical, r.version.version
         );
     } else {

@@ -103,7 +103,8 @@ const ROUTES: [&str; 6] = [
 const OPERATORS: [&str; 4] = ["Phuong Trang", "Thanh Buoi", "Hoang Long", "Sao Viet"];
 const CUSTOMERS: [&str; 5] = ["Nguyen Van An", "Tran Thi Binh", "Le Minh Chau", "Pham Quoc Dung", "Vo Thi Em"];
 
-/// A trip row; `fare_cents` is the decimal(12,2) unscaled value.
+/// A trip row; `fare_cents` is the decimal(12,2) unscaled value (after the
+/// second chapter's ALTER, the decimal(14,4) one).
 pub fn trip(id: i32, fare_cents: i128, status: i16) -> Image {
     let depart_ns = 1_782_900_000_000_000_000_i64 + id as i64 * 3_600_000_000_000;
     vec![
@@ -184,4 +185,22 @@ pub fn demo_story(db: &BusBooking, clock: &mut Timeline, trips: i32, schemas: bo
     out.push(db.trips.event('d', Some(&gone), None, at, clock.ts_ms, schemas));
     out.push(db.trips.tombstone(&gone, schemas));
     out
+}
+
+/// The story's second chapter, after [`demo_story`] on the same clock: the
+/// source widens `Trips.Fare` (`ALTER COLUMN Fare decimal(14,4)`), and every
+/// trip still on sale is re-priced to a fare only the new type holds (four
+/// decimals). Returns records in log order.
+pub fn demo_alter_story(db: &BusBooking, clock: &mut Timeline, trips: i32, schemas: bool) -> Vec<Record> {
+    let mut widened = db.trips.clone();
+    for c in widened.columns.iter_mut().filter(|c| c.name == "Fare") {
+        *c = Column::new("Fare", "bytes").decimal(14, 4);
+    }
+    (1..trips)
+        .map(|id| {
+            let at = clock.commit(2);
+            let fare = 3_500_000_000 + id as i128 * 100_000 + 125;
+            widened.event('u', None, Some(&trip(id, fare, 1)), at, clock.ts_ms, schemas)
+        })
+        .collect()
 }

@@ -43,6 +43,26 @@ pub struct ParityReport {
     pub differences: Vec<Difference>,
     /// The ids that differed, up to [`RECHECKED`]: what [`recheck`] reads again.
     pub differing_ids: Vec<String>,
+    /// What `mirror_rows` counted: the mirror, or (a table that is not
+    /// mirrored) the current version.
+    pub against: Against,
+}
+
+/// The side a rebuilt version is compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Against {
+    #[default]
+    Mirror,
+    CurrentVersion,
+}
+
+impl Against {
+    fn as_str(self) -> &'static str {
+        match self {
+            Against::Mirror => "mirror",
+            Against::CurrentVersion => "current version",
+        }
+    }
 }
 
 impl ParityReport {
@@ -62,7 +82,11 @@ fn show(p: &Option<StoredPosition>) -> String {
 
 impl fmt::Display for ParityReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "mirror {} rows, target {} rows, {} ids differ", self.mirror_rows, self.target_rows, self.differing)?;
+        let against = self.against.as_str();
+        write!(f, "{against} {} rows, target {} rows", self.mirror_rows, self.target_rows)?;
+        if self.against == Against::Mirror {
+            write!(f, ", {} ids differ", self.differing)?;
+        }
         for d in &self.differences {
             write!(f, "\n  {:?}: mirror {}, target {}", d.id, show(&d.mirror), show(&d.target))?;
         }

@@ -270,6 +270,7 @@ impl<S: Sink> VersionRebuild<S> {
             let report = ParityReport {
                 mirror_rows: count(current.physical.clone()).await?,
                 target_rows: count(version.physical.clone()).await?,
+                against: super::parity::Against::CurrentVersion,
                 ..Default::default()
             };
             if report.passed() {
