@@ -297,6 +297,8 @@ async fn the_demo_read_model_finds_trips_by_a_phrase_in_their_route() {
     for (alias, mine) in ["trips", "bookings", "seats"].iter().zip(&w.indexes) {
         yaml = yaml.replace(&format!("index: {alias}\n"), &format!("index: {mine}\n"));
     }
+    yaml = yaml.replace("      table: trips\n", &format!("      table: {}_trips\n", w.name));
+    assert!(yaml.contains(&format!("table: {}_trips", w.name)), "the demo mirrors trips: {yaml}");
     assert_ne!(yaml, shipped);
     w.set_model(&yaml);
     w.produce(&projector::demo::bus_booking::demo_story(&w.db, &mut Timeline::default(), 12, true)).await;
