@@ -203,41 +203,48 @@ impl<S: Sink> Rebuild<S> {
                 Claim::Finished => break,
                 // Another worker holds the rest; its lease runs out if it died.
                 Claim::Busy => tokio::time::sleep(self.lease / 4).await,
-                Claim::Range(mut range) => loop {
-                    let page = mirror
-                        .page(
-                            &client,
-                            range.lo.as_deref(),
-                            range.hi.as_deref(),
-                            range.last_id.as_deref(),
-                            self.page_rows,
-                        )
-                        .await?;
-                    if page.is_empty() {
-                        ranges::checkpoint(&client, id, &self.worker, &range, 0, true, self.lease).await?;
-                        break;
-                    }
-                    throttle.admit(page.len() as u64).await;
-                    let rows = page.len();
-                    let last = page.last().map(|r| r.id.clone());
-                    if key.is_none() {
-                        key = KeyColumns::infer(&page);
-                    }
-                    self.write_page(&mirror, table, &fields, page, key.as_ref().unwrap_or(&KeyColumns::default()))
-                        .await?;
-                    range.last_id = last;
-                    let n = i64::try_from(rows).unwrap_or(i64::MAX);
-                    if !ranges::checkpoint(&client, id, &self.worker, &range, n, false, self.lease).await? {
-                        tracing::warn!(
-                            rebuild = id,
-                            range = range.range_no,
-                            "lease lost to another worker; leaving the range to it"
+                Claim::Range(mut range) => {
+                    let (lo, hi) = (range.lo.clone(), range.hi.clone());
+                    let read = |after: Option<String>| {
+                        let (lo, hi, client, mirror) = (lo.clone(), hi.clone(), &client, &mirror);
+                        async move {
+                            mirror.page(client, lo.as_deref(), hi.as_deref(), after.as_deref(), self.page_rows).await
+                        }
+                    };
+                    let mut page = read(range.last_id.clone()).await?;
+                    loop {
+                        if page.is_empty() {
+                            ranges::checkpoint(&client, id, &self.worker, &range, 0, true, self.lease).await?;
+                            break;
+                        }
+                        throttle.admit(page.len() as u64).await;
+                        let rows = page.len();
+                        let last = page.last().map(|r| r.id.clone());
+                        if key.is_none() {
+                            key = KeyColumns::infer(&page);
+                        }
+                        let no_key = KeyColumns::default();
+                        // The next page is read while this one is written.
+                        let (written, next) = tokio::join!(
+                            self.write_page(&mirror, table, &fields, page, key.as_ref().unwrap_or(&no_key)),
+                            read(last.clone()),
                         );
-                        break;
+                        written?;
+                        range.last_id = last;
+                        let n = i64::try_from(rows).unwrap_or(i64::MAX);
+                        if !ranges::checkpoint(&client, id, &self.worker, &range, n, false, self.lease).await? {
+                            tracing::warn!(
+                                rebuild = id,
+                                range = range.range_no,
+                                "lease lost to another worker; leaving the range to it"
+                            );
+                            break;
+                        }
+                        let (done, _) = ranges::totals(&client, id).await?;
+                        progress.copied(rows as u64, done, total);
+                        page = next?;
                     }
-                    let (done, _) = ranges::totals(&client, id).await?;
-                    progress.copied(rows as u64, done, total);
-                },
+                }
             }
         }
         progress.finish();
