@@ -218,6 +218,13 @@ struct RunArgs {
     /// `all`: dead-letter bad records and carry on; `none`: stop on the first.
     #[arg(long, env = "PROJECTOR_ERRORS_TOLERANCE", value_enum, default_value_t = ErrorTolerance::All)]
     errors_tolerance: ErrorTolerance,
+    /// Rows per second at most for the rebuilds this service begins itself
+    /// (`on_type_change: rebuild`), as `projector rebuild --max-rows-per-second`.
+    #[arg(long, env = "PROJECTOR_REBUILD_MAX_ROWS_PER_SECOND")]
+    rebuild_max_rows_per_second: Option<u64>,
+    /// Mirror rows per page (one sink write each) of those rebuilds.
+    #[arg(long, env = "PROJECTOR_REBUILD_PAGE_ROWS", default_value_t = projector::rebuild::defaults::PAGE_ROWS)]
+    rebuild_page_rows: i64,
     /// Kafka session timeout: how fast a dead instance's partitions move.
     #[arg(long, env = "PROJECTOR_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
     session_timeout_ms: u64,
@@ -532,6 +539,8 @@ impl PipelineParts<'_> {
             health: self.health.clone(),
             worker: member.to_string(),
             tolerance: self.args.errors_tolerance,
+            max_rows_per_second: self.args.rebuild_max_rows_per_second,
+            page_rows: self.args.rebuild_page_rows.max(1),
         };
         tokio::spawn(auto.serve(requests, Shutdown::new(self.stop.clone())));
         versions

@@ -142,6 +142,7 @@ impl<S: Sink> Pipeline<S> {
         let refresh_task = tokio::spawn(self.versions.clone().keep_fresh(
             self.sink.clone(),
             self.model.clone(),
+            self.health.clone(),
             self.refresh,
             shutdown.clone(),
         ));

@@ -84,11 +84,22 @@ impl ShapeCheck {
         first
     }
 
+    /// Every physical target this instance holds.
+    pub fn held_targets(&self) -> Vec<String> {
+        let checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+        checked.iter().filter(|(_, held)| held.is_some()).map(|(p, _)| p.clone()).collect()
+    }
+
     /// Why `physical` is held, if this instance has found it must be;
     /// checks nothing.
     pub fn known(&self, physical: &str) -> Option<String> {
         self.checked.lock().unwrap_or_else(|e| e.into_inner()).get(physical).cloned().flatten()
     }
+}
+
+/// The key under which `/health/ready` reports a held target.
+pub fn health_key(physical: &str) -> String {
+    format!("target {physical}")
 }
 
 /// The fields the file declares for this sink, typed as declared.

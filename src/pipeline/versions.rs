@@ -222,11 +222,26 @@ impl Versions {
         }
     }
 
+    /// Clears what `/health/ready` reports of each held version that is no
+    /// longer current: the swap ended its hold (it is not written any more).
+    fn settle_swapped(&self, health: &crate::ops::Health) {
+        let currents: Vec<Arc<str>> = {
+            let known = self.inner.by_logical.read().unwrap_or_else(|e| e.into_inner());
+            known.values().filter_map(|physical| physical.first().cloned()).collect()
+        };
+        for held in self.inner.shapes.held_targets() {
+            if !currents.iter().any(|c| **c == *held) {
+                health.settled(self.inner.sink, &super::shape::health_key(&held));
+            }
+        }
+    }
+
     /// Refreshes every `every` until shutdown.
     pub async fn keep_fresh<S: Sink>(
         self,
         sink: Arc<S>,
         model: Arc<ReadModel>,
+        health: crate::ops::Health,
         every: Duration,
         mut shutdown: Shutdown,
     ) {
@@ -238,8 +253,11 @@ impl Versions {
                 _ = shutdown.recv() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            if let Err(e) = self.refresh(&*sink, &model).await {
-                tracing::warn!(sink = sink.name(), error = %e, "cannot refresh the version catalog; retrying");
+            match self.refresh(&*sink, &model).await {
+                Ok(()) => self.settle_swapped(&health),
+                Err(e) => {
+                    tracing::warn!(sink = sink.name(), error = %e, "cannot refresh the version catalog; retrying")
+                }
             }
         }
     }
@@ -321,4 +339,28 @@ fn failed(sink: &'static str, e: CatalogError) -> SinkError {
         CatalogError::Refused { .. } => ErrorKind::Configuration,
     };
     SinkError::new(sink, kind, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Health;
+    use crate::pipeline::shape::health_key;
+
+    #[test]
+    fn a_swap_clears_the_health_report_of_the_held_version_it_retired() {
+        // No batch needs to come after the swap for health to tell the truth.
+        let versions = Versions::unversioned("s");
+        let health = Health::default();
+        health.register("s");
+        health.sink_up("s");
+        versions.stage("t", &["t_v1", "t_v2"], Some("t_v2"));
+        versions.shapes().hold("t_v1", "cannot take the new type");
+        health.stuck("s", &health_key("t_v1"), "cannot take the new type; rebuilding as t_v2");
+        versions.settle_swapped(&health);
+        assert!(!health.ready(), "still current, so still held");
+        versions.stage("t", &["t_v2", "t_v1"], None);
+        versions.settle_swapped(&health);
+        assert!(health.ready(), "swapped out: the hold is over");
+    }
 }

@@ -355,7 +355,7 @@ impl<S: Sink> Writer<S> {
                 if first_time(name, "held-not-current", physical) {
                     tracing::warn!(sink = name, target = %physical, reason, "this version cannot take the read model's shape and is no longer current: it is not written any more, so a rollback to it would be stale (logged once)");
                 }
-                self.health.settled(name, &format!("target {physical}"));
+                self.health.settled(name, &super::shape::health_key(physical));
                 continue;
             }
             plan.push((physical.clone(), false));
@@ -371,7 +371,7 @@ impl<S: Sink> Writer<S> {
                 }
                 self.health.stuck(
                     name,
-                    &format!("target {current}"),
+                    &super::shape::health_key(current),
                     &format!("{reason}; rebuilding as {building}: readers see {current} as it was until the swap"),
                 );
                 for entry in plan.iter_mut().filter(|(p, _)| *p == building) {
@@ -418,7 +418,7 @@ impl<S: Sink> Writer<S> {
         let mut delays = retry::delays();
         let mut stuck = StuckWatch::new(&self.health, name, self.stuck_after);
         let first = |share: &Share| share.records.first().map(|&r| records[r].lineage.to_string()).unwrap_or_default();
-        let hold_key = format!("target {target}");
+        let hold_key = super::shape::health_key(&target);
         let mut holding = false;
         let mut strikes = Strikes::default();
         while !share.writes.is_empty() {

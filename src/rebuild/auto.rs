@@ -51,6 +51,10 @@ pub struct AutoRebuild<S: Sink> {
     pub worker: String,
     /// The service's `--errors-tolerance`.
     pub tolerance: ErrorTolerance,
+    /// `run --rebuild-max-rows-per-second`.
+    pub max_rows_per_second: Option<u64>,
+    /// `run --rebuild-page-rows`.
+    pub page_rows: i64,
 }
 
 impl<S: Sink> AutoRebuild<S> {
@@ -171,9 +175,9 @@ impl<S: Sink> AutoRebuild<S> {
             worker: self.worker.clone(),
             postgres_url: self.postgres_url.clone(),
             ranges: defaults::RANGES,
-            page_rows: defaults::PAGE_ROWS,
+            page_rows: self.page_rows,
             lease: defaults::LEASE,
-            max_rows_per_second: None,
+            max_rows_per_second: self.max_rows_per_second,
             dead_letters: self.dead_letters.clone(),
             health: Health::default(),
             tolerance: self.tolerance,
