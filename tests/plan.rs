@@ -85,7 +85,8 @@ async fn elasticsearch_plan_tells_an_added_field_from_an_analyzer_or_where_chang
     assert_eq!(word, "rebuild", "{out}");
     assert!(why.iter().any(|l| l.contains("field Route") && l.contains("analyzer")), "{out}");
     let command = format!(
-        "run: projector rebuild {} --sink elasticsearch --table {}",
+        // The table has no mirror: the command replays its topic.
+        "run: projector rebuild {} --sink elasticsearch --table {} --from kafka",
         w.model_file.display(),
         w.db.trips.topic()
     );
@@ -245,7 +246,7 @@ async fn run_never_writes_a_target_that_needs_a_rebuild_and_names_the_command_in
     w.produce(&trip_creates(&w, 1..=3, 1000)).await;
     let p = w.start(&w.group);
     let command = format!(
-        "run `projector rebuild {} --sink elasticsearch --table {}`",
+        "run `projector rebuild {} --sink elasticsearch --table {} --from kafka`",
         w.model_file.display(),
         w.db.trips.topic()
     );
