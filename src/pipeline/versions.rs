@@ -110,13 +110,19 @@ impl Versions {
     /// versions of `logical`, current first, and `building` is building.
     #[cfg(test)]
     pub fn stage(&self, logical: &str, physical: &[&str], building: Option<&str>) {
-        let entry = physical.iter().map(|p| Arc::from(*p)).collect();
-        self.inner.by_logical.write().unwrap().insert(logical.to_string(), entry);
-        let mut known = self.inner.building.write().unwrap();
+        self.record(logical, physical.iter().map(|p| Arc::from(*p)).collect(), building.map(Arc::from));
+    }
+
+    /// Notes what the catalog holds for `logical`: its versions, current
+    /// first, and the building one if any.
+    fn record(&self, logical: &str, physical: Vec<Arc<str>>, building: Option<Arc<str>>) {
+        let mut known = self.inner.building.write().unwrap_or_else(|e| e.into_inner());
         match building {
-            Some(b) => known.insert(logical.to_string(), Arc::from(b)),
+            Some(b) => known.insert(logical.to_string(), b),
             None => known.remove(logical),
         };
+        drop(known);
+        self.inner.by_logical.write().unwrap_or_else(|e| e.into_inner()).insert(logical.to_string(), physical);
     }
 
     /// The physical targets a write to `logical` goes to, the current
@@ -199,13 +205,7 @@ impl Versions {
             epoch = versions.iter().map(Version::epoch).fold(epoch, i64::max);
             let entry: Vec<Arc<str>> = versions.iter().map(|v| Arc::from(v.physical.as_str())).collect();
             let building = versions.iter().find(|v| v.state == State::Building).map(|v| Arc::from(v.physical.as_str()));
-            let mut known = self.inner.building.write().unwrap_or_else(|e| e.into_inner());
-            match building {
-                Some(b) => known.insert(logical.to_string(), b),
-                None => known.remove(logical),
-            };
-            drop(known);
-            self.inner.by_logical.write().unwrap_or_else(|e| e.into_inner()).insert(logical.to_string(), entry);
+            self.record(logical, entry, building);
         }
         catalog
             .seen(&self.inner.read_model, self.inner.sink, &self.inner.member, epoch)
