@@ -12,7 +12,7 @@
 //! it resumes where it stopped. Several instances asking at once share the
 //! one rebuild, as `projector rebuild` started twice does.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,9 +145,9 @@ impl<S: Sink> AutoRebuild<S> {
         let mut told = false;
         loop {
             let rows = client.query(&sql, &[&ids]).await.map_err(|e| self.failed(&request.topic, &e.to_string()))?;
-            let held: Vec<(String, SourcePosition)> =
+            let held: HashMap<String, SourcePosition> =
                 rows.iter().map(|r| (r.get(0), SourcePosition::from_stored(r.get::<_, String>(1)))).collect();
-            let behind = request.writes.iter().filter(|(id, at)| !held.iter().any(|(h, p)| h == id && p >= at)).count();
+            let behind = request.writes.iter().filter(|(id, at)| held.get(id).is_none_or(|p| p < at)).count();
             if behind == 0 {
                 return Ok(());
             }
