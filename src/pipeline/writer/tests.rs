@@ -163,10 +163,7 @@ async fn a_retyped_field_holds_the_current_version_asks_for_its_rebuild_once_and
     w.versions.ask_rebuilds_of(to);
     w.versions.stage("t", &["t_v1"], None);
     let w = Arc::new(w);
-    let first = tokio::spawn({
-        let w = w.clone();
-        async move { w.settle(batch(vec![Action::Write(write("1", "07", Op::Update, 0))])).await }
-    });
+    let first = settle_in_background(&w, write("1", "07", Op::Update, 0));
     let request = tokio::time::timeout(Duration::from_secs(10), requests.recv()).await.unwrap().unwrap();
     assert_eq!(request.topic, "x");
     assert_eq!(request.writes.len(), 1);
@@ -201,10 +198,7 @@ async fn a_held_share_goes_to_the_new_current_version_when_the_swap_comes_before
     });
     w.versions.stage("t", &["t_v1"], None);
     let w = Arc::new(w);
-    let held = tokio::spawn({
-        let w = w.clone();
-        async move { w.settle(batch(vec![Action::Write(write("1", "07", Op::Update, 0))])).await }
-    });
+    let held = settle_in_background(&w, write("1", "07", Op::Update, 0));
     wait_until(|| !w.sink.call_targets().is_empty()).await;
     w.versions.stage("t", &["t_v2", "t_v1"], None);
     let settled = tokio::time::timeout(Duration::from_secs(20), held).await.unwrap().unwrap();
@@ -219,4 +213,10 @@ async fn wait_until(cond: impl Fn() -> bool) {
         assert!(tokio::time::Instant::now() < deadline, "condition not met in 10 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Settles a batch of one write on its own task (it may be held).
+fn settle_in_background(w: &Arc<Writer<Scripted>>, one: Write) -> tokio::task::JoinHandle<Settled> {
+    let w = w.clone();
+    tokio::spawn(async move { w.settle(batch(vec![Action::Write(one)])).await })
 }
