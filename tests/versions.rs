@@ -400,3 +400,42 @@ async fn two_running_instances_both_start_writing_a_new_version_and_say_so() {
         .get(0);
     assert_eq!(partitions, 2, "written from both partitions");
 }
+
+/// Found by CI: two rebuild workers creating the same version table at the
+/// same moment; one was refused with "type ... already exists" (42710) and
+/// its rebuild failed. Sixteen sessions race here, for a table in a schema
+/// that does not exist yet either.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_creating_one_version_table_at_the_same_moment_all_succeed() {
+    let w = World::new("vercreate", 1).await;
+    let table = format!("{}_s.trips", w.name);
+    w.set_model(&format!(
+        "read_model: {}\ntables:\n  - topic: {}\n    postgres: {{ table: '{table}' }}\n",
+        w.name,
+        w.db.trips.topic()
+    ));
+    let model = std::sync::Arc::new(ReadModel::load(&w.model_file).unwrap());
+    // The window is narrow (between one session's check for the table and
+    // its creating the table's row type), so the race runs many times.
+    for version in 2..=40 {
+        let physical = format!("{table}_v{version}");
+        let mut racers = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let (model, physical) = (model.clone(), physical.clone());
+            racers.spawn(async move {
+                let sink = Postgres::new(&pg_url(), model.clone());
+                sink.create_version(&model.tables[0], &physical).await
+            });
+        }
+        let mut refused = Vec::new();
+        while let Some(done) = racers.join_next().await {
+            if let Err(e) = done.unwrap() {
+                refused.push(e.to_string());
+            }
+        }
+        assert!(refused.is_empty(), "{physical}: {} of 16 sessions were refused: {refused:#?}", refused.len());
+        let found =
+            pg().await.query_one("SELECT to_regclass($1) IS NOT NULL", &[&quote_table(&physical)]).await.unwrap();
+        assert!(found.get::<_, bool>(0), "{physical} exists");
+    }
+}

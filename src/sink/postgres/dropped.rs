@@ -12,7 +12,7 @@
 use tokio_postgres::Client;
 
 use super::schema::{self, quote, quote_table};
-use super::{Column, META, SinkError, VIEW_FOLLOWS, get, pg_err, reader_views};
+use super::{Column, DDL_LOCK, META, SinkError, VIEW_FOLLOWS, get, pg_err, reader_views};
 use crate::sink::{Write, is_version_of};
 
 /// The data columns of `columns` that some positioned write of `writes`
@@ -76,7 +76,7 @@ pub async fn drop_columns(
         }
     }
     let drops: Vec<String> = columns.iter().map(|c| format!("DROP COLUMN IF EXISTS {}", quote(c))).collect();
-    let mut sql = String::from("BEGIN; ");
+    let mut sql = format!("BEGIN; {DDL_LOCK}");
     if followed.is_some() {
         let all = quote_table(logical);
         sql.push_str(&format!("DROP VIEW IF EXISTS {live}; DROP VIEW IF EXISTS {all}; "));

@@ -217,22 +217,16 @@ impl Postgres {
             .filter(|(n, _)| ADDED_META.contains(n))
             .map(|(n, ty)| format!("ADD COLUMN IF NOT EXISTS {} {ty}", quote(n)))
             .collect();
+        // Another session (a running instance, a second rebuild worker) may
+        // create it at the same moment: see `DDL_LOCK`.
         let sql = format!(
-            "{schema}CREATE TABLE IF NOT EXISTS {table} ({}); ALTER TABLE {table} {};",
+            "{DDL_LOCK}{schema}CREATE TABLE IF NOT EXISTS {table} ({}); ALTER TABLE {table} {};",
             meta.join(", "),
             added.join(", "),
             schema = schema::create_schema(target),
             table = quote_table(target),
         );
-        // Another session (a running instance, a second rebuild worker) may
-        // create it at the same moment: then the next attempt finds it.
-        let mut attempts = 0;
-        loop {
-            match client.batch_execute(&sql).await.map_err(|e| pg_err(&format!("creating table {target}"), &e)) {
-                Err(e) if e.kind == ErrorKind::Conflict && attempts < 3 => attempts += 1,
-                done => return done,
-            }
-        }
+        client.batch_execute(&sql).await.map_err(|e| pg_err(&format!("creating table {target}"), &e))
     }
 
     /// Records in the table's comment the file's section as it is when the
@@ -532,9 +526,18 @@ impl From<tokio_postgres::Error> for TxError {
 fn reader_views(logical: &str, physical: &str) -> String {
     let (all, live, table) = (quote_table(logical), quote_table(&format!("{logical}_live")), quote_table(physical));
     format!(
-        "DROP VIEW IF EXISTS {live}; DROP VIEW IF EXISTS {all}; CREATE VIEW {all} AS SELECT * FROM {table}; CREATE VIEW {live} AS SELECT * FROM {table} WHERE NOT __deleted"
+        "{DDL_LOCK}DROP VIEW IF EXISTS {live}; DROP VIEW IF EXISTS {all}; CREATE VIEW {all} AS SELECT * FROM {table}; CREATE VIEW {live} AS SELECT * FROM {table} WHERE NOT __deleted"
     )
 }
+
+/// Taken first by the statements that create tables and views, and held
+/// until their implicit transaction ends. Sessions (running instances,
+/// rebuild workers) do this at the same moment, and `IF NOT EXISTS` does not
+/// cover that race: the loser is refused with "type ... already exists".
+/// Under the lock the later session finds what the earlier one made. A
+/// transaction that alters tables takes it first too, so no two sessions
+/// ever wait on each other's table locks in opposite orders.
+const DDL_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended('projector: creating tables and views', 0)); ";
 
 /// Whether the live view of `logical` selects from `physical` (true) or is
 /// missing (`None`).
@@ -776,7 +779,7 @@ impl Sink for Postgres {
             (String::new(), String::new())
         };
         let retype = if widened.is_empty() { String::new() } else { format!("{drop}{}; ", widened.join("; ")) };
-        let sql = format!("BEGIN; {add}{retype}{views}COMMIT;");
+        let sql = format!("BEGIN; {DDL_LOCK}{add}{retype}{views}COMMIT;");
         if let Err(e) = client.batch_execute(&sql).await {
             columns.remove(target);
             let _ = client.batch_execute("ROLLBACK").await;
