@@ -66,6 +66,33 @@ pub struct Elasticsearch {
     /// logged as dropped.
     drops: Mutex<HashMap<String, dropped::DropPolicy>>,
     dropped_logged: Mutex<HashSet<(String, String)>>,
+    /// How often, lately, a read (`r`: a snapshot row, a rebuild's mirror
+    /// row) found its document already there, per target (see [`ReadsFound`]).
+    reads_found: Mutex<HashMap<String, ReadsFound>>,
+}
+
+/// Whether a target's reads (`r` events) lately found their documents:
+/// a moving share, updated from every batch. Into an empty index (an
+/// initial snapshot, a rebuild's fresh version) they seldom do, so they are
+/// sent as `create` without an `_mget` first, like inserts; a re-snapshot
+/// over a full index finds them, and after one batch of conflicts they are
+/// looked up first again. Either way each write stays conditional: a
+/// `create` over an existing document fails (409) and is decided from a
+/// fresh `_mget` in the next round.
+#[derive(Clone, Copy, Debug, Default)]
+struct ReadsFound(f32);
+
+impl ReadsFound {
+    fn look_first(self) -> bool {
+        self.0 >= 0.5
+    }
+
+    /// Folds in one batch: `found` of `reads` found their document.
+    fn update(&mut self, found: usize, reads: usize) {
+        if reads > 0 {
+            self.0 = 0.5 * self.0 + 0.5 * found as f32 / reads as f32;
+        }
+    }
 }
 
 /// The `(seq_no, primary_term, position)` this process's own writes left on
@@ -140,6 +167,7 @@ impl Elasticsearch {
             readers: Mutex::default(),
             drops: Mutex::default(),
             dropped_logged: Mutex::default(),
+            reads_found: Mutex::default(),
         })
     }
 
@@ -382,10 +410,11 @@ impl Elasticsearch {
     /// Returns the indexes that hit a version conflict.
     ///
     /// On the first round a stored position comes from [`KnownDocs`] when
-    /// this process wrote the document recently, and an insert (`c`) is
-    /// sent as `create` without looking (it fails with 409 if the document
-    /// exists after all); everything else, and every later round, reads the
-    /// stored positions with one `_mget` per target.
+    /// this process wrote the document recently, and an insert (`c`), or a
+    /// read (`r`) where reads lately found nothing ([`ReadsFound`]), is sent
+    /// as `create` without looking (it fails with 409 if the document exists
+    /// after all); everything else, and every later round, reads the stored
+    /// positions with one `_mget` per target.
     async fn write_round(
         &self,
         target: &str,
@@ -396,6 +425,9 @@ impl Elasticsearch {
     ) -> Result<Vec<usize>, SinkError> {
         let mut lookup: Vec<usize> = Vec::new();
         let mut current: HashMap<usize, Current> = HashMap::new();
+        let reads_blind = first && !self.reads_found(target).look_first();
+        // The reads sent as `create` without looking, and those looked up.
+        let (mut blind, mut looked): (HashSet<usize>, usize) = (HashSet::default(), 0);
         {
             let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
             for &i in todo {
@@ -405,7 +437,13 @@ impl Elasticsearch {
                         current.insert(i, c);
                     }
                     None if first && w.doc.op == Op::Create => {}
-                    None => lookup.push(i),
+                    None if reads_blind && w.doc.op == Op::Read => {
+                        blind.insert(i);
+                    }
+                    None => {
+                        looked += usize::from(w.doc.op == Op::Read);
+                        lookup.push(i);
+                    }
                 }
             }
         }
@@ -417,10 +455,15 @@ impl Elasticsearch {
             }
             other => other?,
         };
+        let mut found = 0;
         for (i, c) in lookup.iter().zip(stored) {
             if let Some(c) = c {
+                found += usize::from(writes[*i].doc.op == Op::Read);
                 current.insert(*i, c);
             }
+        }
+        if first {
+            self.reads_found_update(target, found, looked);
         }
         // Conditional writes for what is newer.
         let mut body = Vec::with_capacity(todo.len() * 512);
@@ -461,6 +504,8 @@ impl Elasticsearch {
         }
         let results = self.client.bulk(body, sent.len()).await?;
         let mut missing_alias = false;
+        let blind_found = sent.iter().zip(&results).filter(|(i, r)| r.status == 409 && blind.contains(i)).count();
+        self.reads_found_update(target, blind_found, blind.len());
         {
             let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
             for (i, item) in sent.iter().zip(results) {
@@ -495,6 +540,24 @@ impl Elasticsearch {
             self.recreate_from_file(target).await?;
         }
         Ok(conflicts)
+    }
+
+    fn reads_found(&self, target: &str) -> ReadsFound {
+        self.reads_found.lock().unwrap_or_else(|e| e.into_inner()).get(target).copied().unwrap_or_default()
+    }
+
+    fn reads_found_update(&self, target: &str, found: usize, reads: usize) {
+        if reads > 0 {
+            let mut all = self.reads_found.lock().unwrap_or_else(|e| e.into_inner());
+            match all.get_mut(target) {
+                Some(r) => r.update(found, reads),
+                None => {
+                    let mut r = ReadsFound::default();
+                    r.update(found, reads);
+                    all.insert(target.to_string(), r);
+                }
+            }
+        }
     }
 
     /// Remembers `table`'s `on_drop` for its physical `target`.
@@ -566,6 +629,21 @@ pub fn classify(status: u16, error: Option<&serde_json::Value>) -> Outcome {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn reads_go_blind_until_a_batch_finds_its_documents_and_back_when_they_stop_finding_them() {
+        let mut r = ReadsFound::default();
+        assert!(!r.look_first(), "a target never written: reads are sent as create");
+        r.update(3, 100);
+        assert!(!r.look_first(), "a few found: still blind");
+        r.update(100, 100);
+        assert!(r.look_first(), "a batch that found all of them: look first");
+        r.update(0, 0);
+        assert!(r.look_first(), "a batch with no reads changes nothing");
+        r.update(0, 100);
+        r.update(0, 100);
+        assert!(!r.look_first(), "reads that find nothing again: blind again");
+    }
 
     #[test]
     fn newer_position_replaces_stale_does_not() {
