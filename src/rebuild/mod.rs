@@ -62,7 +62,7 @@ pub mod defaults {
 pub enum RowSource {
     /// The staging PostgreSQL mirror of the table.
     Mirror,
-    /// The table's topic, replayed from its earliest offset ([`replay`]):
+    /// The table's topic, replayed from its earliest offset (see `replay.rs`):
     /// for tables the mirror does not hold, and for the mirror itself.
     Kafka,
 }
@@ -184,6 +184,8 @@ impl<S: Sink> Rebuild<S> {
             .create_version(table, &self.target)
             .await
             .map_err(|source| RebuildError::Sink { rebuild: id.into(), source })?;
+        // No reader sees it before the swap (`point_readers` undoes this).
+        self.sink.filling(&self.target).await.map_err(|source| RebuildError::Sink { rebuild: id.into(), source })?;
         let plan = Plan {
             rebuild_id: id,
             read_model: &self.model.name,
@@ -205,30 +207,35 @@ impl<S: Sink> Rebuild<S> {
                 Claim::Busy => tokio::time::sleep(self.lease / 4).await,
                 Claim::Range(mut range) => {
                     let (lo, hi) = (range.lo.clone(), range.hi.clone());
-                    let read = |after: Option<String>| {
+                    // One page of the range after `after`, mapped: the rows
+                    // it holds, its last id and its batch.
+                    let read = |after: Option<String>, key: Option<KeyColumns>| {
                         let (lo, hi, client, mirror) = (lo.clone(), hi.clone(), &client, &mirror);
                         async move {
-                            mirror.page(client, lo.as_deref(), hi.as_deref(), after.as_deref(), self.page_rows).await
+                            let page = mirror
+                                .page(client, lo.as_deref(), hi.as_deref(), after.as_deref(), self.page_rows)
+                                .await?;
+                            let key = key.or_else(|| KeyColumns::infer(&page));
+                            let (rows, last) = (page.len(), page.last().map(|r| r.id.clone()));
+                            let batch =
+                                self.map_page(mirror, table, page, key.as_ref().unwrap_or(&KeyColumns::default()))?;
+                            Ok::<_, RebuildError>((rows, last, batch, key))
                         }
                     };
-                    let mut page = read(range.last_id.clone()).await?;
+                    let mut page = read(range.last_id.clone(), key.clone()).await?;
                     loop {
-                        if page.is_empty() {
+                        let (rows, last, batch, page_key) = page;
+                        if rows == 0 {
                             ranges::checkpoint(&client, id, &self.worker, &range, 0, true, self.lease).await?;
                             break;
                         }
-                        throttle.admit(page.len() as u64).await;
-                        let rows = page.len();
-                        let last = page.last().map(|r| r.id.clone());
                         if key.is_none() {
-                            key = KeyColumns::infer(&page);
+                            key = page_key;
                         }
-                        let no_key = KeyColumns::default();
-                        // The next page is read while this one is written.
-                        let (written, next) = tokio::join!(
-                            self.write_page(&mirror, table, &fields, page, key.as_ref().unwrap_or(&no_key)),
-                            read(last.clone()),
-                        );
+                        throttle.admit(rows as u64).await;
+                        // The next page is read and mapped while this one is written.
+                        let (written, next) =
+                            tokio::join!(self.write_batch(&fields, batch), read(last.clone(), key.clone()));
                         written?;
                         range.last_id = last;
                         let n = i64::try_from(rows).unwrap_or(i64::MAX);
@@ -253,15 +260,15 @@ impl<S: Sink> Rebuild<S> {
         Ok(Copied { rows: progress.copied, total })
     }
 
-    /// Maps one page and writes it as one batch, through the pipeline's writer.
-    async fn write_page(
+    /// Maps one page into one batch: a write of each row to the target, or
+    /// a dead letter for a row the mapping refuses.
+    fn map_page(
         &self,
         mirror: &Mirror,
         table: &crate::mapping::TableMapping,
-        fields: &KnownFields,
         page: Vec<crate::source::mirror::MirrorRow>,
         key: &KeyColumns,
-    ) -> Result<(), RebuildError> {
+    ) -> Result<Batch, RebuildError> {
         let topic: Arc<str> = Arc::from(self.topic.as_str());
         let target: Arc<str> = Arc::from(self.target.as_str());
         let excluded = self.sink.excluded(table);
@@ -287,6 +294,11 @@ impl<S: Sink> Rebuild<S> {
             };
             batch.push(Item { record, action });
         }
+        Ok(batch)
+    }
+
+    /// Writes one page's batch through the pipeline's writer.
+    async fn write_batch(&self, fields: &KnownFields, batch: Batch) -> Result<(), RebuildError> {
         let writer = Writer {
             sink: self.sink.clone(),
             model: self.model.clone(),
