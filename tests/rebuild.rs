@@ -479,6 +479,11 @@ async fn every_sink_is_rebuilt_and_swapped_while_events_keep_arriving() {
     assert_eq!(es_fares(&w, &alias).await, expect, "Elasticsearch readers");
     let indexes = get_json(&format!("{}/_alias/{alias}", es_url())).await;
     assert_eq!(indexes.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()), Some(vec![format!("{alias}_v2")]));
+    // The copy filled v2 without periodic refreshes; readers search it now,
+    // so the swap gave them back.
+    let settings = get_json(&format!("{}/{alias}_v2/_settings", es_url())).await;
+    let interval = settings[format!("{alias}_v2")]["settings"]["index"].get("refresh_interval").cloned();
+    assert_eq!(interval, None, "v2 refreshes at the default interval again: {settings}");
     assert_eq!(bq_fares(&dataset, "trips_live").await, expect, "BigQuery readers");
 }
 

@@ -72,6 +72,8 @@ impl<S: Sink> Replay<S> {
             .create_version(table, &self.target)
             .await
             .map_err(|source| RebuildError::Sink { rebuild: id.into(), source })?;
+        // No reader sees it before the swap (`point_readers` undoes this).
+        self.sink.filling(&self.target).await.map_err(|source| RebuildError::Sink { rebuild: id.into(), source })?;
         let group_id = group_of(&self.model.name, id);
         let start = self.lag(&group_id).await?;
         let total: u64 = start.iter().map(|p| p.lag() as u64).sum();

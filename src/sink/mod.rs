@@ -261,6 +261,14 @@ pub trait Sink: Send + Sync + 'static {
     /// Drops a version's physical target (gone already is fine).
     fn drop_version(&self, physical: &str) -> impl Future<Output = Result<(), SinkError>> + Send;
 
+    /// Readies a version no reader sees yet for a rebuild's bulk fill, where
+    /// the sink can trade how soon writes are searchable for indexing speed.
+    /// [`Sink::point_readers`] undoes it. Idempotent; nothing by default.
+    fn filling(&self, physical: &str) -> impl Future<Output = Result<(), SinkError>> + Send {
+        let _ = physical;
+        std::future::ready(Ok(()))
+    }
+
     /// Makes sure physical `target` (of `table`) has these fields with the type
     /// their source gives: adds those it lacks (re-creating the target if it
     /// is gone), widens in place a field whose new source type needs it, and

@@ -213,6 +213,18 @@ impl Client {
         }
     }
 
+    /// Sets index `physical`'s `refresh_interval`; `None` returns it to
+    /// the server's default.
+    pub async fn refresh_interval(&self, physical: &str, interval: Option<&str>) -> Result<(), SinkError> {
+        let body = json!({"index": {"refresh_interval": interval}});
+        let url = format!("{}/{physical}/_settings", self.base);
+        let (status, resp) = self.send(self.http.put(url).json(&body), "index settings").await?;
+        match status {
+            200 => Ok(()),
+            _ => Err(failed(&format!("setting the refresh interval of {physical}"), status, &resp)),
+        }
+    }
+
     /// Deletes index `physical`; gone already is fine.
     pub async fn delete_index(&self, physical: &str) -> Result<(), SinkError> {
         let (status, resp) = self.send(self.http.delete(format!("{}/{physical}", self.base)), "index deletion").await?;

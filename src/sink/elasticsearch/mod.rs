@@ -273,9 +273,19 @@ impl Sink for Elasticsearch {
     }
 
     async fn point_readers(&self, _: &TableMapping, logical: &str, physical: &str) -> Result<(), SinkError> {
+        // Readers search it from now on: periodic refreshes again (see `filling`).
+        self.client.refresh_interval(physical, None).await?;
         self.client.point_alias(logical, physical).await?;
         self.readers.lock().unwrap_or_else(|e| e.into_inner()).insert(logical.to_string(), physical.to_string());
         Ok(())
+    }
+
+    /// No periodic refreshes while a rebuild fills the version (each one
+    /// writes a segment that merges later): the usual setting for a bulk
+    /// load. The position guard reads with realtime `_mget`, which needs no
+    /// refresh, and parity's count refreshes first.
+    async fn filling(&self, physical: &str) -> Result<(), SinkError> {
+        self.client.refresh_interval(physical, Some("-1")).await
     }
 
     async fn drop_version(&self, physical: &str) -> Result<(), SinkError> {
