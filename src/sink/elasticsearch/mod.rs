@@ -26,7 +26,10 @@
 //! Limits: readers must go through the alias (searches, counts); a `GET` by id
 //! on the physical index or alias can return a tombstone, recognisable by
 //! `__projector.deleted`. Tombstones take space until the index is rebuilt.
-//! The guard costs one `_mget` per batch.
+//! The guard costs one `_mget` per batch for the ids this process has not
+//! written lately, except inserts, and reads into a target where reads lately
+//! found nothing ([`ReadsFound`]): those are sent as `create` and re-read
+//! only on a 409.
 
 pub mod client;
 pub mod dropped;
