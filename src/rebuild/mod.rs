@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
 
-use crate::mapping::ReadModel;
+use crate::mapping::{ReadModel, TableMapping};
 use crate::ops::Health;
 use crate::pipeline::batch::{Action, Batch, Item};
 use crate::pipeline::dead_letter::DeadLetters;
@@ -162,6 +162,20 @@ async fn connect(url: &str, rebuild: &str) -> Result<Client, RebuildError> {
     Ok(client)
 }
 
+/// Makes the version `target` of `table` (if it is not there yet) with the
+/// file's shape, as every version is, and readies it for the bulk fill: no
+/// reader sees it before the swap (`point_readers` undoes that).
+async fn ready_to_fill<S: Sink>(
+    sink: &S,
+    table: &TableMapping,
+    target: &str,
+    rebuild: &str,
+) -> Result<(), RebuildError> {
+    let failed = |source| RebuildError::Sink { rebuild: rebuild.into(), source };
+    sink.create_version(table, target).await.map_err(failed)?;
+    sink.filling(target).await.map_err(failed)
+}
+
 impl<S: Sink> Rebuild<S> {
     /// Copies ranges until every range of the rebuild is done (by this
     /// worker or another). Safe to run again after a crash: it resumes
@@ -178,14 +192,7 @@ impl<S: Sink> Rebuild<S> {
             .ok_or_else(|| RebuildError::NoTable { rebuild: id.into(), topic: self.topic.clone() })?;
         let mirror = Mirror::open(&client, &self.mirror).await?;
         mirror.check_covers(table)?;
-        // The target is a version of the table's target: made (if it is not
-        // there yet) with the file's shape, as every version is.
-        self.sink
-            .create_version(table, &self.target)
-            .await
-            .map_err(|source| RebuildError::Sink { rebuild: id.into(), source })?;
-        // No reader sees it before the swap (`point_readers` undoes this).
-        self.sink.filling(&self.target).await.map_err(|source| RebuildError::Sink { rebuild: id.into(), source })?;
+        ready_to_fill(&*self.sink, table, &self.target, id).await?;
         let plan = Plan {
             rebuild_id: id,
             read_model: &self.model.name,

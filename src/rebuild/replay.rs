@@ -68,12 +68,7 @@ impl<S: Sink> Replay<S> {
             rebuild: id.into(),
             detail: format!("the read model's table {} has no {} section", self.topic, self.sink.name()),
         })?;
-        self.sink
-            .create_version(table, &self.target)
-            .await
-            .map_err(|source| RebuildError::Sink { rebuild: id.into(), source })?;
-        // No reader sees it before the swap (`point_readers` undoes this).
-        self.sink.filling(&self.target).await.map_err(|source| RebuildError::Sink { rebuild: id.into(), source })?;
+        super::ready_to_fill(&*self.sink, table, &self.target, id).await?;
         let group_id = group_of(&self.model.name, id);
         let start = self.lag(&group_id).await?;
         let total: u64 = start.iter().map(|p| p.lag() as u64).sum();

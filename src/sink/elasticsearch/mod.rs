@@ -439,8 +439,9 @@ impl Elasticsearch {
         let mut lookup: Vec<usize> = Vec::new();
         let mut current: HashMap<usize, Current> = HashMap::new();
         let reads_blind = first && !self.reads_found(target).look_first();
-        // The reads sent as `create` without looking, and those looked up.
-        let (mut blind, mut looked): (HashSet<usize>, usize) = (HashSet::default(), 0);
+        // Reads looked up; while `reads_blind`, every read not remembered in
+        // `current` is sent as `create` without looking.
+        let mut looked = 0;
         {
             let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
             for &i in todo {
@@ -450,9 +451,7 @@ impl Elasticsearch {
                         current.insert(i, c);
                     }
                     None if first && w.doc.op == Op::Create => {}
-                    None if reads_blind && w.doc.op == Op::Read => {
-                        blind.insert(i);
-                    }
+                    None if reads_blind && w.doc.op == Op::Read => {}
                     None => {
                         looked += usize::from(w.doc.op == Op::Read);
                         lookup.push(i);
@@ -517,8 +516,12 @@ impl Elasticsearch {
         }
         let results = self.client.bulk(body, sent.len()).await?;
         let mut missing_alias = false;
-        let blind_found = sent.iter().zip(&results).filter(|(i, r)| r.status == 409 && blind.contains(i)).count();
-        self.reads_found_update(target, blind_found, blind.len());
+        if reads_blind {
+            let blind: Vec<bool> =
+                sent.iter().map(|i| writes[*i].doc.op == Op::Read && !current.contains_key(i)).collect();
+            let found = blind.iter().zip(&results).filter(|(b, r)| **b && r.status == 409).count();
+            self.reads_found_update(target, found, blind.iter().filter(|b| **b).count());
+        }
         {
             let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
             for (i, item) in sent.iter().zip(results) {
