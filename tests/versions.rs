@@ -292,13 +292,20 @@ async fn an_unversioned_elasticsearch_index_is_adopted_as_version_1() {
 
 /// Live ids and fares (cents) of a BigQuery table or view.
 async fn bq_fares(dataset: &str, relation: &str) -> BTreeMap<String, i64> {
-    bigquery_rows(&format!(
+    try_bq_fares(dataset, relation).await.unwrap_or_else(|error| panic!("fares of {relation}: {error}"))
+}
+
+/// [`bq_fares`], or the query's error: a new version's table has no data
+/// columns until its first batch adds them.
+async fn try_bq_fares(dataset: &str, relation: &str) -> Result<BTreeMap<String, i64>, serde_json::Value> {
+    let rows = try_bigquery_rows(&format!(
         "SELECT __id, CAST(Fare * 100 AS INT64) FROM `projector-local.{dataset}.{relation}` WHERE NOT __deleted"
     ))
-    .await
-    .into_iter()
-    .filter_map(|r| Some((r.first()?.as_str()?.to_string(), r.get(1)?.as_str()?.parse().ok()?)))
-    .collect()
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| Some((r.first()?.as_str()?.to_string(), r.get(1)?.as_str()?.parse().ok()?)))
+        .collect())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -334,7 +341,9 @@ async fn bigquery_versions_are_written_together_swapped_rolled_back_and_collecte
     wait_for(CATCH_UP, "the instance to write version 2", || async {
         w.produce(&creates(&w, &mut Timeline::default(), 900..=900, 0)).await;
         w.wait_sink_caught_up(&w.group, "bigquery", CATCH_UP).await;
-        bq_fares(&dataset, "trips_v2").await.contains_key("900")
+        // Until the instance notices version 2, event 900 goes to version 1
+        // only, and trips_v2 may still lack the Fare column.
+        try_bq_fares(&dataset, "trips_v2").await.is_ok_and(|fares| fares.contains_key("900"))
     })
     .await;
     w.produce(&creates(&w, &mut t, 3..=3, 1000)).await;

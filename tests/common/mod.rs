@@ -429,16 +429,24 @@ pub async fn sink_outage_under_load(
 }
 
 /// Runs a query on the BigQuery emulator; rows as arrays of cell text
-/// (TIMESTAMPs as integer microseconds).
+/// (TIMESTAMPs as integer microseconds). Panics on a query error.
 pub async fn bigquery_rows(sql: &str) -> Vec<Vec<Json>> {
+    try_bigquery_rows(sql).await.unwrap_or_else(|error| panic!("{sql}: {error}"))
+}
+
+/// [`bigquery_rows`], with a query error (a table or column that does not
+/// exist yet, say) returned instead.
+pub async fn try_bigquery_rows(sql: &str) -> Result<Vec<Vec<Json>>, Json> {
     let url = format!("{}/bigquery/v2/projects/{}/queries", bigquery::base_url(), bigquery::PROJECT);
     let query = json!({"query": sql, "useLegacySql": false, "formatOptions": {"useInt64Timestamp": true}});
     let body = post_json(&url, &query).await;
-    assert!(body.get("error").is_none(), "{sql}: {body}");
-    body["rows"]
+    if body.get("error").is_some() {
+        return Err(body);
+    }
+    Ok(body["rows"]
         .as_array()
         .map(|rows| rows.iter().map(|r| r["f"].as_array().unwrap().iter().map(|c| c["v"].clone()).collect()).collect())
-        .unwrap_or_default()
+        .unwrap_or_default())
 }
 
 /// Reads `n` dead letters from a DLQ topic: (source topic, source offset) →
