@@ -27,9 +27,9 @@ fn row() -> Row {
             ("At".into(), Value::Time(3_600_000_000_123)),
             ("DepartAt".into(), Value::Timestamp(1_782_900_000_000_000_000)),
             ("Zoned".into(), Value::ZonedTimestamp("2026-06-01T08:00:00+07:00".into())),
-            ("Extra".into(), Value::Json(serde_json::json!({"a": [1, "b"]}))),
+            ("Extra".into(), Value::Json(Box::new(serde_json::json!({"a": [1, "b"]})))),
             ("Odd Name".into(), Value::String("x".into())),
-        ],
+        ].into(),
     }
 }
 

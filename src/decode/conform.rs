@@ -132,5 +132,5 @@ pub(super) fn row(
             return Err(ValueError::Missing { field: name.to_string() });
         }
     }
-    Ok(Row { columns })
+    Ok(Row { columns: columns.into() })
 }

@@ -24,7 +24,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde_json::Value as Json;
 
 use super::value::{self, FieldType, MAX_DECIMAL_SCALE, SEMANTIC_NAMES, UNAVAILABLE_PLACEHOLDER, Value, ValueError};
-use super::{Name, Op, Row, SIGNAL_TABLE, SourcePosition, Text};
+use super::{Columns, Name, Op, Row, SIGNAL_TABLE, SourcePosition, Text};
 
 /// How a column is typed on the fast path, worked out once per schema
 /// from its [`FieldType`] so that no type names are compared per value.
@@ -414,7 +414,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
         let (RowSchema { fields, kinds, required }, record) = (self.0, self.1);
-        let mut columns = Vec::with_capacity(fields.len());
+        let mut columns = Columns::with_capacity(fields.len());
         while let Some(FieldName(name)) = map.next_key()? {
             // Debezium writes columns in schema order; anything else is left
             // to the general path. With unique schema names (see

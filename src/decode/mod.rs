@@ -18,6 +18,7 @@
 //! transaction metadata and heartbeats.
 
 pub mod avro;
+mod columns;
 mod conform;
 mod fast;
 mod name;
@@ -33,6 +34,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value as Json};
 
+pub use columns::{Column, Columns};
 pub use name::Name;
 pub use position::{PositionError, SourcePosition};
 pub use registry::SchemaRegistry;
@@ -71,7 +73,7 @@ impl Op {
 /// Ordered column values (key columns in key order, row columns in table order).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Row {
-    pub columns: Vec<(Name, Value)>,
+    pub columns: Columns,
 }
 
 impl Row {
@@ -100,6 +102,10 @@ pub struct ChangeEvent {
 
 /// What a record turned out to be.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every record is a Change; boxing it would cost an allocation per record to save a move"
+)]
 pub enum Decoded {
     Change(ChangeEvent),
     /// The Kafka-null value Debezium writes after each delete so compaction can

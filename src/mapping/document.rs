@@ -17,13 +17,15 @@ use std::sync::Arc;
 
 use super::types::SourceType;
 use super::{TableMapping, expr};
-use crate::decode::{ChangeEvent, FieldType, Name, Op, Row, SourcePosition, Value, value};
+use crate::decode::{ChangeEvent, FieldType, Name, Op, Row, SourcePosition, Text, Value, value};
 use crate::source::Lineage;
 
 /// What a sink should hold for one key after this change.
 #[derive(Clone, Debug)]
 pub struct Document {
-    pub id: String,
+    /// Held in place when short (a numeric key), shared with the record
+    /// when it is a long text key: forming it rarely allocates.
+    pub id: Text,
     pub position: SourcePosition,
     pub op: Op,
     pub source_ts_ms: Option<i64>,
@@ -302,19 +304,24 @@ fn retyped(column: &str, st: &SourceType, v: &Value) -> Result<Value, String> {
 }
 
 /// The document id of a key; on failure names the column and its value.
-pub fn document_id(key: &Row) -> Result<String, (String, String)> {
+pub fn document_id(key: &Row) -> Result<Text, (String, String)> {
     fn part((name, v): &(Name, Value)) -> Result<Cow<'_, str>, (String, String)> {
         match v {
             Value::Null | Value::Unavailable | Value::Json(_) => Err((name.to_string(), format!("{v:?}"))),
             other => Ok(expr::text(other)),
         }
     }
-    // The common single-column key: its text is the id, copied once.
+    // The common single-column key: its text is the id, formed without an
+    // allocation for a number and shared with the row for a text.
     if let [only] = &key.columns[..] {
-        return part(only).map(Cow::into_owned);
+        return match only {
+            (_, Value::Int(i)) => Ok(Text::display(i)),
+            (_, Value::String(t)) => Ok(t.clone()),
+            _ => part(only).map(Text::from),
+        };
     }
     let parts = key.columns.iter().map(part).collect::<Result<Vec<_>, _>>()?;
-    Ok(parts.iter().map(|p| p.replace('\\', "\\\\").replace('|', "\\|")).collect::<Vec<_>>().join("|"))
+    Ok(parts.iter().map(|p| p.replace('\\', "\\\\").replace('|', "\\|")).collect::<Vec<_>>().join("|").into())
 }
 
 #[cfg(test)]

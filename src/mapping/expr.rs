@@ -606,7 +606,8 @@ mod tests {
                 ("Fare".into(), Value::Decimal { unscaled: 35_000_000, scale: 2 }),
                 ("Note".into(), Value::Null),
                 ("Odd Name".into(), Value::String("x".into())),
-            ],
+            ]
+            .into(),
         }
     }
 

@@ -359,7 +359,7 @@ mod tests {
     }
 
     fn with_note(mut w: Write, note: Option<Value>) -> Write {
-        w.doc.body = note.map(|n| Row { columns: vec![("Fare".into(), Value::Int(1)), ("Note".into(), n)] });
+        w.doc.body = note.map(|n| Row { columns: vec![("Fare".into(), Value::Int(1)), ("Note".into(), n)].into() });
         w
     }
 

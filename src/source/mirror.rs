@@ -397,17 +397,19 @@ fn read(r: &tokio_postgres::Row, i: usize, read: Read) -> Result<Value, String> 
         Read::Timestamp => {
             r.try_get::<_, Option<i64>>(i).map_err(e)?.map_or(Value::Null, |us| Value::Timestamp(i128::from(us) * 1000))
         }
-        Read::Text => r.try_get::<_, Option<String>>(i).map_err(e)?.map_or(Value::Null, |s| Value::String(s.into())),
+        // Text is read borrowed from the row's buffer: a short one is then
+        // held in place with no allocation at all (see decode::Text).
+        Read::Text => r.try_get::<_, Option<&str>>(i).map_err(e)?.map_or(Value::Null, |s| Value::String(s.into())),
         Read::Zoned => {
-            r.try_get::<_, Option<String>>(i).map_err(e)?.map_or(Value::Null, |s| Value::ZonedTimestamp(s.into()))
+            r.try_get::<_, Option<&str>>(i).map_err(e)?.map_or(Value::Null, |s| Value::ZonedTimestamp(s.into()))
         }
-        Read::Decimal => match r.try_get::<_, Option<String>>(i).map_err(e)? {
+        Read::Decimal => match r.try_get::<_, Option<&str>>(i).map_err(e)? {
             None => Value::Null,
-            Some(s) => parse_decimal_text(&s).ok_or_else(|| format!("{s:?} is not a finite decimal"))?,
+            Some(s) => parse_decimal_text(s).ok_or_else(|| format!("{s:?} is not a finite decimal"))?,
         },
-        Read::Json => match r.try_get::<_, Option<String>>(i).map_err(e)? {
+        Read::Json => match r.try_get::<_, Option<&str>>(i).map_err(e)? {
             None => Value::Null,
-            Some(s) => Value::Json(serde_json::from_str(&s).map_err(|e| format!("not JSON: {e}"))?),
+            Some(s) => Value::Json(Box::new(serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))?)),
         },
     })
 }

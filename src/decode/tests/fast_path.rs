@@ -39,7 +39,8 @@ fn fast_path_text_shares_the_record_and_escaped_text_is_unescaped() {
     let db = BusBooking::new("vexere");
     let mut t = Timeline::default();
     let mut row = trip(1, 35_000_000, 1);
-    row[2].1 = serde_json::json!("Phương \"Trang\"");
+    row[1].1 = serde_json::json!("Sai Gon - Da Lat, by the mountain pass");
+    row[2].1 = serde_json::json!("Phương \"Trang\" Limousine, the long name");
     let r = source_record(&db.trips.event('c', None, Some(&row), t.commit(1), t.ts_ms, true), 0);
     change_with(&r, &opts);
     // The second decode takes the cached-schema path.
@@ -50,7 +51,7 @@ fn fast_path_text_shares_the_record_and_escaped_text_is_unescaped() {
         panic!("text columns decode as text: {after:?}")
     };
     assert!(route.shares(record), "unescaped text is a slice of the record, not a copy");
-    assert_eq!(*operator, "Phương \"Trang\"");
+    assert_eq!(*operator, "Phương \"Trang\" Limousine, the long name");
     assert!(!operator.shares(record), "text with escapes is unescaped into its own buffer");
     assert_eq!(Some(&after), change_with(&r, &DecodeOptions::default()).after.as_ref(), "as the general path reads it");
 }

@@ -164,7 +164,7 @@ impl BigQuery {
             row.columns.iter().find(|(c, _)| c.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone())
         };
         let mut m = Map::new();
-        m.insert("id".into(), Json::String(d.id.clone()));
+        m.insert("id".into(), Json::String(d.id.to_string()));
         m.insert("pos".into(), Json::String(d.position.as_str().to_string()));
         m.insert("del".into(), Json::String(d.body.is_none().to_string()));
         m.insert("part".into(), Json::String(d.lineage.partition.to_string()));
@@ -222,14 +222,14 @@ impl BigQuery {
             .cloned()
             .ok_or_else(|| BqError::NotFound(format!("table {target} is not known yet; re-creating it")))?;
         let data: Vec<(String, String)> = columns.into_iter().filter(|(n, _)| !is_meta(n)).collect();
-        let before = self.stored_rows(target, writes.iter().map(|w| w.doc.id.clone()).collect()).await?;
+        let before = self.stored_rows(target, writes.iter().map(|w| w.doc.id.to_string()).collect()).await?;
         let mut out: HashMap<String, Outcome> = HashMap::new();
         let (tombstones, writes): (Vec<&Write>, Vec<&Write>) = writes.iter().copied().partition(|w| w.doc.compaction);
         let tombstones: Vec<&Write> = tombstones
             .into_iter()
-            .filter(|w| match compaction::outcome(&w.doc, before.get(&w.doc.id).map(|r| r.stored)) {
+            .filter(|w| match compaction::outcome(&w.doc, before.get(w.doc.id.as_str()).map(|r| r.stored)) {
                 Some(outcome) => {
-                    out.insert(w.doc.id.clone(), outcome);
+                    out.insert(w.doc.id.to_string(), outcome);
                     false
                 }
                 None => true,
@@ -241,9 +241,9 @@ impl BigQuery {
         let fresh: Vec<&Write> = writes
             .into_iter()
             .filter(|w| {
-                let newer = before.get(&w.doc.id).is_none_or(|r| r.position.as_str() < w.doc.position.as_str());
+                let newer = before.get(w.doc.id.as_str()).is_none_or(|r| r.position.as_str() < w.doc.position.as_str());
                 if !newer {
-                    out.insert(w.doc.id.clone(), Outcome::Stale);
+                    out.insert(w.doc.id.to_string(), Outcome::Stale);
                 }
                 newer
             })
@@ -266,10 +266,10 @@ impl BigQuery {
             self.stage_and_merge(target, &fresh[start..end], &rows[start..end], &data).await?;
             start = end;
         }
-        let after = self.stored_rows(target, fresh.iter().map(|w| w.doc.id.clone()).collect()).await?;
+        let after = self.stored_rows(target, fresh.iter().map(|w| w.doc.id.to_string()).collect()).await?;
         for w in fresh {
-            let applied = after.get(&w.doc.id).is_some_and(|r| r.position == w.doc.position.as_str());
-            out.insert(w.doc.id.clone(), if applied { Outcome::Applied } else { Outcome::Stale });
+            let applied = after.get(w.doc.id.as_str()).is_some_and(|r| r.position == w.doc.position.as_str());
+            out.insert(w.doc.id.to_string(), if applied { Outcome::Applied } else { Outcome::Stale });
         }
         Ok(out)
     }
@@ -291,11 +291,12 @@ impl BigQuery {
             .collect();
         let rows = Json::Array(rows).to_string();
         self.client.query(&sql::compaction_delete(&self.tref(target)), &[Param::String("rows", rows)]).await?;
-        let after = self.stored_rows(target, tombstones.iter().map(|w| w.doc.id.clone()).collect()).await?;
+        let after = self.stored_rows(target, tombstones.iter().map(|w| w.doc.id.to_string()).collect()).await?;
         for w in tombstones {
             let by_it = Some((w.doc.lineage.partition, w.doc.lineage.offset));
-            let applied = after.get(&w.doc.id).is_some_and(|r| r.stored.deleted && r.stored.written_by == by_it);
-            out.insert(w.doc.id.clone(), if applied { Outcome::Applied } else { Outcome::Stale });
+            let applied =
+                after.get(w.doc.id.as_str()).is_some_and(|r| r.stored.deleted && r.stored.written_by == by_it);
+            out.insert(w.doc.id.to_string(), if applied { Outcome::Applied } else { Outcome::Stale });
         }
         Ok(())
     }

@@ -544,7 +544,7 @@ impl Sink for BigQuery {
                 .zip(unfit)
                 .map(|(w, u)| match u {
                     Some(e) => Outcome::Failed(e),
-                    None => outcomes.remove(&w.doc.id).unwrap_or(Outcome::Stale),
+                    None => outcomes.remove(w.doc.id.as_str()).unwrap_or(Outcome::Stale),
                 })
                 .collect()),
             Err(BqError::Data(m)) => {

@@ -269,7 +269,7 @@ pub fn cell_text(v: &Value, base: &str) -> Option<String> {
         Value::Timestamp(n) if base == "TIMESTAMP" => format!("{}Z", micros(timestamp_text(*n))),
         Value::Timestamp(n) => micros(timestamp_text(*n)),
         Value::ZonedTimestamp(s) => micros(s.to_string()),
-        Value::Json(j) if base == "STRING" => match j {
+        Value::Json(j) if base == "STRING" => match &**j {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         },
@@ -588,7 +588,7 @@ mod tests {
         assert_eq!(cell_text(&Value::Time(3_723_000_001_999), "TIME").unwrap(), "01:02:03.000001");
         assert_eq!(cell_text(&Value::Bytes(vec![0, 1, 255]), "BYTES").unwrap(), "AAH/");
         assert_eq!(cell_text(&Value::Float(f64::NEG_INFINITY), "FLOAT64").unwrap(), "-Infinity");
-        assert_eq!(cell_text(&Value::Json(serde_json::json!({"a": 1})), "JSON").unwrap(), "{\"a\":1}");
+        assert_eq!(cell_text(&Value::Json(Box::new(serde_json::json!({"a": 1}))), "JSON").unwrap(), "{\"a\":1}");
         assert_eq!(cell_text(&Value::Null, "STRING"), None);
         assert_eq!(cell_text(&Value::Unavailable, "STRING"), None);
     }

@@ -82,7 +82,7 @@ mod tests {
             op: Op::Update,
             source_ts_ms: None,
             lineage: Lineage { topic: "t".into(), partition: 0, offset: 1 },
-            key: Row { columns: vec![("Id".into(), Value::Int(1))] },
+            key: Row { columns: vec![("Id".into(), Value::Int(1))].into() },
             body: Some(Row { columns: columns.iter().map(|c| ((*c).into(), Value::Int(1))).collect() }),
             source_types: None,
             compaction: false,

@@ -126,7 +126,7 @@ mod tests {
             op: if body.is_some() { Op::Update } else { Op::Delete },
             source_ts_ms: Some(1000),
             lineage: Lineage { topic: "t".into(), partition: 0, offset: 1 },
-            key: Row { columns: vec![("TripId".into(), Value::Int(7))] },
+            key: Row { columns: vec![("TripId".into(), Value::Int(7))].into() },
             body,
             source_types: None,
             compaction: false,
@@ -141,7 +141,8 @@ mod tests {
                 ("Fare".into(), Value::Decimal { unscaled: 35_000_000, scale: 2 }),
                 ("Note".into(), Value::Unavailable),
                 ("Route".into(), Value::String("A \"B\"".into())),
-            ],
+            ]
+            .into(),
         };
         let mut out = Vec::new();
         document(&mut out, &doc(Some(row)));
@@ -156,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_partial_row_becomes_a_conditional_update_that_keeps_the_stored_value() {
-        let row = Row { columns: vec![("TripId".into(), Value::Int(7)), ("Note".into(), Value::Unavailable)] };
+        let row = Row { columns: vec![("TripId".into(), Value::Int(7)), ("Note".into(), Value::Unavailable)].into() };
         let w = Write { target: "trips".into(), doc: doc(Some(row)) };
         let mut out = Vec::new();
         write(
@@ -176,7 +177,7 @@ mod tests {
 
     #[test]
     fn a_new_document_is_created_and_a_known_one_indexed_over_its_sequence_number() {
-        let row = Row { columns: vec![("TripId".into(), Value::Int(7))] };
+        let row = Row { columns: vec![("TripId".into(), Value::Int(7))].into() };
         let mut d = doc(Some(row));
         d.id = "a\"b".into();
         let w = Write { target: "trips-\"x\"".into(), doc: d };

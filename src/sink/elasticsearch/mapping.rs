@@ -62,7 +62,7 @@ pub fn schema_type(ft: &FieldType) -> Option<Json> {
             | "io.debezium.time.NanoTimestamp",
         ) => Value::Timestamp(0),
         Some("io.debezium.time.ZonedTimestamp") => Value::ZonedTimestamp(Text::default()),
-        Some("io.debezium.data.Json") => Value::Json(Json::Null),
+        Some("io.debezium.data.Json") => Value::Json(Box::new(Json::Null)),
         Some("io.debezium.time.MicroDuration") => Value::Int(0),
         _ => match ft.connect.as_str() {
             "int8" | "int16" | "int32" | "int64" => Value::Int(0),

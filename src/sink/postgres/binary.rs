@@ -359,12 +359,12 @@ mod tests {
             b"2026-01-02T03:04:05+07:00"
         );
         assert_eq!(enc(Value::Int(5), Type::TEXT), b"5");
-        assert_eq!(enc(Value::Json(serde_json::json!({"a": 1})), Type::TEXT), br#"{"a":1}"#);
-        assert_eq!(enc(Value::Json(serde_json::json!({"a": 1})), Type::JSONB), jsonb(r#"{"a":1}"#));
+        assert_eq!(enc(Value::Json(Box::new(serde_json::json!({"a": 1}))), Type::TEXT), br#"{"a":1}"#);
+        assert_eq!(enc(Value::Json(Box::new(serde_json::json!({"a": 1}))), Type::JSONB), jsonb(r#"{"a":1}"#));
         assert_eq!(enc(Value::String(r#"{"b":2}"#.into()), Type::JSONB), jsonb(r#"{"b":2}"#));
         assert_eq!(enc(Value::String("x\"y".into()), Type::JSONB), jsonb(r#""x\"y""#));
         assert_eq!(enc(Value::Int(5), Type::JSON), br#""5""#);
-        assert_eq!(enc(Value::Json(serde_json::json!([1, 2])), Type::JSON), b"[1,2]");
+        assert_eq!(enc(Value::Json(Box::new(serde_json::json!([1, 2]))), Type::JSON), b"[1,2]");
     }
 
     #[test]

@@ -824,10 +824,12 @@ impl Sink for Postgres {
         match written {
             Ok(applied) => Ok(writes
                 .iter()
-                .map(|w| match (applied.ids.contains(&w.doc.id), applied.unmatched.contains(&w.doc.id)) {
-                    (true, _) => Outcome::Applied,
-                    (false, true) => Outcome::Unmatched,
-                    (false, false) => Outcome::Stale,
+                .map(|w| {
+                    match (applied.ids.contains(w.doc.id.as_str()), applied.unmatched.contains(w.doc.id.as_str())) {
+                        (true, _) => Outcome::Applied,
+                        (false, true) => Outcome::Unmatched,
+                        (false, false) => Outcome::Stale,
+                    }
                 })
                 .collect()),
             Err(e) => {
