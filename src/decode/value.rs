@@ -376,19 +376,55 @@ pub fn decimal_fits(unscaled: i128, scale: u32, precision: u32, column_scale: u3
 
 /// Writes an exact decimal as plain text (`-1234.50`).
 pub fn decimal_text(unscaled: i128, scale: u32) -> String {
-    let digits = unscaled.unsigned_abs().to_string();
-    let sign = if unscaled < 0 { "-" } else { "" };
-    // Decoding bounds scales by MAX_DECIMAL_SCALE; clamp anything else
-    // rather than allocate gigabytes of zeros.
-    let scale = usize::try_from(scale.min(MAX_DECIMAL_SCALE)).unwrap_or(0);
-    if scale == 0 {
-        return format!("{sign}{digits}");
-    }
-    if digits.len() > scale {
-        let (i, f) = digits.split_at(digits.len() - scale);
-        format!("{sign}{i}.{f}")
-    } else {
-        format!("{sign}0.{}{digits}", "0".repeat(scale - digits.len()))
+    DecimalText(unscaled, scale).to_string()
+}
+
+/// An exact decimal (`unscaled × 10^-scale`) displayed as plain text
+/// (`-1234.50`), written without an allocation (the sinks' encoders write
+/// it straight into their request bodies).
+pub struct DecimalText(pub i128, pub u32);
+
+impl fmt::Display for DecimalText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let DecimalText(unscaled, scale) = *self;
+        // u128::MAX has 39 digits.
+        let mut buf = [0u8; 39];
+        let mut at = buf.len();
+        let mut n = unscaled.unsigned_abs();
+        loop {
+            at -= 1;
+            buf[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        // Only ASCII digits were written.
+        let digits = std::str::from_utf8(&buf[at..]).map_err(|_| fmt::Error)?;
+        if unscaled < 0 {
+            f.write_str("-")?;
+        }
+        // Decoding bounds scales by MAX_DECIMAL_SCALE; clamp anything else
+        // rather than write gigabytes of zeros.
+        let scale = usize::try_from(scale.min(MAX_DECIMAL_SCALE)).unwrap_or(0);
+        if scale == 0 {
+            return f.write_str(digits);
+        }
+        if digits.len() > scale {
+            let (i, frac) = digits.split_at(digits.len() - scale);
+            f.write_str(i)?;
+            f.write_str(".")?;
+            return f.write_str(frac);
+        }
+        f.write_str("0.")?;
+        const ZEROS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+        let mut pad = scale - digits.len();
+        while pad > 0 {
+            let n = pad.min(ZEROS.len());
+            f.write_str(&ZEROS[..n])?;
+            pad -= n;
+        }
+        f.write_str(digits)
     }
 }
 
@@ -409,42 +445,120 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// `YYYY-MM-DD`.
 pub fn date_text(days: i32) -> String {
-    let (y, m, d) = civil_from_days(i64::from(days));
-    format!("{y:04}-{m:02}-{d:02}")
+    DateText(days).to_string()
 }
 
 /// `HH:MM:SS[.fffffffff]` with trailing zeros trimmed.
 pub fn time_text(nanos: i64) -> String {
-    let secs = nanos.div_euclid(1_000_000_000);
-    let frac = nanos.rem_euclid(1_000_000_000);
-    let (h, mi, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
-    format!("{h:02}:{mi:02}:{s:02}{}", fraction(frac))
+    TimeText(nanos).to_string()
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fffffffff]` without an offset: a wall clock.
 pub fn timestamp_text(nanos: i128) -> String {
-    // Decoded timestamps are an i64 count scaled up, so the seconds fit an
-    // i64; a Value built elsewhere beyond that clamps instead of wrapping.
-    let secs = nanos.div_euclid(1_000_000_000);
-    let secs = i64::try_from(secs).unwrap_or(if secs < 0 { i64::MIN / 1_000_000 } else { i64::MAX / 1_000_000 });
-    let frac = i64::try_from(nanos.rem_euclid(1_000_000_000)).unwrap_or(0);
-    let days = secs.div_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let tod = secs.rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{}", tod / 3600, (tod / 60) % 60, tod % 60, fraction(frac))
+    TimestampText(nanos).to_string()
 }
 
-fn fraction(nanos: i64) -> String {
-    if nanos == 0 {
-        return String::new();
+/// A date (days since the epoch) displayed as `YYYY-MM-DD`, with no allocation.
+pub struct DateText(pub i32);
+
+impl fmt::Display for DateText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (y, m, d) = civil_from_days(i64::from(self.0));
+        write!(f, "{y:04}-{m:02}-{d:02}")
     }
-    let s = format!(".{nanos:09}");
-    s.trim_end_matches('0').to_string()
+}
+
+/// A time of day (nanoseconds past midnight) displayed as
+/// `HH:MM:SS[.fffffffff]`, trailing zeros trimmed, with no allocation.
+pub struct TimeText(pub i64);
+
+impl fmt::Display for TimeText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.div_euclid(1_000_000_000);
+        let frac = self.0.rem_euclid(1_000_000_000);
+        let (h, mi, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+        write!(f, "{h:02}:{mi:02}:{s:02}{}", Fraction(frac))
+    }
+}
+
+/// A wall-clock timestamp (nanoseconds since the epoch) displayed as
+/// `YYYY-MM-DDTHH:MM:SS[.fffffffff]` without an offset, with no allocation.
+pub struct TimestampText(pub i128);
+
+impl fmt::Display for TimestampText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nanos = self.0;
+        // Decoded timestamps are an i64 count scaled up, so the seconds fit an
+        // i64; a Value built elsewhere beyond that clamps instead of wrapping.
+        let secs = nanos.div_euclid(1_000_000_000);
+        let secs = i64::try_from(secs).unwrap_or(if secs < 0 { i64::MIN / 1_000_000 } else { i64::MAX / 1_000_000 });
+        let frac = i64::try_from(nanos.rem_euclid(1_000_000_000)).unwrap_or(0);
+        let days = secs.div_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        let tod = secs.rem_euclid(86_400);
+        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{}", tod / 3600, (tod / 60) % 60, tod % 60, Fraction(frac))
+    }
+}
+
+/// `.fffffffff` of a nanosecond count below one second, trailing zeros
+/// trimmed; nothing for zero.
+struct Fraction(i64);
+
+impl fmt::Display for Fraction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == 0 {
+            return Ok(());
+        }
+        let mut buf = *b".000000000";
+        let mut n = self.0.rem_euclid(1_000_000_000);
+        for slot in buf[1..].iter_mut().rev() {
+            *slot = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        let end = buf.iter().rposition(|b| *b != b'0').map_or(1, |i| i + 1);
+        // Only ASCII was written.
+        f.write_str(std::str::from_utf8(&buf[..end]).map_err(|_| fmt::Error)?)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_text_is_exact_at_every_sign_scale_and_width() {
+        // The text as plain string arithmetic gives it.
+        fn oracle(unscaled: i128, scale: u32) -> String {
+            let digits = unscaled.unsigned_abs().to_string();
+            let sign = if unscaled < 0 { "-" } else { "" };
+            let scale = scale.min(MAX_DECIMAL_SCALE) as usize;
+            match scale {
+                0 => format!("{sign}{digits}"),
+                s if digits.len() > s => {
+                    format!("{sign}{}.{}", &digits[..digits.len() - s], &digits[digits.len() - s..])
+                }
+                s => format!("{sign}0.{}{digits}", "0".repeat(s - digits.len())),
+            }
+        }
+        let values = [0, 1, -1, 7, -50, 12_345, -35_000_000, i128::from(i64::MAX), i128::MAX, i128::MIN, i128::MIN + 1];
+        for unscaled in values {
+            for scale in [0, 1, 2, 4, 9, 38, 39, 40, 100, MAX_DECIMAL_SCALE, MAX_DECIMAL_SCALE + 1, u32::MAX] {
+                assert_eq!(decimal_text(unscaled, scale), oracle(unscaled, scale), "{unscaled} scale {scale}");
+            }
+        }
+        assert_eq!(decimal_text(-35_000_050, 2), "-350000.50");
+        assert_eq!(decimal_text(5, 3), "0.005");
+    }
+
+    #[test]
+    fn time_fractions_are_trimmed_and_whole_seconds_have_none() {
+        assert_eq!(time_text(0), "00:00:00");
+        assert_eq!(time_text(1), "00:00:00.000000001");
+        assert_eq!(time_text(45_296_120_000_000), "12:34:56.12");
+        assert_eq!(timestamp_text(1_500_000_000), "1970-01-01T00:00:01.5");
+        assert_eq!(timestamp_text(-1), "1969-12-31T23:59:59.999999999");
+        assert_eq!(date_text(-1), "1969-12-31");
+    }
     use serde_json::json;
 
     fn ty(connect: &str, name: Option<&str>, scale: Option<u32>) -> FieldType {

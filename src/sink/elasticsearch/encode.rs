@@ -98,7 +98,7 @@ pub fn value_json(out: &mut Vec<u8>, v: &Value) {
         Value::Float(f) if f.is_finite() => write!(out, "{f}"),
         Value::Float(_) => write!(out, "null"),
         // Exact digits as a JSON number: no f64 rounding on our side.
-        Value::Decimal { unscaled, scale } => write!(out, "{}", value::decimal_text(*unscaled, *scale)),
+        Value::Decimal { unscaled, scale } => write!(out, "{}", value::DecimalText(*unscaled, *scale)),
         Value::String(s) | Value::ZonedTimestamp(s) => {
             serde_json::to_writer(&mut *out, s.as_str()).map_err(std::io::Error::other)
         }
@@ -106,9 +106,9 @@ pub fn value_json(out: &mut Vec<u8>, v: &Value) {
             use base64::Engine;
             write!(out, "\"{}\"", base64::engine::general_purpose::STANDARD.encode(b))
         }
-        Value::Date(d) => write!(out, "\"{}\"", value::date_text(*d)),
-        Value::Time(t) => write!(out, "\"{}\"", value::time_text(*t)),
-        Value::Timestamp(t) => write!(out, "\"{}\"", value::timestamp_text(*t)),
+        Value::Date(d) => write!(out, "\"{}\"", value::DateText(*d)),
+        Value::Time(t) => write!(out, "\"{}\"", value::TimeText(*t)),
+        Value::Timestamp(t) => write!(out, "\"{}\"", value::TimestampText(*t)),
         Value::Json(j) => serde_json::to_writer(&mut *out, j).map_err(std::io::Error::other),
     };
 }
