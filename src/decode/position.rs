@@ -67,13 +67,22 @@ impl HexText {
         HexText { len: 0, text: [0; INLINE] }
     }
 
-    /// Appends one byte; the writers below never exceed [`INLINE`] (a
-    /// SQL Server position is exactly that long), and a write past it is
+    /// Appends `n` copies of `b`. The writers below never exceed [`INLINE`]
+    /// (a SQL Server position is exactly that long); a write past it is
     /// dropped rather than panicking.
-    fn push(&mut self, b: u8) {
-        if let Some(slot) = self.text.get_mut(self.len) {
-            *slot = b;
-            self.len += 1;
+    fn pad(&mut self, b: u8, n: usize) {
+        if let Some(slots) = self.text.get_mut(self.len..self.len + n) {
+            slots.fill(b);
+            self.len += n;
+        }
+    }
+
+    /// Appends `bytes` in lower case, or nothing when they would not fit.
+    fn extend_lower(&mut self, bytes: &[u8]) {
+        if let Some(slots) = self.text.get_mut(self.len..self.len + bytes.len()) {
+            slots.copy_from_slice(bytes);
+            slots.make_ascii_lowercase();
+            self.len += bytes.len();
         }
     }
 
@@ -218,33 +227,33 @@ impl fmt::Display for SourcePosition {
 /// each part left-padded with zeroes.
 fn push_lsn(out: &mut HexText, field: &'static str, s: &str) -> Result<(), PositionError> {
     let bad = || PositionError::BadLsn { field, value: s.to_string() };
-    let mut parts = s.split(':');
-    for width in [8, 8, 4] {
-        let part = parts.next().ok_or_else(bad)?;
-        if part.is_empty() || part.len() > width || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let mut rest = s.as_bytes();
+    for (i, width) in [8, 8, 4].into_iter().enumerate() {
+        // The last part runs to the end: a third ':' makes it non-hex.
+        let end = if i < 2 { rest.iter().position(|b| *b == b':').ok_or_else(bad)? } else { rest.len() };
+        let part = &rest[..end];
+        if part.is_empty() || part.len() > width || !part.iter().all(u8::is_ascii_hexdigit) {
             return Err(bad());
         }
-        for _ in part.len()..width {
-            out.push(b'0');
-        }
-        part.bytes().for_each(|b| out.push(b.to_ascii_lowercase()));
-    }
-    if parts.next().is_some() {
-        return Err(bad());
+        out.pad(b'0', width - part.len());
+        out.extend_lower(part);
+        rest = rest.get(end + 1..).unwrap_or_default();
     }
     Ok(())
 }
 
 fn push_zero_lsn(out: &mut HexText) {
-    (0..LSN_HEX).for_each(|_| out.push(b'0'));
+    out.pad(b'0', LSN_HEX);
 }
 
 /// Appends `n` as 16 lower-case hex digits (`{n:016x}`).
 fn push_hex16(out: &mut HexText, n: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for shift in (0..16).rev() {
-        out.push(HEX[((n >> (shift * 4)) & 0xf) as usize]);
+    let mut digits = [0u8; 16];
+    for (i, d) in digits.iter_mut().enumerate() {
+        *d = HEX[((n >> ((15 - i) * 4)) & 0xf) as usize];
     }
+    out.extend_lower(&digits);
 }
 
 fn non_negative(field: &'static str, v: &serde_json::Value) -> Result<u64, PositionError> {
@@ -329,7 +338,20 @@ mod tests {
         assert_eq!(p.as_str(), "0000000a000000b1000c0000002a000003100003000000000000012c");
         assert_eq!(SourcePosition::sqlserver_parts("A:B1:c", Some("0000002a:00000310:0003"), 300).unwrap(), p);
         assert_eq!(SourcePosition::sqlserver_parts("A:B1:c", None, 0).unwrap(), ss("A:B1:c", None, None));
-        for bad in ["1:2", "1:2:3:4", "1::3", "123456789:0:0", "1:2:12345", "g:0:0"] {
+        for bad in [
+            "1:2",
+            "1:2:3:4",
+            "1::3",
+            "123456789:0:0",
+            "1:2:12345",
+            "g:0:0",
+            "",
+            ":1:2",
+            "1:2:",
+            "1:2:3:",
+            "1:2:3 ",
+            "é:0:0",
+        ] {
             assert!(
                 matches!(pos(json!({"connector": "sqlserver", "commit_lsn": bad})), Err(PositionError::BadLsn { .. })),
                 "{bad}"
